@@ -1,0 +1,288 @@
+package api
+
+import (
+	"compress/gzip"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/auth"
+)
+
+const secret = "api-test-secret-long-enough-for-hs256!"
+
+func newTestServer(t *testing.T, cfg Config) *httptest.Server {
+	t.Helper()
+	v, err := auth.NewVerifier(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Mounts == nil {
+		cfg.Mounts = map[string]http.Handler{}
+	}
+	// A stand-in REST handler that reports the role the request runs as.
+	cfg.Mounts["/rest/v1"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch strings.TrimPrefix(r.URL.Path, "/rest/v1") {
+		case "/panic":
+			panic("boom")
+		case "/big":
+			writeJSON(w, http.StatusOK, map[string]string{"data": strings.Repeat("x", 8000)})
+		default:
+			writeJSON(w, http.StatusOK, map[string]string{"role": Claims(r).Role, "sub": Claims(r).Subject})
+		}
+	})
+	srv := httptest.NewServer(New(cfg, v, zap.NewNop(), prometheus.NewRegistry()))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func sign(t *testing.T, s string, claims map[string]any) string {
+	t.Helper()
+	tok, err := auth.Sign(s, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func get(t *testing.T, url string, headers map[string]string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &body); err != nil {
+		t.Fatalf("%s: body is not JSON: %q", url, raw)
+	}
+	return resp, body
+}
+
+func TestGuard(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Config{})
+	anon, _ := auth.APIKey(secret, auth.RoleAnon)
+	service, _ := auth.APIKey(secret, auth.RoleServiceRole)
+	user := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u-1", "exp": time.Now().Add(time.Hour).Unix()})
+	expired := sign(t, secret, map[string]any{"role": "anon", "exp": time.Now().Add(-time.Hour).Unix()})
+	wrongSig := sign(t, "a-completely-different-secret-of-length", map[string]any{"role": "service_role"})
+	enc := base64.RawURLEncoding.EncodeToString
+	algNone := enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc([]byte(`{"role":"service_role"}`)) + "."
+
+	tests := []struct {
+		name     string
+		path     string
+		headers  map[string]string
+		status   int
+		wantRole string
+		wantCode string
+	}{
+		{"anon key", "/rest/v1/t", map[string]string{"apikey": anon}, 200, "anon", ""},
+		{"service key", "/rest/v1/t", map[string]string{"apikey": service}, 200, "service_role", ""},
+		{"anon key plus user token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + user}, 200, "authenticated", ""},
+		{"key in query", "/rest/v1/t?apikey=" + anon, nil, 200, "anon", ""},
+		{"no key", "/rest/v1/t", nil, 401, "", "FB401"},
+		{"garbage key", "/rest/v1/t", map[string]string{"apikey": "garbage"}, 401, "", "FB402"},
+		{"expired token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, "", "FB403"},
+		{"wrong signature", "/rest/v1/t", map[string]string{"apikey": wrongSig}, 401, "", "FB402"},
+		{"alg none", "/rest/v1/t", map[string]string{"Authorization": "Bearer " + algNone}, 401, "", "FB402"},
+		{"basic auth", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Basic eDp5"}, 401, "", "FB402"},
+		{"bad key, good token", "/rest/v1/t", map[string]string{"apikey": "bad", "Authorization": "Bearer " + user}, 401, "", "FB402"},
+		{"storage guarded before it exists", "/storage/v1/object/x", map[string]string{"apikey": "bad"}, 401, "", "FB402"},
+		{"auth guarded before it exists", "/auth/v1/user", nil, 401, "", "FB401"},
+		{"realtime guarded", "/realtime/v1/websocket", nil, 401, "", "FB401"},
+		{"cdc guarded", "/cdc/v1/changes", map[string]string{"apikey": expired}, 401, "", "FB403"},
+		{"unmounted prefix with a good key", "/cdc/v1/changes", map[string]string{"apikey": anon}, 404, "", "FB405"},
+		{"health needs no key", "/health", nil, 200, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			resp, body := get(t, srv.URL+tt.path, tt.headers)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d (body %v)", resp.StatusCode, tt.status, body)
+			}
+			if got := resp.Header.Get("Content-Type"); !strings.HasPrefix(got, "application/json") {
+				t.Errorf("content type %q", got)
+			}
+			if tt.wantRole != "" && body["role"] != tt.wantRole {
+				t.Errorf("role %v, want %s", body["role"], tt.wantRole)
+			}
+			if tt.wantCode != "" && (body["code"] != tt.wantCode || body["message"] == "") {
+				t.Errorf("error body %v, want code %s with a message", body, tt.wantCode)
+			}
+		})
+	}
+}
+
+func TestReady(t *testing.T) {
+	t.Parallel()
+	dbDown := errors.New("connection refused")
+	var failing atomic.Bool
+	srv := newTestServer(t, Config{ReadyTimeout: 100 * time.Millisecond, Checks: []NamedCheck{
+		{"database", func(context.Context) error {
+			if failing.Load() {
+				return dbDown
+			}
+			return nil
+		}},
+		{"broker", func(ctx context.Context) error { return nil }},
+		{"slow", func(ctx context.Context) error {
+			if failing.Load() {
+				<-ctx.Done() // a check that hangs is cut off by the timeout
+				return ctx.Err()
+			}
+			return nil
+		}},
+	}})
+	resp, body := get(t, srv.URL+"/ready", nil)
+	if resp.StatusCode != 200 || body["status"] != "ok" {
+		t.Fatalf("healthy: %d %v", resp.StatusCode, body)
+	}
+	failing.Store(true)
+	start := time.Now()
+	resp, body = get(t, srv.URL+"/ready", nil)
+	if resp.StatusCode != 503 {
+		t.Fatalf("failing: status %d %v", resp.StatusCode, body)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("readiness waited %v for a hanging check", time.Since(start))
+	}
+	checks := body["checks"].(map[string]any)
+	if checks["database"] != dbDown.Error() || checks["broker"] != "ok" || checks["slow"] == "ok" {
+		t.Fatalf("checks %v", checks)
+	}
+}
+
+func TestMiddleware(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Config{Debug: true})
+	anon, _ := auth.APIKey(secret, auth.RoleAnon)
+	service, _ := auth.APIKey(secret, auth.RoleServiceRole)
+
+	t.Run("panic becomes 500 and the server lives on", func(t *testing.T) {
+		resp, body := get(t, srv.URL+"/rest/v1/panic", map[string]string{"apikey": anon})
+		if resp.StatusCode != 500 || body["code"] != "FB500" {
+			t.Fatalf("%d %v", resp.StatusCode, body)
+		}
+		if resp, _ := get(t, srv.URL+"/health", nil); resp.StatusCode != 200 {
+			t.Fatal("server stopped answering after a panic")
+		}
+	})
+	t.Run("request id echoed or made", func(t *testing.T) {
+		resp, _ := get(t, srv.URL+"/health", map[string]string{"X-Request-Id": "abc-123"})
+		if got := resp.Header.Get("X-Request-Id"); got != "abc-123" {
+			t.Fatalf("echoed id %q", got)
+		}
+		resp, _ = get(t, srv.URL+"/health", map[string]string{"X-Request-Id": "bad id with spaces"})
+		if got := resp.Header.Get("X-Request-Id"); len(got) != 24 {
+			t.Fatalf("made id %q", got)
+		}
+	})
+	t.Run("gzip for large JSON only", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", srv.URL+"/rest/v1/big", nil)
+		req.Header.Set("apikey", anon)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.Header.Get("Content-Encoding") != "gzip" {
+			t.Fatalf("large response not gzipped: %v", resp.Header)
+		}
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]string
+		if err := json.NewDecoder(zr).Decode(&body); err != nil || len(body["data"]) != 8000 {
+			t.Fatalf("gunzipped body: %v", err)
+		}
+		req, _ = http.NewRequest("GET", srv.URL+"/rest/v1/small", nil)
+		req.Header.Set("apikey", anon)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp2, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp2.Body.Close()
+		if resp2.Header.Get("Content-Encoding") != "" {
+			t.Fatal("a small response was gzipped")
+		}
+	})
+	t.Run("CORS preflight without a key", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodOptions, srv.URL+"/rest/v1/t", nil)
+		req.Header.Set("Origin", "http://app.example")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "*" ||
+			!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "apikey") {
+			t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+		}
+	})
+	t.Run("pprof needs the service key", func(t *testing.T) {
+		if resp, _ := get(t, srv.URL+"/debug/pprof/cmdline", map[string]string{"apikey": anon}); resp.StatusCode != 403 {
+			t.Fatalf("anon got %d", resp.StatusCode)
+		}
+		req, _ := http.NewRequest("GET", srv.URL+"/debug/pprof/cmdline", nil)
+		req.Header.Set("apikey", service)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("service key got %d", resp.StatusCode)
+		}
+	})
+	t.Run("metrics by route pattern", func(t *testing.T) {
+		get(t, srv.URL+"/health", nil)
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		text := string(raw)
+		for _, want := range []string{
+			`http_requests_total{method="GET",route="/health",status="200"}`,
+			`http_request_duration_seconds_bucket{method="GET",route="/health"`,
+			`fluxbase_active_connections`,
+		} {
+			if !strings.Contains(text, want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
+	})
+}
+
+func TestPprofOffByDefault(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Config{})
+	service, _ := auth.APIKey(secret, auth.RoleServiceRole)
+	if resp, _ := get(t, srv.URL+"/debug/pprof/cmdline", map[string]string{"apikey": service}); resp.StatusCode != 404 {
+		t.Fatalf("pprof answered %d without FLUXBASE_DEBUG", resp.StatusCode)
+	}
+}

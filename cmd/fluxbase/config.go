@@ -1,0 +1,317 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fluxbase/fluxbase/auth"
+)
+
+// config is everything a node reads from its environment. Names are the
+// contract of DESIGN.md; every value is validated before anything starts.
+type config struct {
+	DatabaseURL       string
+	DBMaxConns        int32
+	DBMinConns        int32
+	DBMaxConnLifetime time.Duration
+	DBMaxConnIdleTime time.Duration
+	ReadReplicas      []string
+
+	StorageProvider  string
+	StorageLocalPath string
+	S3Endpoint       string
+	S3AccessKey      string
+	S3SecretKey      string
+	S3Region         string
+	S3Bucket         string
+	S3UseSSL         bool
+
+	Debug        bool
+	HTTPAddr     string
+	JWTSecret    string
+	DataDir      string
+	NodeName     string
+	DrainTimeout time.Duration
+
+	NATSPort         int // -1: no client port
+	ClusterPort      int
+	ClusterRoutes    []string
+	NATSURL          string
+	NATSSyncInterval time.Duration // 0: fsync every write ("always")
+	ChangesMaxAge    time.Duration
+	ChangesMaxBytes  int64
+
+	ReplicationTables   []string
+	ReplicaIdentityFull bool
+}
+
+// configError is a bad environment value: one line that names the variable
+// and what it accepts.
+type configError struct {
+	name, value, accepts string
+}
+
+func (e *configError) Error() string {
+	if e.value == "" {
+		return fmt.Sprintf("%s is required: %s", e.name, e.accepts)
+	}
+	return fmt.Sprintf("%s=%q is invalid: want %s", e.name, e.value, e.accepts)
+}
+
+// env reads and validates variables, keeping the first error.
+type env struct {
+	get func(string) string
+	err error
+}
+
+func (e *env) fail(name, value, accepts string) {
+	if e.err == nil {
+		e.err = &configError{name, value, accepts}
+	}
+}
+
+func (e *env) str(name, def string) string {
+	if v := strings.TrimSpace(e.get(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (e *env) boolean(name string, def bool) bool {
+	v := e.str(name, "")
+	if v == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		e.fail(name, v, "true or false")
+	}
+	return b
+}
+
+func (e *env) integer(name string, def, min, max int64, accepts string) int64 {
+	v := e.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < min || n > max {
+		e.fail(name, v, accepts)
+	}
+	return n
+}
+
+func (e *env) duration(name string, def time.Duration) time.Duration {
+	v := e.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		e.fail(name, v, "a duration such as 500ms, 30s or 24h")
+	}
+	return d
+}
+
+// bytes accepts a plain byte count or one with a KB/MB/GB/TB suffix
+// (powers of 1024).
+func (e *env) bytes(name string, def int64) int64 {
+	v := e.str(name, "")
+	if v == "" {
+		return def
+	}
+	upper := strings.ToUpper(v)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(upper, u.suffix) {
+			upper, mult = strings.TrimSpace(strings.TrimSuffix(upper, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(upper, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		e.fail(name, v, "a size in bytes, optionally with KB, MB, GB or TB (for example 10GB), or -1 for no limit")
+		return def
+	}
+	return n * mult
+}
+
+func (e *env) list(name string) []string {
+	var out []string
+	for _, part := range strings.Split(e.str(name, ""), ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// loadConfig reads the environment of command (serve, dev or migrate)
+// through get. dev provides its own database and JWT secret when they are
+// missing; migrate needs no secret.
+func loadConfig(get func(string) string, command string) (config, error) {
+	dev := command == "dev"
+
+	e := &env{get: get}
+	var c config
+
+	c.DatabaseURL = e.str("DATABASE_URL", "")
+	if c.DatabaseURL == "" && !dev {
+		e.fail("DATABASE_URL", "", "a PostgreSQL URL such as postgres://user:pass@host:5432/db")
+	} else if c.DatabaseURL != "" && !validPostgresURL(c.DatabaseURL) {
+		e.fail("DATABASE_URL", redactURL(c.DatabaseURL), "a PostgreSQL URL such as postgres://user:pass@host:5432/db")
+	}
+	c.DBMaxConns = int32(e.integer("FLUXBASE_DATABASE_MAX_CONNECTIONS", 0, 1, 10000, "a whole number from 1 to 10000"))
+	c.DBMinConns = int32(e.integer("FLUXBASE_DATABASE_MIN_CONNECTIONS", 0, 0, 10000, "a whole number from 0 to 10000"))
+	if c.DBMaxConns > 0 && c.DBMinConns > c.DBMaxConns {
+		e.fail("FLUXBASE_DATABASE_MIN_CONNECTIONS", strconv.Itoa(int(c.DBMinConns)), "at most FLUXBASE_DATABASE_MAX_CONNECTIONS")
+	}
+	c.DBMaxConnLifetime = e.duration("FLUXBASE_DATABASE_MAX_CONN_LIFETIME", time.Hour)
+	c.DBMaxConnIdleTime = e.duration("FLUXBASE_DATABASE_MAX_CONN_IDLE_TIME", 30*time.Minute)
+	for _, r := range e.list("FLUXBASE_DATABASE_READ_REPLICAS") {
+		if _, _, err := net.SplitHostPort(r); err != nil && !validPostgresURL(r) {
+			e.fail("FLUXBASE_DATABASE_READ_REPLICAS", r, "comma-separated host:port pairs or PostgreSQL URLs")
+		}
+		c.ReadReplicas = append(c.ReadReplicas, r)
+	}
+
+	c.DataDir = e.str("FLUXBASE_DATA_DIR", ".fluxbase")
+	c.StorageProvider = e.str("FLUXBASE_STORAGE_PROVIDER", "local")
+	switch c.StorageProvider {
+	case "local", "s3":
+	default:
+		e.fail("FLUXBASE_STORAGE_PROVIDER", c.StorageProvider, "local or s3")
+	}
+	c.StorageLocalPath = e.str("FLUXBASE_STORAGE_LOCAL_PATH", c.DataDir+"/storage")
+	c.S3Endpoint = e.str("FLUXBASE_STORAGE_S3_ENDPOINT", "")
+	c.S3AccessKey = e.str("FLUXBASE_STORAGE_S3_ACCESS_KEY", "")
+	c.S3SecretKey = e.str("FLUXBASE_STORAGE_S3_SECRET_KEY", "")
+	c.S3Region = e.str("FLUXBASE_STORAGE_S3_REGION", "us-east-1")
+	c.S3Bucket = e.str("FLUXBASE_STORAGE_S3_BUCKET", "")
+	c.S3UseSSL = e.boolean("FLUXBASE_STORAGE_S3_USE_SSL", true)
+	if c.StorageProvider == "s3" {
+		if c.S3Endpoint == "" {
+			e.fail("FLUXBASE_STORAGE_S3_ENDPOINT", "", "the S3 endpoint as host:port when FLUXBASE_STORAGE_PROVIDER=s3")
+		} else if strings.Contains(c.S3Endpoint, "/") {
+			e.fail("FLUXBASE_STORAGE_S3_ENDPOINT", c.S3Endpoint, "host or host:port, without a scheme (use FLUXBASE_STORAGE_S3_USE_SSL)")
+		}
+		if c.S3Bucket == "" {
+			e.fail("FLUXBASE_STORAGE_S3_BUCKET", "", "the bucket name when FLUXBASE_STORAGE_PROVIDER=s3")
+		}
+	}
+
+	c.Debug = e.boolean("FLUXBASE_DEBUG", false)
+	c.HTTPAddr = e.str("FLUXBASE_HTTP_ADDR", ":8080")
+	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port, true) {
+		e.fail("FLUXBASE_HTTP_ADDR", c.HTTPAddr, "host:port or :port, such as :8080 or 127.0.0.1:8080")
+	}
+	c.JWTSecret = e.str("FLUXBASE_JWT_SECRET", "")
+	if c.JWTSecret == "" && command == "serve" {
+		e.fail("FLUXBASE_JWT_SECRET", "", fmt.Sprintf("a secret of at least %d characters", auth.MinSecretLength))
+	} else if c.JWTSecret != "" && len(c.JWTSecret) < auth.MinSecretLength {
+		e.fail("FLUXBASE_JWT_SECRET", "(hidden)", fmt.Sprintf("at least %d characters", auth.MinSecretLength))
+	}
+	host, _ := os.Hostname()
+	c.NodeName = e.str("FLUXBASE_NODE_NAME", host)
+	if !validNodeName(c.NodeName) {
+		e.fail("FLUXBASE_NODE_NAME", c.NodeName, "letters, digits, '-' and '_' only")
+	}
+	c.DrainTimeout = e.duration("FLUXBASE_SHUTDOWN_TIMEOUT", 15*time.Second)
+
+	c.NATSPort = int(e.integer("FLUXBASE_NATS_PORT", 4222, -1, 65535, "a port from 1 to 65535, or -1 for none"))
+	if c.NATSPort == 0 {
+		e.fail("FLUXBASE_NATS_PORT", "0", "a port from 1 to 65535, or -1 for none")
+	}
+	c.ClusterPort = int(e.integer("FLUXBASE_CLUSTER_PORT", 6222, 1, 65535, "a port from 1 to 65535"))
+	for _, r := range e.list("FLUXBASE_CLUSTER_ROUTES") {
+		if u, err := url.Parse(r); err != nil || u.Scheme != "nats" || u.Port() == "" {
+			e.fail("FLUXBASE_CLUSTER_ROUTES", r, "comma-separated nats://host:port route URLs")
+		}
+		c.ClusterRoutes = append(c.ClusterRoutes, r)
+	}
+	c.NATSURL = e.str("FLUXBASE_NATS_URL", "")
+	if c.NATSURL != "" {
+		for _, s := range strings.Split(c.NATSURL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(s)); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
+				e.fail("FLUXBASE_NATS_URL", c.NATSURL, "nats://host:port (comma-separated for several servers)")
+				break
+			}
+		}
+		if len(c.ClusterRoutes) > 0 {
+			e.fail("FLUXBASE_CLUSTER_ROUTES", strings.Join(c.ClusterRoutes, ","), "nothing when FLUXBASE_NATS_URL names an external NATS")
+		}
+	}
+	if v := e.str("FLUXBASE_NATS_SYNC_INTERVAL", "always"); v != "always" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			e.fail("FLUXBASE_NATS_SYNC_INTERVAL", v, "always (fsync every write) or a duration such as 100ms or 2m")
+		}
+		c.NATSSyncInterval = d
+	}
+	c.ChangesMaxAge = e.duration("FLUXBASE_CHANGES_MAX_AGE", 7*24*time.Hour)
+	c.ChangesMaxBytes = -1
+	if v := e.str("FLUXBASE_CHANGES_MAX_BYTES", ""); v != "-1" {
+		c.ChangesMaxBytes = e.bytes("FLUXBASE_CHANGES_MAX_BYTES", 10<<30)
+	}
+
+	c.ReplicationTables = e.list("FLUXBASE_REPLICATION_TABLES")
+	for _, t := range c.ReplicationTables {
+		if !validTableName(t) {
+			e.fail("FLUXBASE_REPLICATION_TABLES", t, "comma-separated table names, optionally schema-qualified (public.todos)")
+		}
+	}
+	c.ReplicaIdentityFull = e.boolean("FLUXBASE_REPLICA_IDENTITY_FULL", false)
+	return c, e.err
+}
+
+func validPostgresURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") && (u.Host != "" || u.Query().Get("host") != "")
+}
+
+// redactURL hides a password in a URL shown in an error.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+func validPort(s string, allowZero bool) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n <= 65535 && (n > 0 || (allowZero && n == 0))
+}
+
+func validNodeName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+func validTableName(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) > 2 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 63 || strings.ContainsAny(p, "\"'; \t\n") {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+var validServeEnv = map[string]string{
+	"DATABASE_URL":        "postgres://fluxbase:secret@db.internal:5432/app",
+	"FLUXBASE_JWT_SECRET": strings.Repeat("s", 40),
+}
+
+func TestConfigDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := loadConfig(envOf(validServeEnv), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8080" || c.NATSPort != 4222 || c.StorageProvider != "local" || c.DataDir != ".fluxbase" ||
+		c.NATSSyncInterval != 0 || c.ChangesMaxBytes != 10<<30 || c.ChangesMaxAge != 7*24*time.Hour {
+		t.Fatalf("defaults: %+v", c)
+	}
+	c, err = loadConfig(envOf(map[string]string{}), "dev")
+	if err != nil {
+		t.Fatalf("dev needs no variables: %v", err)
+	}
+	if _, err := loadConfig(envOf(map[string]string{"DATABASE_URL": validServeEnv["DATABASE_URL"]}), "migrate"); err != nil {
+		t.Fatalf("migrate needs no JWT secret: %v", err)
+	}
+}
+
+func TestConfigValues(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{
+		"FLUXBASE_NATS_PORT":                "-1",
+		"FLUXBASE_CHANGES_MAX_BYTES":        "512MB",
+		"FLUXBASE_NATS_SYNC_INTERVAL":       "100ms",
+		"FLUXBASE_CLUSTER_ROUTES":           "nats://10.0.0.1:6222, nats://10.0.0.2:6222",
+		"FLUXBASE_DATABASE_READ_REPLICAS":   "replica1:5432,postgres://u@replica2/app",
+		"FLUXBASE_REPLICATION_TABLES":       "todos,audit.events",
+		"FLUXBASE_STORAGE_PROVIDER":         "s3",
+		"FLUXBASE_STORAGE_S3_ENDPOINT":      "127.0.0.1:7070",
+		"FLUXBASE_STORAGE_S3_BUCKET":        "files",
+		"FLUXBASE_STORAGE_S3_USE_SSL":       "false",
+		"FLUXBASE_DATABASE_MAX_CONNECTIONS": "50",
+	}
+	for k, v := range validServeEnv {
+		env[k] = v
+	}
+	c, err := loadConfig(envOf(env), "serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NATSPort != -1 || c.ChangesMaxBytes != 512<<20 || c.NATSSyncInterval != 100*time.Millisecond ||
+		len(c.ClusterRoutes) != 2 || len(c.ReadReplicas) != 2 || len(c.ReplicationTables) != 2 ||
+		c.S3UseSSL || c.DBMaxConns != 50 {
+		t.Fatalf("parsed: %+v", c)
+	}
+}
+
+// Every bad value stops start-up with one line that names the variable.
+func TestConfigRejects(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, value string
+		dev         bool
+	}{
+		{"DATABASE_URL", "", false},
+		{"DATABASE_URL", "mysql://localhost/db", false},
+		{"DATABASE_URL", "not a url", true},
+		{"FLUXBASE_JWT_SECRET", "", false},
+		{"FLUXBASE_JWT_SECRET", "short", true},
+		{"FLUXBASE_HTTP_ADDR", "8080", false},
+		{"FLUXBASE_HTTP_ADDR", ":99999", false},
+		{"FLUXBASE_DEBUG", "yes please", false},
+		{"FLUXBASE_NATS_PORT", "0", false},
+		{"FLUXBASE_NATS_PORT", "-2", false},
+		{"FLUXBASE_NATS_PORT", "abc", false},
+		{"FLUXBASE_CLUSTER_PORT", "70000", false},
+		{"FLUXBASE_CLUSTER_ROUTES", "http://a:1", false},
+		{"FLUXBASE_CLUSTER_ROUTES", "nats://nohost", false},
+		{"FLUXBASE_NATS_URL", "localhost:4222", false},
+		{"FLUXBASE_NATS_SYNC_INTERVAL", "sometimes", false},
+		{"FLUXBASE_NATS_SYNC_INTERVAL", "0s", false},
+		{"FLUXBASE_CHANGES_MAX_AGE", "a week", false},
+		{"FLUXBASE_CHANGES_MAX_AGE", "-1h", false},
+		{"FLUXBASE_CHANGES_MAX_BYTES", "lots", false},
+		{"FLUXBASE_CHANGES_MAX_BYTES", "10PB", false},
+		{"FLUXBASE_DATABASE_MAX_CONNECTIONS", "0", false},
+		{"FLUXBASE_DATABASE_MAX_CONNECTIONS", "many", false},
+		{"FLUXBASE_DATABASE_MIN_CONNECTIONS", "-1", false},
+		{"FLUXBASE_DATABASE_MAX_CONN_LIFETIME", "forever", false},
+		{"FLUXBASE_DATABASE_MAX_CONN_IDLE_TIME", "5", false},
+		{"FLUXBASE_DATABASE_READ_REPLICAS", "replica-without-port", false},
+		{"FLUXBASE_STORAGE_PROVIDER", "ftp", false},
+		{"FLUXBASE_STORAGE_S3_USE_SSL", "maybe", false},
+		{"FLUXBASE_NODE_NAME", "node 1", false},
+		{"FLUXBASE_REPLICATION_TABLES", "a.b.c", false},
+		{"FLUXBASE_REPLICATION_TABLES", "todos;drop table x", false},
+		{"FLUXBASE_REPLICA_IDENTITY_FULL", "full", false},
+		{"FLUXBASE_SHUTDOWN_TIMEOUT", "soon", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{}
+			if !tt.dev {
+				for k, v := range validServeEnv {
+					env[k] = v
+				}
+			}
+			env[tt.name] = tt.value
+			command := "serve"
+			if tt.dev {
+				command = "dev"
+			}
+			_, err := loadConfig(envOf(env), command)
+			var ce *configError
+			if !errors.As(err, &ce) {
+				t.Fatalf("accepted (err %v)", err)
+			}
+			msg := err.Error()
+			if ce.name != tt.name || !strings.HasPrefix(msg, tt.name) || strings.Contains(msg, "\n") {
+				t.Fatalf("error %q does not name %s on one line", msg, tt.name)
+			}
+		})
+	}
+	t.Run("S3 needs endpoint and bucket", func(t *testing.T) {
+		t.Parallel()
+		env := map[string]string{"FLUXBASE_STORAGE_PROVIDER": "s3"}
+		for k, v := range validServeEnv {
+			env[k] = v
+		}
+		if _, err := loadConfig(envOf(env), "serve"); err == nil || !strings.HasPrefix(err.Error(), "FLUXBASE_STORAGE_S3_ENDPOINT") {
+			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("passwords never echoed", func(t *testing.T) {
+		t.Parallel()
+		_, err := loadConfig(envOf(map[string]string{"DATABASE_URL": "mysql://u:hunter2@h/db"}), "dev")
+		if err == nil || strings.Contains(err.Error(), "hunter2") {
+			t.Fatalf("err %v", err)
+		}
+	})
+}

@@ -1,0 +1,50 @@
+# Fluxbase. `make run` starts a dev node; `make test` runs everything CI runs.
+GO        ?= go
+BUILD     := build
+BIN       := $(BUILD)/bin
+GOBIN_DIR := $(abspath $(BUILD)/gobin)
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+
+# Pinned tools, installed into $(GOBIN_DIR) on first use.
+STATICCHECK_VERSION := v0.8.2
+
+# How long each fuzz target runs in `make test`.
+FUZZTIME ?= 10s
+
+.PHONY: all run build test test-go fuzz bench lint clean
+
+all: build
+
+run: build
+	$(BIN)/fluxbase dev
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/fluxbase ./cmd/fluxbase
+
+test: test-go fuzz
+
+test-go:
+	$(GO) vet ./...
+	$(GO) test -race -timeout 12m ./...
+
+# Short fuzzing runs of the parsers that face the network; each target is
+# listed as package:FuzzName.
+FUZZ_TARGETS :=
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
+	done
+
+bench: build
+
+lint:
+	$(GO) vet ./...
+	@test -x $(GOBIN_DIR)/staticcheck || GOBIN=$(GOBIN_DIR) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(GOBIN_DIR)/staticcheck ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+clean:
+	rm -rf $(BUILD)

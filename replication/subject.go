@@ -1,0 +1,101 @@
+package replication
+
+import (
+	"strings"
+)
+
+// SubjectPrefix starts every change subject.
+const SubjectPrefix = "fluxbase.changes."
+
+// ChangeSubject is the subject of a change event:
+// fluxbase.changes.<schema>.<table>.<op>, each name escaped by EscapeToken.
+func ChangeSubject(schema, table, op string) string {
+	var b strings.Builder
+	b.Grow(len(SubjectPrefix) + len(schema) + len(table) + len(op) + 2)
+	b.WriteString(SubjectPrefix)
+	writeToken(&b, schema)
+	b.WriteByte('.')
+	writeToken(&b, table)
+	b.WriteByte('.')
+	writeToken(&b, op)
+	return b.String()
+}
+
+// EscapeToken makes a PostgreSQL name a single NATS subject token. ASCII
+// letters, digits, '_' and '-' stay as they are; every other byte
+// (including '.', '*', '>', spaces, '%' and the bytes of non-ASCII
+// characters) becomes %XX with upper-case hex, so escaping is reversible
+// and a token never holds a wildcard or a separator. PostgreSQL has no
+// empty names, but should one appear it is written as "%", since a subject
+// token cannot be empty.
+func EscapeToken(name string) string {
+	var b strings.Builder
+	writeToken(&b, name)
+	return b.String()
+}
+
+func writeToken(b *strings.Builder, name string) {
+	if name == "" {
+		b.WriteByte('%')
+		return
+	}
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if plainTokenByte(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0xf])
+	}
+}
+
+func plainTokenByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+// UnescapeToken reverses EscapeToken. It reports false for a token that
+// EscapeToken cannot have written.
+func UnescapeToken(token string) (string, bool) {
+	if token == "%" {
+		return "", true
+	}
+	if token == "" {
+		return "", false
+	}
+	var b strings.Builder
+	for i := 0; i < len(token); i++ {
+		c := token[i]
+		if plainTokenByte(c) {
+			b.WriteByte(c)
+			continue
+		}
+		if c != '%' || i+2 >= len(token) {
+			return "", false
+		}
+		hi, ok1 := unhexUpper(token[i+1])
+		lo, ok2 := unhexUpper(token[i+2])
+		if !ok1 || !ok2 {
+			return "", false
+		}
+		v := hi<<4 | lo
+		if plainTokenByte(v) {
+			return "", false // not canonical
+		}
+		b.WriteByte(v)
+		i += 2
+	}
+	return b.String(), true
+}
+
+func unhexUpper(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}

@@ -5,13 +5,16 @@ import (
 	"errors"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// querier is the part of pgx the catalog lookups use; a *pgx.Conn and a
-// *pgxpool.Pool both have it.
+// querier is the part of pgx this package uses on ordinary connections; a
+// *pgx.Conn and a *pgxpool.Pool both have it.
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 // catalogTypeLookup reads a type from pg_type.

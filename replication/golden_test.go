@@ -244,8 +244,8 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// checkEvents asserts what golden files mask: the transaction fields and
-// the message ids; it returns the decoded changes.
+// checkEvents decodes events, checks each against its envelope (position,
+// subject) and the encoding round trip, then checks the transactions.
 func checkEvents(t *testing.T, events []event) []Change {
 	t.Helper()
 	var changes []Change
@@ -263,27 +263,38 @@ func checkEvents(t *testing.T, events []event) []Change {
 		if c.Position() != ev.pos || ev.subject != ChangeSubject(c.Schema, c.Table, string(c.Op)) {
 			t.Fatalf("event %d: pos %v subject %s, change says %v %s.%s.%s", i, ev.pos, ev.subject, c.Position(), c.Schema, c.Table, c.Op)
 		}
-		if c.XID == 0 || c.CommitTS.IsZero() || c.LSN == 0 || c.LSN > c.CommitLSN {
-			t.Fatalf("event %d: xid %d commit_ts %v lsn %s commit_lsn %s", i, c.XID, c.CommitTS, c.LSN, c.CommitLSN)
-		}
-		if i > 0 {
-			prev := changes[i-1]
-			sameTx := prev.CommitLSN == c.CommitLSN
-			switch {
-			case sameTx && (prev.TxLast || c.TxIndex != prev.TxIndex+1 || c.XID != prev.XID || c.LSN < prev.LSN):
-				t.Fatalf("event %d breaks its transaction: %+v after %+v", i, c.Position(), prev.Position())
-			case !sameTx && (!prev.TxLast || c.TxIndex != 0 || c.CommitLSN < prev.CommitLSN):
-				t.Fatalf("event %d starts a transaction badly: %+v (tx_last before: %v)", i, c.Position(), prev.TxLast)
-			}
-		} else if c.TxIndex != 0 {
-			t.Fatalf("first event has tx_index %d", c.TxIndex)
-		}
 		changes = append(changes, c)
 	}
-	if n := len(changes); n > 0 && !changes[n-1].TxLast {
-		t.Fatal("last event is not tx_last")
-	}
+	checkTransactions(t, changes)
 	return changes
+}
+
+// checkTransactions asserts what golden files mask: commit order, the
+// transaction fields and tx_index/tx_last.
+func checkTransactions(t *testing.T, changes []Change) {
+	t.Helper()
+	for i, c := range changes {
+		if c.XID == 0 || c.CommitTS.IsZero() || c.LSN == 0 || c.LSN > c.CommitLSN {
+			t.Fatalf("change %d: xid %d commit_ts %v lsn %s commit_lsn %s", i, c.XID, c.CommitTS, c.LSN, c.CommitLSN)
+		}
+		if i == 0 {
+			if c.TxIndex != 0 {
+				t.Fatalf("first change has tx_index %d", c.TxIndex)
+			}
+			continue
+		}
+		prev := changes[i-1]
+		sameTx := prev.CommitLSN == c.CommitLSN
+		switch {
+		case sameTx && (prev.TxLast || c.TxIndex != prev.TxIndex+1 || c.XID != prev.XID || c.LSN < prev.LSN || !c.CommitTS.Equal(prev.CommitTS)):
+			t.Fatalf("change %d breaks its transaction: %+v after %+v", i, c.Position(), prev.Position())
+		case !sameTx && (!prev.TxLast || c.TxIndex != 0 || c.CommitLSN < prev.CommitLSN):
+			t.Fatalf("change %d starts a transaction badly: %+v (tx_last before: %v)", i, c.Position(), prev.TxLast)
+		}
+	}
+	if n := len(changes); n > 0 && !changes[n-1].TxLast {
+		t.Fatal("last change is not tx_last")
+	}
 }
 
 // compareGolden masks the fields that differ from run to run (LSNs, xid,

@@ -1,0 +1,390 @@
+package replication
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
+)
+
+// This file is the read stage: one replication connection per session.
+// START_REPLICATION on a slot another connection streams fails with
+// object_in_use, so PostgreSQL itself elects the holder: every node tries,
+// one streams, the others stand by and retry. When the holder's process
+// dies its socket closes, the walsender exits and the next try succeeds.
+
+var (
+	errSlotInUse = errors.New("replication slot is in use by another node")
+	errSilent    = errors.New("the server sent nothing within the receive timeout")
+	errAckLate   = errors.New("the log did not acknowledge a publish within the ack timeout")
+)
+
+// session is one hold of the slot: a replication connection, a decoder, the
+// publisher and the checkpoint, all owned by the goroutine running it.
+type session struct {
+	r    *Replicator
+	ctx  context.Context
+	conn *pgconn.PgConn
+	dec  *decoder
+	pub  *publisher
+	ck   *checkpoint
+
+	recvTimeout time.Duration
+	received    LSN // the furthest WAL position the server has sent
+	lastRecv    time.Time
+	nextStatus  time.Time
+	timer       *time.Timer
+	statusBuf   []byte
+	sinceAdv    int
+}
+
+// session holds the slot until an error or the end of ctx; it returns how
+// long it held it.
+func (r *Replicator) session(ctx context.Context) (time.Duration, error) {
+	pool, err := r.sidePool(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var confirmedText *string
+	var active bool
+	err = pool.QueryRow(ctx, `select confirmed_flush_lsn::text, active from pg_catalog.pg_replication_slots where slot_name = $1`,
+		r.cfg.SlotName).Scan(&confirmedText, &active)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, errSlotMissing
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read replication slot: %w", err)
+	}
+	if active {
+		// Cheaper than a replication connection; START_REPLICATION below
+		// still decides.
+		return 0, errSlotInUse
+	}
+	var confirmed LSN
+	if confirmedText != nil {
+		if confirmed, err = ParseLSN(*confirmedText); err != nil {
+			return 0, err
+		}
+	}
+	recvTimeout, err := r.receiveTimeout(ctx, pool)
+	if err != nil {
+		return 0, err
+	}
+
+	conn, err := pgconn.ConnectConfig(ctx, r.replCfg)
+	if err != nil {
+		return 0, fmt.Errorf("replication connection: %w", err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
+	err = startReplication(ctx, conn, r.cfg.SlotName, r.cfg.PublicationName)
+	if err != nil {
+		return 0, err
+	}
+	began := time.Now()
+	r.setHolder(true)
+	defer r.setHolder(false)
+
+	// Exactly once: everything at or before the log's last event is
+	// already there, whatever the log's de-duplication window.
+	lastID, ok, err := r.sink.LastChange(ctx)
+	if err != nil {
+		return time.Since(began), fmt.Errorf("read the log's last change: %w", err)
+	}
+	var skip Position
+	if ok {
+		if skip, err = ParseMsgID(lastID); err != nil {
+			return time.Since(began), fmt.Errorf("the log's last message: %w", err)
+		}
+	}
+	r.log.Info("holding the replication slot", zap.String("slot", r.cfg.SlotName),
+		zap.Stringer("confirmed_lsn", confirmed), zap.String("log_last", lastID))
+
+	s := &session{r: r, ctx: ctx, conn: conn, recvTimeout: recvTimeout, lastRecv: time.Now(), timer: time.NewTimer(time.Hour)}
+	defer s.timer.Stop()
+	s.ck = newCheckpoint(confirmed, r.sink.DurableSeq)
+	s.ck.onEvent = func(op Op) { r.metrics.byOp[opSlot(op)].Inc() }
+	s.ck.onCommit = func(ts time.Time) { r.metrics.lastCommit.Set(float64(ts.UnixMicro()) / 1e6) }
+	s.pub = &publisher{log: r.sink, ck: s.ck, window: r.cfg.Window, lastID: lastID, wait: s.waitForLog, now: time.Now}
+	s.dec = newDecoder(r.types, s.pub, r.cfg.Subject)
+	s.dec.lookupPK = catalogPKLookup(pool)
+	s.dec.skipThrough = skip
+
+	recheck := make(chan struct{}, 1)
+	if r.cfg.ReplicaIdentityFull {
+		s.dec.onRelation = func(rel *relation) {
+			if rel.replIdent != 'f' {
+				select {
+				case recheck <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	mctx, stopMaintenance := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.maintain(mctx, pool, recheck)
+	}()
+	defer wg.Wait()
+	defer stopMaintenance()
+
+	// Cancelling ctx interrupts a blocked read; the loop then finishes.
+	stopWatch := context.AfterFunc(ctx, func() { _ = conn.Conn().SetReadDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+
+	err = s.loop()
+	s.finish(err)
+	return time.Since(began), err
+}
+
+// receiveTimeout is Config.ReceiveTimeout, or the default explained there.
+func (r *Replicator) receiveTimeout(ctx context.Context, q querier) (time.Duration, error) {
+	if r.cfg.ReceiveTimeout > 0 {
+		return r.cfg.ReceiveTimeout, nil
+	}
+	var ms int64
+	if err := q.QueryRow(ctx, "select setting::int8 from pg_catalog.pg_settings where name = 'wal_sender_timeout'").Scan(&ms); err != nil {
+		return 0, fmt.Errorf("read wal_sender_timeout: %w", err)
+	}
+	d := 2 * r.cfg.StatusInterval
+	if ms > 0 {
+		d = max(d, time.Duration(ms)*time.Millisecond/2+r.cfg.StatusInterval)
+	} else {
+		d = max(d, time.Minute) // the server never times out; neither do its silences
+	}
+	return d, nil
+}
+
+// startReplication starts streaming the slot with pgoutput version 1
+// (every published change of a transaction after its commit, values as
+// text) and non-transactional logical messages for heartbeats.
+func startReplication(ctx context.Context, conn *pgconn.PgConn, slot, publication string) error {
+	sql := "START_REPLICATION SLOT " + pgx.Identifier{slot}.Sanitize() + " LOGICAL 0/0 (" +
+		"proto_version '1', publication_names " + quoteLiteral(pgx.Identifier{publication}.Sanitize()) + ", messages 'true')"
+	conn.Frontend().SendQuery(&pgproto3.Query{String: sql})
+	if err := conn.Frontend().Flush(); err != nil {
+		return fmt.Errorf("start replication: %w", err)
+	}
+	for {
+		msg, err := conn.ReceiveMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("start replication: %w", err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.CopyBothResponse:
+			return nil
+		case *pgproto3.ErrorResponse:
+			return mapServerError(pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.NoticeResponse, *pgproto3.ParameterStatus:
+		default:
+			return fmt.Errorf("start replication: unexpected %T", msg)
+		}
+	}
+}
+
+// mapServerError turns the SQLSTATEs the loop acts on into this package's
+// errors, once.
+func mapServerError(err error) error {
+	switch pgCode(err) {
+	case "55006": // object_in_use: another connection streams the slot
+		return fmt.Errorf("%w: %v", errSlotInUse, err)
+	case "42704": // undefined_object: the slot or the publication is gone
+		return fmt.Errorf("%w: %v", errSlotMissing, err)
+	}
+	return fmt.Errorf("replication stream: %w", err)
+}
+
+func (s *session) loop() error {
+	for {
+		if err := s.tick(); err != nil {
+			return err
+		}
+		msg, err := s.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return s.ctx.Err()
+			}
+			var ne net.Error
+			if pgconn.Timeout(err) || errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		s.lastRecv = time.Now()
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.handle(m.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return mapServerError(pgconn.ErrorResponseToPgError(m))
+		case *pgproto3.CopyDone:
+			return errors.New("the server ended the replication stream")
+		}
+	}
+}
+
+// handle processes one CopyData message of the stream. The data is only
+// valid until the next receive.
+func (s *session) handle(data []byte) error {
+	if len(data) == 0 {
+		return protoErr("empty CopyData")
+	}
+	switch data[0] {
+	case 'w': // XLogData: WAL start, WAL end, send time, then one pgoutput message
+		if len(data) < 25 {
+			return protoErr("XLogData of %d bytes", len(data))
+		}
+		start := LSN(binary.BigEndian.Uint64(data[1:]))
+		s.received = max(s.received, start)
+		if err := s.dec.decode(s.ctx, start, data[25:]); err != nil {
+			return err
+		}
+		// Keep the queue short even when the window never fills.
+		if s.sinceAdv++; s.sinceAdv >= 256 {
+			s.sinceAdv = 0
+			return s.ck.advance()
+		}
+		return nil
+	case 'k': // keepalive: WAL end, send time, reply requested
+		if len(data) < 18 {
+			return protoErr("keepalive of %d bytes", len(data))
+		}
+		end := LSN(binary.BigEndian.Uint64(data[1:]))
+		s.received = max(s.received, end)
+		if !s.dec.inTx {
+			// Everything the server sent before this keepalive has been
+			// handled, and it sends a transaction only once it has decoded
+			// its commit: outside a transaction, the server's position may
+			// be confirmed as soon as what came before is durable. This is
+			// how a database with nothing published still advances.
+			s.ck.addPosition(end, time.Time{})
+		}
+		if data[17] != 0 {
+			if err := s.ck.advance(); err != nil {
+				return err
+			}
+			return s.sendStatus(false)
+		}
+		return nil
+	}
+	return protoErr("unknown CopyData message %q", data[0])
+}
+
+// tick does what is due by the clock: every StatusInterval it confirms what
+// is durable, reports it and asks for a reply (which proves the server
+// alive), and gives up when the server has been silent too long.
+func (s *session) tick() error {
+	if err := s.ctx.Err(); err != nil {
+		return err
+	}
+	now := time.Now()
+	if now.Before(s.nextStatus) {
+		return nil
+	}
+	if now.Sub(s.lastRecv) > s.recvTimeout {
+		return fmt.Errorf("%w (%v)", errSilent, s.recvTimeout)
+	}
+	if err := s.ck.advance(); err != nil {
+		return err
+	}
+	if p := s.ck.oldest(); p != nil && p.ack != nil && p.seq == 0 && now.Sub(p.sent) > s.r.cfg.AckTimeout {
+		return errAckLate
+	}
+	if err := s.sendStatus(true); err != nil {
+		return err
+	}
+	s.nextStatus = now.Add(s.r.cfg.StatusInterval)
+	_ = s.conn.Conn().SetReadDeadline(s.nextStatus)
+	// A cancellation between the check above and the new deadline would
+	// have its past deadline overwritten: look again.
+	return s.ctx.Err()
+}
+
+// waitForLog blocks while the window is full, until the oldest event is
+// acknowledged (or becomes durable), the next status is due, or ctx ends.
+func (s *session) waitForLog() error {
+	p := s.ck.oldest()
+	if p == nil {
+		return nil
+	}
+	wait := time.Until(s.nextStatus)
+	var done <-chan struct{}
+	if p.ack != nil && p.seq == 0 {
+		done = p.ack.Done()
+	} else {
+		wait = min(wait, 2*time.Millisecond) // acknowledged, not yet durable: poll
+	}
+	s.timer.Reset(max(wait, 0))
+	select {
+	case <-done:
+	case <-s.timer.C:
+	case <-s.ctx.Done():
+	}
+	if !s.timer.Stop() {
+		select {
+		case <-s.timer.C:
+		default:
+		}
+	}
+	// The socket was not read while blocked; its silence is not the server's.
+	s.lastRecv = time.Now()
+	return s.tick()
+}
+
+// sendStatus reports the positions: write is what was received, flush and
+// apply are what is durable in the log — the slot's confirmed LSN follows
+// flush.
+func (s *session) sendStatus(reply bool) error {
+	received := max(s.received, s.ck.confirmed)
+	b := append(s.statusBuf[:0], 'd', 0, 0, 0, 0, 'r')
+	b = binary.BigEndian.AppendUint64(b, uint64(received))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.ck.confirmed))
+	b = binary.BigEndian.AppendUint64(b, uint64(s.ck.confirmed))
+	b = binary.BigEndian.AppendUint64(b, uint64(time.Now().Sub(pgEpoch)/time.Microsecond))
+	if reply {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	binary.BigEndian.PutUint32(b[1:], uint32(len(b)-1))
+	s.statusBuf = b
+	_ = s.conn.Conn().SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := s.conn.Frontend().SendUnbufferedEncodedCopyData(b); err != nil {
+		return fmt.Errorf("send status: %w", err)
+	}
+	return nil
+}
+
+// finish ends a session: when it ends because ctx did, it waits a little for
+// in-flight events to become durable; either way it tells the server the
+// last durable position, if the connection still works.
+func (s *session) finish(cause error) {
+	if errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded) {
+		deadline := time.Now().Add(s.r.cfg.ShutdownTimeout)
+		for time.Now().Before(deadline) {
+			if err := s.ck.advance(); err != nil || s.ck.oldest() == nil {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	_ = s.ck.advance()
+	if err := s.sendStatus(false); err == nil {
+		s.r.log.Info("released the replication slot", zap.Stringer("confirmed_lsn", s.ck.confirmed), zap.NamedError("cause", cause))
+	}
+}

@@ -1,0 +1,374 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/gorilla/websocket"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/broker/fanout"
+)
+
+// RealtimeConfig configures the realtime endpoint; zero values mean
+// defaults.
+type RealtimeConfig struct {
+	// Verifier checks the access tokens sent in joins and refreshes.
+	Verifier *auth.Verifier
+	// Pool is the database the authorization checks run on: table and
+	// column privileges, row-level security, private channel policies.
+	// Nil lets every subscriber read everything (tests only).
+	Pool *pgxpool.Pool
+	// Source is the change log; nil serves no postgres_changes.
+	Source fanout.Source
+	// Bus carries broadcast and presence between nodes; nil keeps them
+	// within this node.
+	Bus fanout.Bus
+	// Hub tunes the fan-out hub (queue bounds, node id, ...).
+	Hub fanout.Config
+	// IdleTimeout closes a connection that sent nothing, not even a
+	// heartbeat, for this long. Default 60 s (the client beats every 25 s).
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one burst of writes to a client. Default 10 s.
+	WriteTimeout time.Duration
+	// MaxMessageBytes bounds a client message. Default 1 MiB.
+	MaxMessageBytes int64
+	Log             *zap.Logger
+	// Registerer receives the fluxbase_realtime_* metrics; nil skips them.
+	Registerer prometheus.Registerer
+}
+
+// Realtime serves /realtime/v1: the websocket endpoint speaking
+// Supabase's Phoenix-channel protocol, and the HTTP broadcast API. Mount
+// it at "/realtime/v1" behind the guard, run it with Run.
+type Realtime struct {
+	cfg      RealtimeConfig
+	log      *zap.Logger
+	hub      *fanout.Hub
+	authz    *pgAuthorizer // nil without a Pool
+	upgrader websocket.Upgrader
+	router   chi.Router
+	metrics  *realtimeMetrics
+
+	conns sync.WaitGroup // every connection's writer goroutine
+}
+
+type realtimeMetrics struct {
+	sent prometheus.Counter
+	slow prometheus.Counter
+	// changes counts changes dispatched; deliveries the frames they made.
+	changes    prometheus.Counter
+	deliveries prometheus.Counter
+}
+
+// NewRealtime builds the realtime endpoint and its fan-out hub.
+func NewRealtime(cfg RealtimeConfig) *Realtime {
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 60 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 1 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	rt := &Realtime{cfg: cfg, log: cfg.Log.Named("realtime")}
+	rt.metrics = &realtimeMetrics{
+		sent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxbase_realtime_messages_sent_total",
+			Help: "Websocket messages written to realtime clients.",
+		}),
+		slow: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxbase_realtime_slow_consumer_disconnects_total",
+			Help: "Realtime clients disconnected because their outbound queue overflowed.",
+		}),
+		changes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxbase_realtime_changes_total",
+			Help: "Changes of the log dispatched to this node's realtime clients.",
+		}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxbase_realtime_change_deliveries_total",
+			Help: "postgres_changes messages queued to realtime clients.",
+		}),
+	}
+	hc := cfg.Hub
+	onSlow, onChange := hc.OnSlowConsumer, hc.OnChange
+	hc.OnSlowConsumer = func() {
+		rt.metrics.slow.Inc()
+		if onSlow != nil {
+			onSlow()
+		}
+	}
+	hc.OnChange = func(n int) {
+		rt.metrics.changes.Inc()
+		rt.metrics.deliveries.Add(float64(n))
+		if onChange != nil {
+			onChange(n)
+		}
+	}
+	var authz fanout.Authorizer
+	if cfg.Pool != nil {
+		rt.authz = &pgAuthorizer{pool: cfg.Pool}
+		authz = rt.authz
+	}
+	bus := cfg.Bus
+	if bus == nil {
+		bus = fanout.NewLocalBus()
+	}
+	rt.hub = fanout.New(hc, cfg.Source, bus, authz, rt.log)
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(
+			rt.metrics.sent, rt.metrics.slow, rt.metrics.changes, rt.metrics.deliveries,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "fluxbase_realtime_connections",
+				Help: "Open realtime websocket connections.",
+			}, func() float64 { return float64(rt.hub.Clients()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "fluxbase_realtime_channels",
+				Help: "Joined realtime channels.",
+			}, func() float64 { return float64(rt.hub.Channels()) }),
+		)
+	}
+	rt.upgrader = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		// Access is governed by keys and tokens, not origins, as for the
+		// rest of the API.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	r := chi.NewRouter()
+	r.Get("/websocket", rt.serveWebsocket)
+	r.Post("/api/broadcast", rt.serveBroadcast)
+	r.Post("/api/broadcast/{name}/events/{event}", rt.serveBroadcastEvent)
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrMethodNotAllow) })
+	rt.router = r
+	return rt
+}
+
+// Hub is the endpoint's fan-out hub.
+func (rt *Realtime) Hub() *fanout.Hub { return rt.hub }
+
+// ServeHTTP serves the paths under /realtime/v1.
+func (rt *Realtime) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.router.ServeHTTP(w, r) }
+
+// Run runs the hub until ctx ends, then closes every connection and
+// waits for them. It returns nil on a clean stop.
+func (rt *Realtime) Run(ctx context.Context) error {
+	err := rt.hub.Run(ctx)
+	rt.Close()
+	return err
+}
+
+// Close disconnects every client and waits for their writers.
+// Idempotent.
+func (rt *Realtime) Close() error {
+	err := rt.hub.Close()
+	rt.conns.Wait()
+	return err
+}
+
+// Errors of the realtime HTTP API.
+var (
+	ErrBadBroadcast = &Error{Status: http.StatusBadRequest, Code: "FB420", Message: "Invalid broadcast request"}
+	ErrBadWebsocket = &Error{Status: http.StatusBadRequest, Code: "FB421", Message: "Invalid websocket request"}
+)
+
+func (rt *Realtime) serveWebsocket(w http.ResponseWriter, r *http.Request) {
+	vsn, err := fanout.ParseVsn(r.URL.Query().Get("vsn"))
+	if err != nil {
+		writeError(w, ErrBadWebsocket.With(err.Error()))
+		return
+	}
+	claims := Claims(r)
+	if claims == nil {
+		writeError(w, ErrNoAPIKey)
+		return
+	}
+	h, ok := w.(http.Hijacker)
+	if !ok {
+		writeError(w, ErrInternal.With("connection cannot be upgraded"))
+		return
+	}
+	cw := &coalescingHijacker{ResponseWriter: w, h: h}
+	ws, err := rt.upgrader.Upgrade(cw, r, nil)
+	if err != nil {
+		return // the upgrader answered already
+	}
+	c := newRTConn(rt, ws, cw.conn, vsn, claims)
+	rt.conns.Add(1)
+	go func() {
+		defer rt.conns.Done()
+		c.writeLoop()
+	}()
+	c.readLoop(r.Context())
+}
+
+// coalescingHijacker hands the websocket library a connection whose
+// writes can be gathered: while the writer drains a client's queue, every
+// frame goes to one buffer and reaches the socket in one write.
+type coalescingHijacker struct {
+	http.ResponseWriter
+	h    http.Hijacker
+	conn *coalescingConn
+}
+
+func (c *coalescingHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := c.h.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	c.conn = &coalescingConn{Conn: nc}
+	return c.conn, brw, nil
+}
+
+// coalescingConn buffers writes between begin and flush; outside them,
+// writes go straight through.
+type coalescingConn struct {
+	net.Conn
+	mu       sync.Mutex // guards buf and batching; held across the flushing write to keep order
+	buf      []byte
+	batching bool
+}
+
+func (c *coalescingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.batching {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *coalescingConn) begin() {
+	c.mu.Lock()
+	c.batching = true
+	c.mu.Unlock()
+}
+
+func (c *coalescingConn) flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batching = false
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	if cap(c.buf) > 1<<20 {
+		c.buf = nil // do not pin a burst's buffer
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
+
+// broadcastRequest is the body of POST /realtime/v1/api/broadcast.
+type broadcastRequest struct {
+	Messages []struct {
+		Topic   string          `json:"topic"`
+		Event   string          `json:"event"`
+		Payload json.RawMessage `json:"payload"`
+		Private bool            `json:"private"`
+	} `json:"messages"`
+}
+
+func (rt *Realtime) serveBroadcast(w http.ResponseWriter, r *http.Request) {
+	var req broadcastRequest
+	dec := json.NewDecoder(io.LimitReader(r.Body, rt.cfg.MaxMessageBytes))
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, ErrBadBroadcast.With("body must be JSON {\"messages\":[{topic, event, payload, private}]}: "+err.Error()))
+		return
+	}
+	if len(req.Messages) == 0 {
+		writeError(w, ErrBadBroadcast.With("messages is empty"))
+		return
+	}
+	for i, m := range req.Messages {
+		if m.Topic == "" || m.Event == "" {
+			writeError(w, ErrBadBroadcast.With("every message needs a topic and an event"))
+			return
+		}
+		if len(m.Payload) == 0 || string(m.Payload) == "null" {
+			req.Messages[i].Payload = json.RawMessage("{}")
+		}
+	}
+	claims := Claims(r)
+	// Authorize every message before sending any, so a refusal sends none.
+	for _, m := range req.Messages {
+		if e := rt.authorizeHTTPBroadcast(r.Context(), claims, m.Topic, m.Private); e != nil {
+			writeError(w, e)
+			return
+		}
+	}
+	for _, m := range req.Messages {
+		topic := "realtime:" + strings.TrimPrefix(m.Topic, "realtime:")
+		if err := rt.hub.Broadcast(topic, m.Private, m.Event, fanout.EncodingJSON, m.Payload); err != nil {
+			writeError(w, ErrBadBroadcast.With(err.Error()))
+			return
+		}
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (rt *Realtime) serveBroadcastEvent(w http.ResponseWriter, r *http.Request) {
+	name, event := chi.URLParam(r, "name"), chi.URLParam(r, "event")
+	private := r.URL.Query().Get("private") == "true"
+	body, err := io.ReadAll(io.LimitReader(r.Body, rt.cfg.MaxMessageBytes+1))
+	if err != nil {
+		writeError(w, ErrBadBroadcast.With(err.Error()))
+		return
+	}
+	if int64(len(body)) > rt.cfg.MaxMessageBytes {
+		writeError(w, ErrBadBroadcast.With("body too large"))
+		return
+	}
+	encoding := fanout.EncodingJSON
+	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/octet-stream") {
+		encoding = fanout.EncodingBinary
+	} else if !json.Valid(body) {
+		writeError(w, ErrBadBroadcast.With("body must be JSON, or sent as application/octet-stream"))
+		return
+	}
+	if e := rt.authorizeHTTPBroadcast(r.Context(), Claims(r), name, private); e != nil {
+		writeError(w, e)
+		return
+	}
+	if err := rt.hub.Broadcast("realtime:"+strings.TrimPrefix(name, "realtime:"), private, event, encoding, body); err != nil {
+		writeError(w, ErrBadBroadcast.With(err.Error()))
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (rt *Realtime) authorizeHTTPBroadcast(ctx context.Context, claims *auth.Claims, topic string, private bool) *Error {
+	if !private || claims.IsServiceRole() || rt.authz == nil {
+		return nil
+	}
+	p, err := rt.authz.policies(ctx, claims, strings.TrimPrefix(topic, "realtime:"))
+	if err != nil {
+		rt.log.Warn("private channel policy check failed", zap.Error(err))
+		return ErrUnavailable.With("could not check the channel's policies")
+	}
+	if !p.writeBroadcast {
+		return ErrForbidden.With("You do not have permissions to write to this Channel topic: " + topic)
+	}
+	return nil
+}
+
+var errConnClosed = errors.New("connection closed")

@@ -1,0 +1,141 @@
+package fanout
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// This file decodes the change event of DESIGN.md ("The change event") as
+// the hub needs it. The hub reads the JSON contract itself rather than the
+// replication package's types so that it depends on the contract, not on
+// the producer.
+
+// field is one column value of a row, raw JSON.
+type field struct {
+	Name  string
+	Value json.RawMessage
+}
+
+// row is an ordered list of fields; nil is JSON null.
+type row []field
+
+func (r row) get(name string) (json.RawMessage, bool) {
+	for i := range r {
+		if r[i].Name == name {
+			return r[i].Value, true
+		}
+	}
+	return nil, false
+}
+
+func (r *row) UnmarshalJSON(b []byte) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	tok, err := d.Token()
+	if err != nil {
+		return err
+	}
+	if tok == nil {
+		*r = nil
+		return nil
+	}
+	if tok != json.Delim('{') {
+		return errors.New("row is not a JSON object")
+	}
+	out := row{}
+	for d.More() {
+		tok, err := d.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := tok.(string)
+		var v json.RawMessage
+		if err := d.Decode(&v); err != nil {
+			return fmt.Errorf("column %s: %w", name, err)
+		}
+		out = append(out, field{Name: name, Value: v})
+	}
+	*r = out
+	return nil
+}
+
+// Column is a column of a changed table: its name and type name.
+type Column struct {
+	Name string `json:"name"`
+	Type string `json:"type"`
+}
+
+// Change is one decoded change event, with its position in the log.
+type Change struct {
+	Seq       uint64    `json:"-"`
+	CommitTS  time.Time `json:"commit_ts"`
+	Schema    string    `json:"schema"`
+	Table     string    `json:"table"`
+	Op        string    `json:"op"`
+	PK        row       `json:"pk"`
+	Record    row       `json:"record"`
+	OldRecord row       `json:"old_record"`
+	Columns   []Column  `json:"columns"`
+}
+
+// DecodeChange decodes one message of the change stream.
+func DecodeChange(seq uint64, data []byte) (*Change, error) {
+	c := &Change{Seq: seq}
+	if err := json.Unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("decode change %d: %w", seq, err)
+	}
+	if c.Schema == "" || c.Table == "" {
+		return nil, fmt.Errorf("decode change %d: no schema or table", seq)
+	}
+	return c, nil
+}
+
+// event is the Supabase event type of the change; "" for operations
+// postgres_changes does not carry (truncate).
+func (c *Change) event() string {
+	switch c.Op {
+	case "insert", "INSERT":
+		return "INSERT"
+	case "update", "UPDATE":
+		return "UPDATE"
+	case "delete", "DELETE":
+		return "DELETE"
+	}
+	return ""
+}
+
+// filterRow is the row filters are evaluated on: the new row, or the old
+// one for a delete. An update's unchanged TOAST columns are absent from
+// the new row; the old row supplies them when it has them.
+func (c *Change) lookup(name string) (Value, bool) {
+	var raw json.RawMessage
+	var ok bool
+	if c.event() == "DELETE" {
+		raw, ok = c.OldRecord.get(name)
+	} else {
+		raw, ok = c.Record.get(name)
+		if !ok {
+			raw, ok = c.OldRecord.get(name)
+		}
+	}
+	if !ok {
+		return Value{}, false
+	}
+	return Value{Raw: raw, Type: c.columnType(name)}, true
+}
+
+func (c *Change) columnType(name string) string {
+	for i := range c.Columns {
+		if c.Columns[i].Name == name {
+			return c.Columns[i].Type
+		}
+	}
+	return ""
+}
+
+// commitTimestamp is Supabase's form: UTC with milliseconds.
+func (c *Change) commitTimestamp() string {
+	return c.CommitTS.UTC().Format("2006-01-02T15:04:05.000Z")
+}

@@ -1,0 +1,213 @@
+package fanout
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"unicode/utf8"
+)
+
+// Vsn is the Phoenix serializer a connection speaks.
+type Vsn uint8
+
+// The serializers realtime-js speaks.
+const (
+	// V1 is vsn 1.0.0: text frames holding JSON objects
+	// {topic, event, payload, ref, join_ref}.
+	V1 Vsn = 1
+	// V2 is vsn 2.0.0: text frames holding JSON arrays
+	// [join_ref, ref, topic, event, payload], plus binary broadcast frames.
+	V2 Vsn = 2
+)
+
+// ParseVsn maps the vsn query parameter to a serializer; an absent one
+// means 1.0.0, as in Phoenix.
+func ParseVsn(s string) (Vsn, error) {
+	switch s {
+	case "", "1.0.0":
+		return V1, nil
+	case "2.0.0":
+		return V2, nil
+	}
+	return 0, fmt.Errorf("unsupported vsn %q: want 1.0.0 or 2.0.0", s)
+}
+
+// Frame is one websocket message ready to write. Frames are immutable once
+// built and shared by every client they are queued to.
+type Frame struct {
+	Binary bool
+	Data   []byte
+}
+
+// Ref is a Phoenix ref or join_ref: a string, or null when !Valid.
+type Ref struct {
+	S     string
+	Valid bool
+}
+
+// R makes a non-null Ref.
+func R(s string) Ref { return Ref{S: s, Valid: true} }
+
+func appendRef(dst []byte, r Ref) []byte {
+	if !r.Valid {
+		return append(dst, "null"...)
+	}
+	return AppendString(dst, r.S)
+}
+
+// AppendMessage appends a server message in vsn's text form. payload must
+// be a JSON object.
+func AppendMessage(dst []byte, vsn Vsn, joinRef, ref Ref, topic, event string, payload []byte) []byte {
+	if vsn == V2 {
+		dst = append(dst, '[')
+		dst = appendRef(dst, joinRef)
+		dst = append(dst, ',')
+		dst = appendRef(dst, ref)
+		dst = append(dst, ',')
+		dst = AppendString(dst, topic)
+		dst = append(dst, ',')
+		dst = AppendString(dst, event)
+		dst = append(dst, ',')
+		dst = append(dst, payload...)
+		return append(dst, ']')
+	}
+	dst = append(dst, `{"topic":`...)
+	dst = AppendString(dst, topic)
+	dst = append(dst, `,"event":`...)
+	dst = AppendString(dst, event)
+	dst = append(dst, `,"payload":`...)
+	dst = append(dst, payload...)
+	dst = append(dst, `,"ref":`...)
+	dst = appendRef(dst, ref)
+	if joinRef.Valid {
+		dst = append(dst, `,"join_ref":`...)
+		dst = appendRef(dst, joinRef)
+	}
+	return append(dst, '}')
+}
+
+// MessageFrame is AppendMessage as a Frame.
+func MessageFrame(vsn Vsn, joinRef, ref Ref, topic, event string, payload []byte) Frame {
+	return Frame{Data: AppendMessage(make([]byte, 0, 64+len(topic)+len(payload)), vsn, joinRef, ref, topic, event, payload)}
+}
+
+// ReplyFrame is a phx_reply to ref with status "ok" or "error" and a
+// response object.
+func ReplyFrame(vsn Vsn, joinRef, ref Ref, topic, status string, response []byte) Frame {
+	p := make([]byte, 0, 32+len(response))
+	p = append(p, `{"status":`...)
+	p = AppendString(p, status)
+	p = append(p, `,"response":`...)
+	p = append(p, response...)
+	p = append(p, '}')
+	return MessageFrame(vsn, joinRef, ref, topic, "phx_reply", p)
+}
+
+// ErrorReplyFrame is a phx_reply with status "error" and {"reason": reason}.
+func ErrorReplyFrame(vsn Vsn, joinRef, ref Ref, topic, reason string) Frame {
+	return ReplyFrame(vsn, joinRef, ref, topic, "error", ReasonJSON(reason))
+}
+
+// ReasonJSON is {"reason": reason}.
+func ReasonJSON(reason string) []byte {
+	return append(AppendString([]byte(`{"reason":`), reason), '}')
+}
+
+// SystemPayload is the payload of a `system` push.
+func SystemPayload(extension, status, message, channel string) []byte {
+	p := []byte(`{"extension":`)
+	p = AppendString(p, extension)
+	p = append(p, `,"status":`...)
+	p = AppendString(p, status)
+	p = append(p, `,"message":`...)
+	p = AppendString(p, message)
+	p = append(p, `,"channel":`...)
+	p = AppendString(p, channel)
+	return append(p, '}')
+}
+
+// Payload encodings of a binary broadcast.
+const (
+	EncodingBinary byte = 0
+	EncodingJSON   byte = 1
+)
+
+// Binary frame kinds of the vsn 2.0.0 serializer.
+const (
+	KindUserBroadcastPush byte = 3 // client → server
+	KindUserBroadcast     byte = 4 // server → client
+)
+
+// BroadcastFrame is a user broadcast for a client of vsn: for 2.0.0 a
+// binary frame of kind 4 (when the names fit its one-byte lengths), else a
+// text push {type:"broadcast", event, payload}. A binary payload reaches a
+// 1.0.0 client as a base64 JSON string, the only way JSON can carry it.
+func BroadcastFrame(vsn Vsn, topic, event string, encoding byte, payload []byte) Frame {
+	if vsn == V2 && len(topic) <= 255 && len(event) <= 255 {
+		b := make([]byte, 0, 5+len(topic)+len(event)+len(payload))
+		b = append(b, KindUserBroadcast, byte(len(topic)), byte(len(event)), 0, encoding)
+		b = append(b, topic...)
+		b = append(b, event...)
+		b = append(b, payload...)
+		return Frame{Binary: true, Data: b}
+	}
+	p := make([]byte, 0, 48+len(event)+len(payload))
+	p = append(p, `{"type":"broadcast","event":`...)
+	p = AppendString(p, event)
+	p = append(p, `,"payload":`...)
+	if encoding == EncodingJSON {
+		p = append(p, payload...)
+	} else {
+		b, _ := json.Marshal(payload) // []byte marshals as a base64 string
+		p = append(p, b...)
+	}
+	p = append(p, '}')
+	return MessageFrame(vsn, Ref{}, Ref{}, topic, "broadcast", p)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// AppendString appends s as a JSON string; invalid UTF-8 becomes U+FFFD,
+// so the output is always valid JSON.
+func AppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+func appendUint(dst []byte, v uint64) []byte { return strconv.AppendUint(dst, v, 10) }

@@ -7,4 +7,9 @@ import (
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+func TestMain(m *testing.M) {
+	if role := os.Getenv(roleEnv); role != "" {
+		os.Exit(childMain(role))
+	}
+	os.Exit(pgtest.Main(m))
+}

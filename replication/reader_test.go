@@ -81,7 +81,7 @@ func connect(t *testing.T, url string) *pgx.Conn {
 	return conn
 }
 
-func exec(t *testing.T, conn *pgx.Conn, sqls ...string) {
+func mustExec(t *testing.T, conn *pgx.Conn, sqls ...string) {
 	t.Helper()
 	for _, s := range sqls {
 		if _, err := conn.Exec(context.Background(), s); err != nil {
@@ -132,11 +132,11 @@ func TestReaderMatchesGolden(t *testing.T) {
 			}
 			url := pgtest.NewDB(t)
 			conn := connect(t, url)
-			exec(t, conn, sc.setup...)
+			mustExec(t, conn, sc.setup...)
 			log := newFakeLog()
 			r := start(t, testConfig(url), log)
 			waitFor(t, 10*time.Second, "the slot", r.IsHolder)
-			exec(t, conn, sc.run...)
+			mustExec(t, conn, sc.run...)
 			waitFor(t, 10*time.Second, "every change", func() bool { return log.len() >= len(wantChanges) })
 			time.Sleep(100 * time.Millisecond) // nothing more may come
 			changes := log.changes(t)
@@ -158,12 +158,12 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
 	conn := connect(t, url)
-	exec(t, conn, "create table t (id int primary key, v text)")
+	mustExec(t, conn, "create table t (id int primary key, v text)")
 	log := newFakeLog()
 	cfg := testConfig(url)
 	r := start(t, cfg, log)
 	waitFor(t, 10*time.Second, "the slot", r.IsHolder)
-	exec(t, conn, "insert into t values (1, 'a')")
+	mustExec(t, conn, "insert into t values (1, 'a')")
 	waitFor(t, 10*time.Second, "the first change", func() bool { return log.len() == 1 })
 	waitFor(t, 10*time.Second, "the slot to confirm the first commit", func() bool {
 		return slotLSN(t, conn, cfg.SlotName) > log.changes(t)[0].CommitLSN
@@ -171,7 +171,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 
 	log.holdDurable(true)
 	before := slotLSN(t, conn, cfg.SlotName)
-	exec(t, conn, "begin", "insert into t values (2, 'b')", "insert into t values (3, 'c')", "update t set v = 'a2' where id = 1", "commit")
+	mustExec(t, conn, "begin", "insert into t values (2, 'b')", "insert into t values (3, 'c')", "update t set v = 'a2' where id = 1", "commit")
 	waitFor(t, 10*time.Second, "three stored changes", func() bool { return log.len() == 4 })
 	time.Sleep(3 * cfg.StatusInterval)
 	if got := slotLSN(t, conn, cfg.SlotName); got > log.changes(t)[1].CommitLSN || got < before {
@@ -196,7 +196,7 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 	log.holdDurable(false)
 	r2 := start(t, cfg, log)
 	waitFor(t, 10*time.Second, "the slot again", r2.IsHolder)
-	exec(t, conn, "insert into t values (4, 'd')")
+	mustExec(t, conn, "insert into t values (4, 'd')")
 	waitFor(t, 10*time.Second, "the next change", func() bool { return log.len() >= 5 })
 	time.Sleep(300 * time.Millisecond)
 	changes := log.changes(t)
@@ -220,7 +220,7 @@ func TestPublishFailureRestartsSession(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
 	conn := connect(t, url)
-	exec(t, conn, "create table t (id int primary key)")
+	mustExec(t, conn, "create table t (id int primary key)")
 	log := newFakeLog()
 	var once sync.Once
 	log.failPublish = func(m Message) error {
@@ -233,7 +233,7 @@ func TestPublishFailureRestartsSession(t *testing.T) {
 	cfg := testConfig(url)
 	r := start(t, cfg, log)
 	waitFor(t, 10*time.Second, "the slot", r.IsHolder)
-	exec(t, conn, "insert into t select generate_series(1, 20)", "insert into t select generate_series(21, 30)")
+	mustExec(t, conn, "insert into t select generate_series(1, 20)", "insert into t select generate_series(21, 30)")
 	waitFor(t, 20*time.Second, "30 changes", func() bool { return log.len() >= 30 })
 	time.Sleep(300 * time.Millisecond)
 	changes := log.changes(t)
@@ -254,7 +254,7 @@ func TestStandbyTakesOver(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
 	conn := connect(t, url)
-	exec(t, conn, "create table t (id int primary key)")
+	mustExec(t, conn, "create table t (id int primary key)")
 	log := newFakeLog()
 	cfg := testConfig(url)
 	a := start(t, cfg, log)
@@ -264,14 +264,14 @@ func TestStandbyTakesOver(t *testing.T) {
 	if b.IsHolder() {
 		t.Fatal("two holders")
 	}
-	exec(t, conn, "insert into t values (1)")
+	mustExec(t, conn, "insert into t values (1)")
 	waitFor(t, 10*time.Second, "row 1", func() bool { return log.len() == 1 })
 
 	a.stop(t)
 	took := time.Now()
 	waitFor(t, 10*time.Second, "the standby to take over", b.IsHolder)
 	t.Logf("took over in %v", time.Since(took))
-	exec(t, conn, "insert into t values (2)")
+	mustExec(t, conn, "insert into t values (2)")
 	waitFor(t, 10*time.Second, "row 2", func() bool { return log.len() >= 2 })
 	time.Sleep(200 * time.Millisecond)
 	if n := log.len(); n != 2 {
@@ -289,14 +289,14 @@ func TestIdleSlotAdvances(t *testing.T) {
 			t.Parallel()
 			url := pgtest.NewDB(t)
 			conn := connect(t, url)
-			exec(t, conn, "create schema other", "create table other.t (id int)")
+			mustExec(t, conn, "create schema other", "create table other.t (id int)")
 			log := newFakeLog()
 			cfg := testConfig(url)
 			cfg.Tables = []string{"public.*"}
 			cfg.HeartbeatInterval = heartbeat
 			r := start(t, cfg, log)
 			waitFor(t, 10*time.Second, "the slot", r.IsHolder)
-			exec(t, conn, "set synchronous_commit = on", "insert into other.t select generate_series(1, 1000)")
+			mustExec(t, conn, "set synchronous_commit = on", "insert into other.t select generate_series(1, 1000)")
 			target := currentLSN(t, conn)
 			waitFor(t, 10*time.Second, "the slot to pass unpublished WAL", func() bool {
 				return slotLSN(t, conn, cfg.SlotName) >= target
@@ -315,7 +315,7 @@ func TestSilentServerIsLeft(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
 	conn := connect(t, url)
-	exec(t, conn, "create table t (id int primary key)")
+	mustExec(t, conn, "create table t (id int primary key)")
 	log := newFakeLog()
 	cfg := testConfig(url)
 	cfg.ReceiveTimeout = time.Second
@@ -336,7 +336,7 @@ func TestSilentServerIsLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "the slot again", r.IsHolder)
-	exec(t, conn, "insert into t values (1)")
+	mustExec(t, conn, "insert into t values (1)")
 	waitFor(t, 10*time.Second, "a change", func() bool { return log.len() == 1 })
 }
 
@@ -350,11 +350,11 @@ func TestPublicationFollowsConfig(t *testing.T) {
 		t.Parallel()
 		url := pgtest.NewDB(t)
 		conn := connect(t, url)
-		exec(t, conn, "create schema storage", "create table storage.objects (id int primary key)", "create table storage.buckets (id int primary key)")
+		mustExec(t, conn, "create schema storage", "create table storage.objects (id int primary key)", "create table storage.buckets (id int primary key)")
 		log := newFakeLog()
 		r := start(t, testConfig(url), log)
 		waitFor(t, 10*time.Second, "the slot", r.IsHolder)
-		exec(t, conn, "create table later (id int primary key)",
+		mustExec(t, conn, "create table later (id int primary key)",
 			"insert into later values (1)", "insert into storage.objects values (2)", "insert into storage.buckets values (3)")
 		waitFor(t, 10*time.Second, "two changes", func() bool { return log.len() >= 2 })
 		time.Sleep(300 * time.Millisecond)
@@ -367,14 +367,14 @@ func TestPublicationFollowsConfig(t *testing.T) {
 		t.Parallel()
 		url := pgtest.NewDB(t)
 		conn := connect(t, url)
-		exec(t, conn, "create schema audit", "create table a (id int primary key)", "create table b (id int primary key)")
+		mustExec(t, conn, "create schema audit", "create table a (id int primary key)", "create table b (id int primary key)")
 		log := newFakeLog()
 		cfg := testConfig(url)
 		cfg.Tables = []string{"a", "audit.events"}
 		cfg.ReplicaIdentityFull = true
 		r := start(t, cfg, log)
 		waitFor(t, 10*time.Second, "the slot", r.IsHolder)
-		exec(t, conn, "create table audit.events (id int primary key, what text)")
+		mustExec(t, conn, "create table audit.events (id int primary key, what text)")
 		waitFor(t, 10*time.Second, "audit.events in the publication with replica identity full", func() bool {
 			var ident string
 			err := conn.QueryRow(context.Background(), `select c.relreplident::text from pg_publication_tables pt
@@ -382,7 +382,7 @@ func TestPublicationFollowsConfig(t *testing.T) {
 				where pt.pubname = 'fluxbase' and pt.schemaname = 'audit' and pt.tablename = 'events'`).Scan(&ident)
 			return err == nil && ident == "f"
 		})
-		exec(t, conn, "insert into a values (1)", "insert into b values (2)",
+		mustExec(t, conn, "insert into a values (1)", "insert into b values (2)",
 			"insert into audit.events values (3, 'x')", "update audit.events set what = 'y'")
 		waitFor(t, 10*time.Second, "three changes", func() bool { return log.len() >= 3 })
 		time.Sleep(300 * time.Millisecond)
@@ -401,7 +401,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDB(t)
 	conn := connect(t, url)
-	exec(t, conn, "create table t (id int primary key)")
+	mustExec(t, conn, "create table t (id int primary key)")
 	reg := prometheus.NewRegistry()
 	log := newFakeLog()
 	r := start(t, testConfig(url), log, WithRegisterer(reg))
@@ -409,7 +409,7 @@ func TestMetricsAndStatus(t *testing.T) {
 	if err := r.Ready(); err != nil {
 		t.Fatal(err)
 	}
-	exec(t, conn, "insert into t values (1), (2)", "update t set id = 3 where id = 1", "delete from t")
+	mustExec(t, conn, "insert into t values (1), (2)", "update t set id = 3 where id = 1", "delete from t")
 	waitFor(t, 10*time.Second, "events counted", func() bool {
 		return metricValue(r.metrics.byOp[opSlot(OpDelete)]) == 2
 	})

@@ -450,12 +450,15 @@ func replicationConfig(url string) (*pgconn.Config, error) {
 	for k, v := range replicationParams {
 		cfg.RuntimeParams[k] = v
 	}
+	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
+		// Shown in pg_stat_replication; a URL may name the node instead.
+		cfg.RuntimeParams["application_name"] = "fluxbase-replication"
+	}
 	return cfg, nil
 }
 
 var replicationParams = map[string]string{
 	"replication":        "database",
-	"application_name":   "fluxbase-replication",
 	"client_encoding":    "UTF8",
 	"DateStyle":          "ISO, MDY",
 	"IntervalStyle":      "postgres",

@@ -141,7 +141,7 @@ func (c *rtConn) writeLoop() {
 			if f.Binary {
 				mt = websocket.BinaryMessage
 			}
-			if err = c.ws.WriteMessage(mt, f.Data); err != nil {
+			if err = writeFrame(c.ws, mt, f); err != nil {
 				break
 			}
 		}
@@ -647,4 +647,21 @@ func (c *rtConn) presence(m *inMsg, rc *rtChannel) {
 		return
 	}
 	c.replyOK(m, []byte("{}"))
+}
+
+// writeFrame writes a frame's parts as one websocket message.
+func writeFrame(ws *websocket.Conn, mt int, f fanout.Frame) error {
+	if len(f.Body) == 0 && len(f.Tail) == 0 {
+		return ws.WriteMessage(mt, f.Data)
+	}
+	w, err := ws.NextWriter(mt)
+	if err != nil {
+		return err
+	}
+	for _, part := range [][]byte{f.Data, f.Body, f.Tail} {
+		if _, err := w.Write(part); err != nil {
+			return err
+		}
+	}
+	return w.Close()
 }

@@ -78,6 +78,10 @@ type Change struct {
 	Record    row       `json:"record"`
 	OldRecord row       `json:"old_record"`
 	Columns   []Column  `json:"columns"`
+
+	// texts caches column values as text for filters; only the goroutine
+	// matching the change uses it.
+	texts map[string]string
 }
 
 // DecodeChange decodes one message of the change stream.
@@ -123,7 +127,15 @@ func (c *Change) lookup(name string) (Value, bool) {
 	if !ok {
 		return Value{}, false
 	}
-	return Value{Raw: raw, Type: c.columnType(name)}, true
+	if c.texts == nil {
+		c.texts = make(map[string]string, len(c.Columns))
+	}
+	t, ok := c.texts[name]
+	if !ok {
+		t = textOf(raw)
+		c.texts[name] = t
+	}
+	return Value{Raw: raw, Type: c.columnType(name), Text: t, HasText: true}, true
 }
 
 func (c *Change) columnType(name string) string {

@@ -259,6 +259,17 @@ func (f Filter) Columns() []string {
 type Value struct {
 	Raw  json.RawMessage
 	Type string
+	// Text, when HasText, is the value as text (what textOf returns),
+	// computed once per change and column rather than once per condition.
+	Text    string
+	HasText bool
+}
+
+func (v Value) text() string {
+	if v.HasText {
+		return v.Text
+	}
+	return textOf(v.Raw)
 }
 
 // Match reports whether the row, read through get, satisfies every
@@ -283,9 +294,9 @@ func (c *Cond) eval(v Value) bool {
 		case "null", "unknown":
 			r = isNull
 		case "true":
-			r = string(raw) == "true" || textOf(raw) == "t"
+			r = string(raw) == "true" || v.text() == "t"
 		case "false":
-			r = string(raw) == "false" || textOf(raw) == "f"
+			r = string(raw) == "false" || v.text() == "f"
 		}
 		return r != c.not
 	case opIsDistinct:
@@ -295,7 +306,7 @@ func (c *Cond) eval(v Value) bool {
 		} else if strings.EqualFold(c.value, "null") {
 			distinct = true
 		} else {
-			cmp, ok := compare(raw, v.Type, c.value)
+			cmp, ok := compare(raw, v.text(), v.Type, c.value)
 			distinct = !ok || cmp != 0
 		}
 		return distinct != c.not
@@ -307,7 +318,7 @@ func (c *Cond) eval(v Value) bool {
 	switch c.op {
 	case opEq, opNeq, opLt, opLte, opGt, opGte:
 		var cmp int
-		cmp, ok = compare(raw, v.Type, c.value)
+		cmp, ok = compare(raw, v.text(), v.Type, c.value)
 		switch c.op {
 		case opEq:
 			r = cmp == 0
@@ -327,7 +338,7 @@ func (c *Cond) eval(v Value) bool {
 			if strings.EqualFold(item, "null") {
 				continue
 			}
-			if cmp, k := compare(raw, v.Type, item); k {
+			if cmp, k := compare(raw, v.text(), v.Type, item); k {
 				ok = true
 				if cmp == 0 {
 					r = true
@@ -337,7 +348,7 @@ func (c *Cond) eval(v Value) bool {
 		}
 	case opLike, opIlike, opMatch, opImatch:
 		ok = true
-		r = c.re.MatchString(textOf(raw))
+		r = c.re.MatchString(v.text())
 	}
 	if !ok {
 		return false // incomparable: SQL would reject it; never a match
@@ -383,7 +394,7 @@ func classify(typ string) typeClass {
 
 // compare orders the row value raw (of column type typ) against the
 // filter's text; ok is false when they cannot be compared.
-func compare(raw []byte, typ, filter string) (int, bool) {
+func compare(raw []byte, text, typ, filter string) (int, bool) {
 	class := classify(typ)
 	if typ == "" { // no type known: infer from the JSON
 		switch {
@@ -393,7 +404,6 @@ func compare(raw []byte, typ, filter string) (int, bool) {
 			class = classNumber
 		}
 	}
-	text := textOf(raw)
 	switch class {
 	case classNumber:
 		return compareNumbers(text, filter)

@@ -125,6 +125,7 @@ type Hub struct {
 	// delivered twice. lastSeq is the last sequence dispatched.
 	seqMu   sync.Mutex
 	lastSeq uint64
+	epoch   uint64 // marks the channels of one grouping; guarded by seqMu
 
 	accessMu sync.Mutex // guards access
 	access   map[accessKey]accessEntry
@@ -425,6 +426,11 @@ type Channel struct {
 	// channel; MaxUint64 while it replays. Guarded by hub.seqMu.
 	liveFrom uint64
 
+	// scratchEpoch and scratchIdx let the dispatcher group a change's
+	// bindings by channel without a map; guarded by hub.seqMu.
+	scratchEpoch uint64
+	scratchIdx   int
+
 	closed   atomic.Bool
 	cancel   context.CancelFunc // ends a replay
 	tracked  atomic.Bool
@@ -656,6 +662,7 @@ func (h *Hub) removeBinding(b *binding) {
 
 // match appends to out the bindings that c satisfies; h.mu must be held.
 func (h *Hub) match(c *Change, ev string, out []*binding) []*binding {
+	look := c.lookup
 	for _, k := range [...]tableKey{{c.Schema, c.Table}, {c.Schema, ""}, {"", ""}} {
 		ti := h.tables[k]
 		if ti == nil {
@@ -666,12 +673,12 @@ func (h *Hub) match(c *Change, ev string, out []*binding) []*binding {
 			continue
 		}
 		for b := range ei.scan {
-			if b.Filter.Match(c.lookup) {
+			if b.Filter.Match(look) {
 				out = append(out, b)
 			}
 		}
 		for col, byVal := range ei.eq {
-			v, ok := c.lookup(col)
+			v, ok := look(col)
 			if !ok {
 				continue
 			}
@@ -679,8 +686,8 @@ func (h *Hub) match(c *Change, ev string, out []*binding) []*binding {
 			if len(raw) == 0 || string(raw) == "null" {
 				continue
 			}
-			for b := range byVal[canonKey(textOf(raw))] {
-				if b.Filter.Match(c.lookup) {
+			for b := range byVal[canonKey(v.text())] {
+				if b.Filter.Match(look) {
 					out = append(out, b)
 				}
 			}
@@ -728,47 +735,60 @@ func (h *Hub) Dispatch(ctx context.Context, msgs []Msg) {
 	h.mu.RLock()
 	for i, c := range changes {
 		scratch = h.match(c, c.event(), scratch[:0])
-		perChange[i] = groupDeliveries(scratch, func(ch *Channel) bool { return ch.liveFrom <= c.Seq })
+		perChange[i] = h.groupDeliveries(scratch, c.Seq)
 	}
 	h.mu.RUnlock()
 	h.deliver(ctx, changes, perChange)
 }
 
 // groupDeliveries turns matched bindings into one delivery per channel,
-// each with its sorted, distinct binding ids.
-func groupDeliveries(bs []*binding, live func(*Channel) bool) []delivery {
+// each with its sorted, distinct binding ids. Only the dispatcher calls
+// it (under seqMu), which makes the channels' scratch fields safe.
+func (h *Hub) groupDeliveries(bs []*binding, seq uint64) []delivery {
 	if len(bs) == 0 {
 		return nil
 	}
-	var out []delivery
-	idx := make(map[*Channel]int, len(bs))
+	h.epoch++
+	out := make([]delivery, 0, len(bs))
+	idBuf := make([]uint32, len(bs)) // one id each, sliced with no spare capacity
+	multi := false
 	for _, b := range bs {
-		if b.ch.closed.Load() || !live(b.ch) {
+		ch := b.ch
+		if ch.closed.Load() || ch.liveFrom > seq {
 			continue
 		}
-		i, ok := idx[b.ch]
-		if !ok {
-			i = len(out)
-			idx[b.ch] = i
-			out = append(out, delivery{ch: b.ch})
+		if ch.scratchEpoch == h.epoch {
+			d := &out[ch.scratchIdx]
+			d.ids = append(d.ids, b.ID)
+			multi = true
+			continue
 		}
-		out[i].ids = append(out[i].ids, b.ID)
+		ch.scratchEpoch, ch.scratchIdx = h.epoch, len(out)
+		k := len(out)
+		idBuf[k] = b.ID
+		out = append(out, delivery{ch: ch, ids: idBuf[k : k+1 : k+1]})
 	}
-	for i := range out {
-		ids := out[i].ids
-		if len(ids) > 1 {
-			sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
-			j := 1
-			for k := 1; k < len(ids); k++ {
-				if ids[k] != ids[j-1] {
-					ids[j] = ids[k]
-					j++
-				}
-			}
-			out[i].ids = ids[:j]
+	if multi {
+		for i := range out {
+			out[i].ids = sortedIDs(out[i].ids)
 		}
 	}
 	return out
+}
+
+func sortedIDs(ids []uint32) []uint32 {
+	if len(ids) < 2 {
+		return ids
+	}
+	sort.Slice(ids, func(a, b int) bool { return ids[a] < ids[b] })
+	j := 1
+	for k := 1; k < len(ids); k++ {
+		if ids[k] != ids[j-1] {
+			ids[j] = ids[k]
+			j++
+		}
+	}
+	return ids[:j]
 }
 
 // authGroup is the channels of one claims group reading one table in a
@@ -929,12 +949,16 @@ func (r row) appendJSON(dst []byte, keep map[string]bool) []byte {
 
 // changeEncoder encodes one change's postgres_changes frames, each
 // distinct payload once: data objects by the column set the reader may
-// see, frames by serializer, topic and binding ids.
+// see, payloads by binding ids, and frame heads by serializer and topic.
 type changeEncoder struct {
-	c      *Change
-	data   map[dataKey][]byte
-	frames map[frameKey]Frame
-	idsBuf []byte
+	c        *Change
+	last     frameKey // the frame built or found last, often asked again
+	lastF    Frame
+	hasLast  bool
+	data     map[dataKey][]byte
+	payloads map[payloadKey][]byte
+	frames   map[frameKey]Frame
+	idsBuf   []byte
 }
 
 type dataKey struct {
@@ -942,43 +966,73 @@ type dataKey struct {
 	rlsDelete bool
 }
 
+// payloadKey names a payload: one binding id (the common case, no
+// allocation) or several, written out.
+type payloadKey struct {
+	id   uint32
+	ids  string
+	data dataKey
+}
+
 type frameKey struct {
 	vsn   Vsn
 	topic string
-	ids   string
-	data  dataKey
+	p     payloadKey
 }
 
 func newChangeEncoder(c *Change) *changeEncoder {
-	return &changeEncoder{c: c, data: map[dataKey][]byte{}, frames: map[frameKey]Frame{}}
+	return &changeEncoder{c: c, data: map[dataKey][]byte{}, payloads: map[payloadKey][]byte{}, frames: map[frameKey]Frame{}}
 }
 
 func (e *changeEncoder) frame(vsn Vsn, topic string, ids []uint32, acc *Access, rlsDelete bool) Frame {
-	dk := dataKey{acc, rlsDelete}
-	e.idsBuf = e.idsBuf[:0]
-	for i, id := range ids {
-		if i > 0 {
-			e.idsBuf = append(e.idsBuf, ',')
+	pk := payloadKey{data: dataKey{acc, rlsDelete}}
+	if len(ids) == 1 {
+		pk.id = ids[0]
+	} else {
+		e.idsBuf = e.idsBuf[:0]
+		for i, id := range ids {
+			if i > 0 {
+				e.idsBuf = append(e.idsBuf, ',')
+			}
+			e.idsBuf = strconv.AppendUint(e.idsBuf, uint64(id), 10)
 		}
-		e.idsBuf = strconv.AppendUint(e.idsBuf, uint64(id), 10)
+		pk.ids = string(e.idsBuf)
 	}
-	fk := frameKey{vsn, topic, string(e.idsBuf), dk}
+	fk := frameKey{vsn, topic, pk}
+	if e.hasLast && e.last == fk {
+		return e.lastF
+	}
 	if f, ok := e.frames[fk]; ok {
+		e.last, e.lastF = fk, f
 		return f
 	}
-	data, ok := e.data[dk]
+	p, ok := e.payloads[pk]
 	if !ok {
-		data = e.encodeData(acc, rlsDelete)
-		e.data[dk] = data
+		data, ok := e.data[pk.data]
+		if !ok {
+			data = e.encodeData(acc, rlsDelete)
+			e.data[pk.data] = data
+		}
+		p = make([]byte, 0, len(data)+32)
+		p = append(p, `{"ids":[`...)
+		for i, id := range ids {
+			if i > 0 {
+				p = append(p, ',')
+			}
+			p = strconv.AppendUint(p, uint64(id), 10)
+		}
+		p = append(p, `],"data":`...)
+		p = append(p, data...)
+		p = append(p, '}')
+		e.payloads[pk] = p
 	}
-	p := make([]byte, 0, len(data)+len(e.idsBuf)+32)
-	p = append(p, `{"ids":[`...)
-	p = append(p, e.idsBuf...)
-	p = append(p, `],"data":`...)
-	p = append(p, data...)
-	p = append(p, '}')
-	f := MessageFrame(vsn, Ref{}, Ref{}, topic, "postgres_changes", p)
-	e.frames[fk] = f
+	f := PushFrame(vsn, topic, "postgres_changes", p)
+	// Past a few hundred topics the frames are almost never shared; a
+	// bigger map would cost more than the small heads it saves.
+	if len(e.frames) < 256 {
+		e.frames[fk] = f
+	}
+	e.last, e.lastF, e.hasLast = fk, f, true
 	return f
 }
 
@@ -1122,12 +1176,8 @@ func (h *Hub) replayBatch(ctx context.Context, ch *Channel, msgs []Msg) {
 		if len(ids) == 0 {
 			continue
 		}
-		bs := make([]*binding, len(ids))
-		for i, id := range ids {
-			bs[i] = &binding{ch: ch, Binding: Binding{ID: id}}
-		}
 		changes = append(changes, c)
-		per = append(per, groupDeliveries(bs, func(*Channel) bool { return true }))
+		per = append(per, []delivery{{ch: ch, ids: sortedIDs(ids)}})
 	}
 	if len(changes) > 0 {
 		h.deliver(ctx, changes, per)

@@ -61,7 +61,7 @@ func (q *Queue) Push(f Frame) bool {
 		q.mu.Unlock()
 		return false
 	}
-	if len(q.frames) >= q.maxFrames || q.bytes+len(f.Data) > q.maxBytes {
+	if len(q.frames) >= q.maxFrames || q.bytes+f.Len() > q.maxBytes {
 		q.closeLocked(SlowConsumerReason)
 		q.mu.Unlock()
 		if q.onOverflow != nil {
@@ -70,7 +70,7 @@ func (q *Queue) Push(f Frame) bool {
 		return false
 	}
 	q.frames = append(q.frames, f)
-	q.bytes += len(f.Data)
+	q.bytes += f.Len()
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:

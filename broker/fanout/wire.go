@@ -32,12 +32,54 @@ func ParseVsn(s string) (Vsn, error) {
 	return 0, fmt.Errorf("unsupported vsn %q: want 1.0.0 or 2.0.0", s)
 }
 
-// Frame is one websocket message ready to write. Frames are immutable once
-// built and shared by every client they are queued to.
+// Frame is one websocket message ready to write: Data, then Body, then
+// Tail. Frames are immutable once built and shared by every client they
+// are queued to; a fanned-out payload is built once as a Body that the
+// frames of every topic share.
 type Frame struct {
 	Binary bool
 	Data   []byte
+	Body   []byte
+	Tail   []byte
 }
+
+// Len is the message's length in bytes.
+func (f Frame) Len() int { return len(f.Data) + len(f.Body) + len(f.Tail) }
+
+// Bytes is the whole message in one slice.
+func (f Frame) Bytes() []byte {
+	if len(f.Body) == 0 && len(f.Tail) == 0 {
+		return f.Data
+	}
+	b := make([]byte, 0, f.Len())
+	return append(append(append(b, f.Data...), f.Body...), f.Tail...)
+}
+
+// PushFrame is a server push with null refs around a payload built once
+// and shared (Body), for fan-out.
+func PushFrame(vsn Vsn, topic, event string, payload []byte) Frame {
+	if vsn == V2 {
+		h := make([]byte, 0, 16+len(topic)+len(event))
+		h = append(h, "[null,null,"...)
+		h = AppendString(h, topic)
+		h = append(h, ',')
+		h = AppendString(h, event)
+		h = append(h, ',')
+		return Frame{Data: h, Body: payload, Tail: v2Tail}
+	}
+	h := make([]byte, 0, 32+len(topic)+len(event))
+	h = append(h, `{"topic":`...)
+	h = AppendString(h, topic)
+	h = append(h, `,"event":`...)
+	h = AppendString(h, event)
+	h = append(h, `,"payload":`...)
+	return Frame{Data: h, Body: payload, Tail: v1Tail}
+}
+
+var (
+	v2Tail = []byte("]")
+	v1Tail = []byte(`,"ref":null}`)
+)
 
 // Ref is a Phoenix ref or join_ref: a string, or null when !Valid.
 type Ref struct {

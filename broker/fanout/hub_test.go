@@ -1,0 +1,416 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// changeJSON builds a change event of the contract for table public.<table>.
+func changeJSON(op, table string, id int, cols map[string]any) []byte {
+	rec := map[string]any{"id": id}
+	for k, v := range cols {
+		rec[k] = v
+	}
+	b, _ := json.Marshal(rec)
+	recs := `"record":` + string(b) + `,"old_record":null`
+	switch op {
+	case "delete":
+		recs = `"record":null,"old_record":` + string(b)
+	case "update":
+		recs = `"record":` + string(b) + `,"old_record":{"id":` + fmt.Sprint(id) + `}`
+	}
+	return []byte(fmt.Sprintf(`{"commit_lsn":"0/10","lsn":"0/10","xid":5,"commit_ts":"2024-05-01T10:00:00.123456Z","tx_index":0,"tx_last":true,"schema":"public","table":%q,"op":%q,"pk":{"id":%d},%s,"columns":[{"name":"id","type":"int4"},{"name":"owner","type":"text"},{"name":"n","type":"int4"},{"name":"secret","type":"text"}],"unchanged_toast":[]}`, table, op, id, recs))
+}
+
+// drain decodes the postgres_changes frames queued to c.
+func drain(t *testing.T, c *Client) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, f := range c.Queue.Take(nil) {
+		var arr []json.RawMessage
+		if err := json.Unmarshal(f.Bytes(), &arr); err != nil || len(arr) != 5 {
+			t.Fatalf("frame %s", f.Bytes())
+		}
+		var ev string
+		_ = json.Unmarshal(arr[3], &ev)
+		if ev != "postgres_changes" {
+			continue
+		}
+		var p map[string]any
+		_ = json.Unmarshal(arr[4], &p)
+		out = append(out, p)
+	}
+	return out
+}
+
+func TestHubIndexMatchesLikeAScan(t *testing.T) {
+	t.Parallel()
+	h := New(Config{}, nil, nil, nil, nil)
+	defer h.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	owners := []string{"ann", "bob", "cy", "dee"}
+	type sub struct {
+		c       *Client
+		filters []Filter
+		events  []string
+		tables  []string
+	}
+	var subs []*sub
+	for i := 0; i < 200; i++ {
+		s := &sub{c: h.NewClient(V2)}
+		var binds []Binding
+		for j := 0; j < 1+rng.IntN(3); j++ {
+			var fs string
+			switch rng.IntN(6) {
+			case 0:
+			case 1, 2:
+				fs = "owner=eq." + owners[rng.IntN(len(owners))]
+			case 3:
+				fs = fmt.Sprintf("n=gt.%d", rng.IntN(10))
+			case 4:
+				fs = fmt.Sprintf("owner=eq.%s,n=lte.%d", owners[rng.IntN(len(owners))], rng.IntN(10))
+			case 5:
+				fs = "owner=in.(ann,cy)"
+			}
+			ev := []string{"*", "INSERT", "UPDATE", "DELETE"}[rng.IntN(4)]
+			table := []string{"todos", "notes", "*"}[rng.IntN(3)]
+			f, err := ParseFilter(fs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			binds = append(binds, Binding{ID: BindingID(ev, "public", table, fs), Event: ev, Schema: "public", Table: table, Filter: f})
+			s.filters, s.events, s.tables = append(s.filters, f), append(s.events, ev), append(s.tables, table)
+		}
+		if _, err := s.c.Join(JoinSpec{Topic: fmt.Sprintf("realtime:s%d", i), Changes: binds}); err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
+	}
+	for seq := uint64(1); seq <= 300; seq++ {
+		op := []string{"insert", "update", "delete"}[rng.IntN(3)]
+		table := []string{"todos", "notes"}[rng.IntN(2)]
+		data := changeJSON(op, table, int(seq), map[string]any{"owner": owners[rng.IntN(len(owners))], "n": rng.IntN(12)})
+		h.Dispatch(context.Background(), []Msg{{Seq: seq, Data: data}})
+		c, _ := DecodeChange(seq, data)
+		for i, s := range subs {
+			var want []float64
+			for j, f := range s.filters {
+				if (s.events[j] == "*" || s.events[j] == c.event()) && (s.tables[j] == "*" || s.tables[j] == table) && f.Match(c.lookup) {
+					want = append(want, float64(BindingID(s.events[j], "public", s.tables[j], filterString(f))))
+				}
+			}
+			got := drain(t, s.c)
+			if len(want) == 0 {
+				if len(got) != 0 {
+					t.Fatalf("seq %d: subscriber %d got %v, want nothing", seq, i, got)
+				}
+				continue
+			}
+			if len(got) != 1 {
+				t.Fatalf("seq %d: subscriber %d got %d messages, want 1", seq, i, len(got))
+			}
+			var ids []float64
+			for _, id := range got[0]["ids"].([]any) {
+				ids = append(ids, id.(float64))
+			}
+			sort.Float64s(want)
+			want = dedupe(want)
+			if fmt.Sprint(ids) != fmt.Sprint(want) {
+				t.Fatalf("seq %d: subscriber %d ids %v, want %v", seq, i, ids, want)
+			}
+		}
+	}
+}
+
+// filterString rebuilds the source of the filters the test made; it only
+// needs to reproduce BindingID's input.
+func filterString(f Filter) string {
+	var parts []string
+	for _, c := range f {
+		switch c.op {
+		case opEq:
+			parts = append(parts, c.Column+"=eq."+c.value)
+		case opGt:
+			parts = append(parts, c.Column+"=gt."+c.value)
+		case opLte:
+			parts = append(parts, c.Column+"=lte."+c.value)
+		case opIn:
+			parts = append(parts, c.Column+"=in.(ann,cy)")
+		}
+	}
+	s := ""
+	for i, p := range parts {
+		if i > 0 {
+			s += ","
+		}
+		s += p
+	}
+	return s
+}
+
+func dedupe(v []float64) []float64 {
+	out := v[:0]
+	for i, x := range v {
+		if i == 0 || x != v[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func TestHubSlowConsumerDoesNotStallOthers(t *testing.T) {
+	t.Parallel()
+	var slowCount atomic.Int32
+	h := New(Config{QueueFrames: 4, OnSlowConsumer: func() { slowCount.Add(1) }}, nil, nil, nil, nil)
+	defer h.Close()
+	bind := []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}}
+	slow, fast := h.NewClient(V2), h.NewClient(V2)
+	for _, c := range []*Client{slow, fast} {
+		if _, err := c.Join(JoinSpec{Topic: "realtime:t", Changes: bind}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := 0
+	for seq := uint64(1); seq <= 20; seq++ {
+		h.Dispatch(context.Background(), []Msg{{Seq: seq, Data: changeJSON("insert", "todos", int(seq), nil)}})
+		got += len(drain(t, fast)) // fast keeps up; slow never reads
+	}
+	if got != 20 {
+		t.Fatalf("fast client got %d of 20", got)
+	}
+	select {
+	case <-slow.Queue.Done():
+	case <-time.After(time.Second):
+		t.Fatal("slow client not disconnected")
+	}
+	if slow.Queue.Reason() != SlowConsumerReason || slowCount.Load() != 1 {
+		t.Fatalf("reason %q, count %d", slow.Queue.Reason(), slowCount.Load())
+	}
+	deadline := time.Now().Add(time.Second)
+	for h.Clients() != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h.Clients() != 1 || h.Channels() != 1 {
+		t.Fatalf("clients %d channels %d after the slow one left", h.Clients(), h.Channels())
+	}
+}
+
+// fakeAuthz lets rows with even ids through to role "authenticated" and
+// hides column "secret"; it counts Visible calls.
+type fakeAuthz struct {
+	mu      sync.Mutex
+	visible int
+	keys    int
+}
+
+func (f *fakeAuthz) Access(_ context.Context, role, _, _ string) (*Access, error) {
+	if role == "nobody" {
+		return &Access{}, nil
+	}
+	return &Access{Columns: map[string]bool{"id": true, "owner": true, "n": true}, RLS: role == "authenticated"}, nil
+}
+
+func (f *fakeAuthz) Visible(_ context.Context, _ string, claims json.RawMessage, _, _ string, keys []json.RawMessage) ([]bool, error) {
+	f.mu.Lock()
+	f.visible++
+	f.keys += len(keys)
+	f.mu.Unlock()
+	var c struct{ Sub string }
+	_ = json.Unmarshal(claims, &c)
+	out := make([]bool, len(keys))
+	for i, k := range keys {
+		var pk struct{ ID int }
+		_ = json.Unmarshal(k, &pk)
+		out[i] = fmt.Sprint(pk.ID%2) == c.Sub
+	}
+	return out, nil
+}
+
+func TestHubAuthorizationBatchesByClaims(t *testing.T) {
+	t.Parallel()
+	az := &fakeAuthz{}
+	h := New(Config{}, nil, nil, az, nil)
+	defer h.Close()
+	bind := []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}}
+	join := func(role, sub string) *Client {
+		c := h.NewClient(V2)
+		_, err := c.Join(JoinSpec{Topic: "realtime:t", Changes: bind,
+			Auth: Auth{Role: role, Claims: json.RawMessage(`{"sub":"` + sub + `"}`)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	var evens, odds []*Client
+	for i := 0; i < 5; i++ {
+		evens = append(evens, join("authenticated", "0"))
+		odds = append(odds, join("authenticated", "1"))
+	}
+	anon := join("anon", "")
+	nobody := join("nobody", "")
+	var batch []Msg
+	for seq := uint64(1); seq <= 10; seq++ {
+		batch = append(batch, Msg{Seq: seq, Data: changeJSON("insert", "todos", int(seq), map[string]any{"secret": "s"})})
+	}
+	h.Dispatch(context.Background(), batch)
+	if az.visible != 2 || az.keys != 20 {
+		t.Fatalf("%d Visible calls for %d keys, want 2 calls (one per claims group) for 20", az.visible, az.keys)
+	}
+	for _, c := range evens {
+		got := drain(t, c)
+		if len(got) != 5 {
+			t.Fatalf("even subscriber got %d rows, want 5", len(got))
+		}
+		for _, p := range got {
+			rec := p["data"].(map[string]any)["record"].(map[string]any)
+			if int(rec["id"].(float64))%2 != 0 {
+				t.Fatalf("even subscriber got row %v", rec)
+			}
+			if _, ok := rec["secret"]; ok {
+				t.Fatalf("unreadable column delivered: %v", rec)
+			}
+		}
+	}
+	for _, c := range odds {
+		if n := len(drain(t, c)); n != 5 {
+			t.Fatalf("odd subscriber got %d rows", n)
+		}
+	}
+	if n := len(drain(t, anon)); n != 10 {
+		t.Fatalf("anon (no RLS) got %d rows, want 10", n)
+	}
+	if n := len(drain(t, nobody)); n != 0 {
+		t.Fatalf("a role without SELECT got %d rows", n)
+	}
+}
+
+func TestHubBroadcastAndPresenceAcrossNodes(t *testing.T) {
+	t.Parallel()
+	bus := NewLocalBus()
+	a := New(Config{NodeID: "a", PresenceInterval: 50 * time.Millisecond}, nil, bus, nil, nil)
+	b := New(Config{NodeID: "b", PresenceInterval: 50 * time.Millisecond}, nil, bus, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, h := range []*Hub{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = h.Run(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait(); a.Close(); b.Close() }()
+
+	ca, cb := a.NewClient(V1), b.NewClient(V2)
+	cha, err := ca.Join(JoinSpec{Topic: "realtime:room", Presence: true, PresenceKey: "ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cha.Track(json.RawMessage(`{"status":"online"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cb.Join(JoinSpec{Topic: "realtime:room", Presence: true, PresenceKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	// Node b learns a's presence through the sync it asks for on joining.
+	waitFrame(t, cb, func(s string) bool {
+		return contains(s, "presence_diff") && contains(s, `"ann"`) && contains(s, "online")
+	})
+	if err := cha.Broadcast("hello", EncodingJSON, []byte(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFrame(t, cb, func(s string) bool { return contains(s, "hello") })
+	// Leaving on a reaches b as a leave.
+	ca.Close("bye")
+	waitFrame(t, cb, func(s string) bool { return contains(s, `"leaves":{"ann"`) })
+}
+
+func contains(s, sub string) bool { return len(sub) == 0 || len(s) >= len(sub) && indexOf(s, sub) >= 0 }
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}
+
+func waitFrame(t *testing.T, c *Client, ok func(string) bool) {
+	t.Helper()
+	deadline := time.After(3 * time.Second)
+	var seen []string
+	for {
+		for _, f := range c.Queue.Take(nil) {
+			if ok(string(f.Bytes())) {
+				return
+			}
+			seen = append(seen, string(f.Bytes()))
+		}
+		select {
+		case <-c.Queue.Ready():
+		case <-deadline:
+			t.Fatalf("frame not seen; got %q", seen)
+		}
+	}
+}
+
+func TestHubResumeNoGapNoDuplicate(t *testing.T) {
+	t.Parallel()
+	log := NewMemLog()
+	h := New(Config{BatchSize: 64}, log, nil, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() { cancel(); <-done; h.Close() }()
+
+	for i := 1; i <= 100; i++ {
+		log.Append(changeJSON("insert", "todos", i, nil))
+	}
+	// Let the live dispatcher start and see part of the log move.
+	time.Sleep(50 * time.Millisecond)
+	c := h.NewClient(V2)
+	// A writer keeps appending while the channel replays.
+	var wwg sync.WaitGroup
+	wwg.Add(1)
+	go func() {
+		defer wwg.Done()
+		for i := 101; i <= 2000; i++ {
+			log.Append(changeJSON("insert", "todos", i, nil))
+		}
+	}()
+	_, err := c.Join(JoinSpec{Topic: "realtime:t", Resume: 40,
+		Changes: []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wwg.Wait()
+	var seqs []uint64
+	deadline := time.After(5 * time.Second)
+	for len(seqs) < 1960 {
+		for _, p := range drainWait(t, c, deadline) {
+			seqs = append(seqs, uint64(p["data"].(map[string]any)["seq"].(float64)))
+		}
+	}
+	for i, s := range seqs {
+		if s != uint64(41+i) {
+			t.Fatalf("position %d has seq %d, want %d (gap or duplicate)", i, s, 41+i)
+		}
+	}
+	if len(seqs) != 1960 {
+		t.Fatalf("got %d changes, want 1960", len(seqs))
+	}
+}
+
+func drainWait(t *testing.T, c *Client, deadline <-chan time.Time) []map[string]any {
+	t.Helper()
+	select {
+	case <-c.Queue.Ready():
+	case <-deadline:
+		t.Fatal("timed out waiting for changes")
+	}
+	return drain(t, c)
+}

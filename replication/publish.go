@@ -16,7 +16,8 @@ import (
 type publisher struct {
 	log    Log
 	ck     *checkpoint
-	window int
+	window int    // unacknowledged events
+	queue  int    // events not yet durable
 	lastID string // the id of the last message handed to the log
 	// wait blocks until the log makes progress (or something else needs
 	// the session's attention); called while the window is full.
@@ -26,11 +27,11 @@ type publisher struct {
 }
 
 func (p *publisher) event(ev event) error {
-	for p.ck.events >= p.window {
+	for p.ck.unacked >= p.window || p.ck.events >= p.queue {
 		if err := p.ck.advance(); err != nil {
 			return err
 		}
-		if p.ck.events < p.window {
+		if p.ck.unacked < p.window && p.ck.events < p.queue {
 			break
 		}
 		if err := p.wait(); err != nil {

@@ -21,6 +21,10 @@ import (
 // one streams, the others stand by and retry. When the holder's process
 // dies its socket closes, the walsender exits and the next try succeeds.
 
+// durableQueueFactor bounds the events acknowledged but not yet durable, as
+// a multiple of the window; each costs a few words.
+const durableQueueFactor = 32
+
 var (
 	errSlotInUse = errors.New("replication slot is in use by another node")
 	errSilent    = errors.New("the server sent nothing within the receive timeout")
@@ -114,9 +118,10 @@ func (r *Replicator) session(ctx context.Context) (time.Duration, error) {
 	s := &session{r: r, ctx: ctx, conn: conn, recvTimeout: recvTimeout, lastRecv: time.Now(), timer: time.NewTimer(time.Hour)}
 	defer s.timer.Stop()
 	s.ck = newCheckpoint(confirmed, r.sink.DurableSeq)
-	s.ck.onEvent = func(op Op) { r.metrics.byOp[opSlot(op)].Inc() }
-	s.ck.onCommit = func(ts time.Time) { r.metrics.lastCommit.Set(float64(ts.UnixMicro()) / 1e6) }
-	s.pub = &publisher{log: r.sink, ck: s.ck, window: r.cfg.Window, lastID: lastID, wait: s.waitForLog, now: time.Now}
+	s.ck.onEvent = func(op uint8) { r.metrics.byOp[op].Inc() }
+	s.ck.onCommit = func(ts int64) { r.metrics.lastCommit.Set(float64(ts) / 1e6) }
+	s.pub = &publisher{log: r.sink, ck: s.ck, window: r.cfg.Window, queue: r.cfg.Window * durableQueueFactor,
+		lastID: lastID, wait: s.waitForLog, now: time.Now}
 	s.dec = newDecoder(r.types, s.pub, r.cfg.Subject)
 	s.dec.lookupPK = catalogPKLookup(pool)
 	s.dec.skipThrough = skip
@@ -302,7 +307,7 @@ func (s *session) tick() error {
 	if err := s.ck.advance(); err != nil {
 		return err
 	}
-	if p := s.ck.oldest(); p != nil && p.ack != nil && p.seq == 0 && now.Sub(p.sent) > s.r.cfg.AckTimeout {
+	if p := s.ck.firstUnacked(); p != nil && now.UnixNano()-p.sent > int64(s.r.cfg.AckTimeout) {
 		return errAckLate
 	}
 	if err := s.sendStatus(true); err != nil {
@@ -315,19 +320,19 @@ func (s *session) tick() error {
 	return s.ctx.Err()
 }
 
-// waitForLog blocks while the window is full, until the oldest event is
-// acknowledged (or becomes durable), the next status is due, or ctx ends.
+// waitForLog blocks while the window is full, until the oldest
+// unacknowledged event is acknowledged, the durable sequence may have moved,
+// the next status is due, or ctx ends.
 func (s *session) waitForLog() error {
-	p := s.ck.oldest()
-	if p == nil {
-		return nil
-	}
 	wait := time.Until(s.nextStatus)
 	var done <-chan struct{}
-	if p.ack != nil && p.seq == 0 {
-		done = p.ack.Done()
-	} else {
-		wait = min(wait, 2*time.Millisecond) // acknowledged, not yet durable: poll
+	if s.ck.unacked >= s.pub.window {
+		if p := s.ck.firstUnacked(); p != nil {
+			done = p.ack.Done()
+		}
+	}
+	if done == nil {
+		wait = min(wait, 2*time.Millisecond) // waiting for durability: poll
 	}
 	s.timer.Reset(max(wait, 0))
 	select {
@@ -377,7 +382,7 @@ func (s *session) finish(cause error) {
 	if errors.Is(cause, context.Canceled) || errors.Is(cause, context.DeadlineExceeded) {
 		deadline := time.Now().Add(s.r.cfg.ShutdownTimeout)
 		for time.Now().Before(deadline) {
-			if err := s.ck.advance(); err != nil || s.ck.oldest() == nil {
+			if err := s.ck.advance(); err != nil || s.ck.idle() {
 				break
 			}
 			time.Sleep(2 * time.Millisecond)

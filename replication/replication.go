@@ -123,7 +123,9 @@ type Config struct {
 	// walsender only reports in every wal_sender_timeout/2, and giving up
 	// sooner would restart that replay forever.
 	ReceiveTimeout time.Duration
-	// Window bounds the events published but not yet durable; default 4096.
+	// Window bounds the events published but not yet acknowledged by the
+	// log (their data is held until then); default 4096. Acknowledged events
+	// waiting to become durable are bounded separately, at 32 windows.
 	Window int
 	// AckTimeout is how long one publish may wait for the log; default 30s.
 	AckTimeout time.Duration

@@ -181,8 +181,8 @@ func New(cfg Config, source Source, bus Bus, authz Authorizer, log *zap.Logger) 
 func (h *Hub) NodeID() string { return h.cfg.NodeID }
 
 // Run reads the change log from now on and dispatches it, and keeps the
-// cluster's presence fresh, until ctx ends or Close is called. It returns
-// nil then, or the log's error.
+// cluster's presence fresh, until ctx ends or Close is called; then it
+// returns nil. A failing log is retried, not returned.
 func (h *Hub) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -212,29 +212,43 @@ func (h *Hub) Run(ctx context.Context) error {
 
 // consume is the change dispatcher: a reader goroutine feeds msgs, and
 // this loop dispatches whatever has gathered, up to BatchSize at a time.
+// The reader resumes after the last sequence it passed on when the log
+// fails, so a broken connection costs latency, not changes.
 func (h *Hub) consume(ctx context.Context) error {
 	msgs := make(chan Msg, h.cfg.BatchSize)
-	errc := make(chan error, 1)
 	var rwg sync.WaitGroup
 	rwg.Add(1)
 	go func() {
 		defer rwg.Done()
 		defer close(msgs)
-		errc <- h.source.Consume(ctx, 0, func(m Msg) error {
-			select {
-			case msgs <- m:
-				return nil
-			case <-ctx.Done():
-				return ErrStop
+		var next uint64 // 0: from now
+		for {
+			err := h.source.Consume(ctx, next, func(m Msg) error {
+				select {
+				case msgs <- m:
+					next = m.Seq + 1
+					return nil
+				case <-ctx.Done():
+					return ErrStop
+				}
+			})
+			if ctx.Err() != nil {
+				return
 			}
-		})
+			h.log.Warn("change log consumer ended; resuming", zap.Uint64("next", next), zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
 	}()
 	defer rwg.Wait()
 	batch := make([]Msg, 0, h.cfg.BatchSize)
 	for {
 		m, ok := <-msgs
 		if !ok {
-			break
+			return nil
 		}
 		batch = append(batch[:0], m)
 	drain:
@@ -251,10 +265,6 @@ func (h *Hub) consume(ctx context.Context) error {
 		}
 		h.Dispatch(ctx, batch)
 	}
-	if err := <-errc; err != nil && ctx.Err() == nil {
-		return fmt.Errorf("consume changes: %w", err)
-	}
-	return nil
 }
 
 // Close stops the hub: replays end, every client is closed, and Close

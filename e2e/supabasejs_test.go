@@ -1,0 +1,232 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/api"
+	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/broker/fanout"
+	"github.com/fluxbase/fluxbase/internal/pgcluster"
+	"github.com/fluxbase/fluxbase/internal/pgtest"
+	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/replication"
+)
+
+// startNATSCluster runs two embedded NATS servers routed into one cluster,
+// with JetStream on both, and returns their client URLs.
+func startNATSCluster(t *testing.T) []string {
+	t.Helper()
+	var ports []int
+	for range 2 {
+		p, err := pgcluster.FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports = append(ports, p)
+	}
+	routes := server.RoutesFromStr("nats://127.0.0.1:" + itoa(ports[0]) + ",nats://127.0.0.1:" + itoa(ports[1]))
+	servers := make([]*server.Server, 2)
+	for i, name := range []string{"a", "b"} {
+		opts := &server.Options{
+			ServerName: "e2e-" + name, Host: "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+			Cluster: server.ClusterOpts{Name: "fluxbase-e2e", Host: "127.0.0.1", Port: ports[i]},
+			Routes:  routes,
+		}
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers[i] = s
+		go s.Start()
+		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	}
+	var urls []string
+	for _, s := range servers {
+		if !s.ReadyForConnections(20 * time.Second) {
+			t.Fatal("NATS server not ready")
+		}
+		urls = append(urls, s.ClientURL())
+	}
+	return urls
+}
+
+func itoa(n int) string { return string(appendInt(nil, n)) }
+
+func appendInt(b []byte, n int) []byte {
+	if n >= 10 {
+		b = appendInt(b, n/10)
+	}
+	return append(b, byte('0'+n%10))
+}
+
+// clusterNode is one in-process node wired as `fluxbase serve` wires one:
+// its own NATS connection to its own server of the cluster, the
+// replication reader (every node runs one; one holds the slot), and the
+// realtime endpoint reading the shared change stream.
+func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL string, v *auth.Verifier) string {
+	t.Helper()
+	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jsLog, err := replication.NewJetStreamLog(nc, replication.JetStreamLogOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond, StandbyRetry: 200 * time.Millisecond}, jsLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := api.NewRealtime(api.RealtimeConfig{
+		Verifier: v, Pool: pool, Log: testLogger(t),
+		Source: fanout.NewJetStreamSource(js, ""), Bus: fanout.NewNATSBus(nc),
+		Hub:        fanout.Config{NodeID: name, PresenceInterval: time.Second},
+		Registerer: prometheus.NewRegistry(),
+	})
+	srv := httptest.NewServer(api.New(api.Config{Mounts: map[string]http.Handler{"/realtime/v1": rt}}, v, zap.NewNop(), prometheus.NewRegistry()))
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = rep.Run(runCtx) }()
+	go func() { defer wg.Done(); _ = rt.Run(runCtx) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		srv.Close()
+		pool.Close()
+	})
+	return srv.URL
+}
+
+// TestSupabaseJS runs the Node tests in node/ against two nodes that
+// share one PostgreSQL and a two-server NATS cluster: subscribe on one
+// node, write and broadcast through the other.
+func TestSupabaseJS(t *testing.T) {
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	dir, _ := filepath.Abs("node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@supabase", "supabase-js")); err != nil {
+		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		npm.Dir = dir
+		if out, err := npm.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci: %v\n%s", err, out)
+		}
+	}
+	ctx := context.Background()
+	dbURL := pgtest.NewDB(t)
+	if _, err := migrations.Up(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false)`); err != nil {
+		t.Fatal(err)
+	}
+	natsURLs := startNATSCluster(t)
+	nc, err := nats.Connect(natsURLs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	for {
+		rctx, rcancel := context.WithTimeout(sctx, 5*time.Second)
+		_, err = js.CreateOrUpdateStream(rctx, jetstream.StreamConfig{
+			Name: fanout.DefaultStream, Subjects: []string{replication.SubjectPrefix + ">"}, Duplicates: time.Minute,
+		})
+		rcancel()
+		if err == nil || sctx.Err() != nil {
+			break
+		}
+		t.Logf("create stream: %v", err)
+		time.Sleep(time.Second) // the JetStream cluster elects its leader
+	}
+	if err != nil {
+		t.Fatalf("create stream: %v", err)
+	}
+	v, err := auth.NewVerifier(jwtSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startClusterNode(t, ctx, "node-a", dbURL, natsURLs[0], v)
+	b := startClusterNode(t, ctx, "node-b", dbURL, natsURLs[1], v)
+	waitStreaming(t, pool, js)
+
+	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
+	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "realtime.test.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "FLUXBASE_A="+a, "FLUXBASE_B="+b, "ANON_KEY="+anon, "DATABASE_URL="+dbURL)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	done := make(chan error, 1)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(3 * time.Minute):
+		_ = cmd.Process.Kill()
+		err = <-done
+	}
+	t.Logf("node --test:\n%s", out.String())
+	if err != nil {
+		t.Fatalf("supabase-js tests failed: %v", err)
+	}
+}
+
+// waitStreaming waits until the slot holder publishes: a row written now
+// reaches the stream.
+func waitStreaming(t *testing.T, pool *pgxpool.Pool, js jetstream.JetStream) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key)`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := pool.Exec(ctx, `insert into public.e2e_ping default values`); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := js.Stream(ctx, fanout.DefaultStream); err == nil {
+			if info, err := s.Info(ctx); err == nil && info.State.Msgs > 0 {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatal("no change reached the stream")
+}

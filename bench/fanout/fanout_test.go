@@ -1,0 +1,340 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/fluxbase/fluxbase/bench"
+	"github.com/fluxbase/fluxbase/bench/baseline"
+	"github.com/fluxbase/fluxbase/bench/harness"
+	"github.com/fluxbase/fluxbase/bench/realtime"
+)
+
+// The whole scenario against the in-process baseline: every message
+// reaches every subscriber, so nothing is lost and the counts add up.
+func TestBaselineDeliversEverything(t *testing.T) {
+	t.Parallel()
+	const subs, rate = 40, 200
+	rep, err := Run(context.Background(), Config{
+		Subscribers: subs, Rate: rate, Duration: time.Second, Targets: []string{TargetBaseline},
+		InProcess: true, Drain: 5 * time.Second,
+	}, &harness.Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Targets) != 1 || rep.Targets[0].Status != bench.StatusOK {
+		t.Fatalf("targets %+v", rep.Targets)
+	}
+	res := rep.Data.([]*TargetResult)[0]
+	a := res.Accounting
+	if res.Connected != subs || a.Published != rate || a.Expected != subs*rate {
+		t.Fatalf("connected %d, published %d, expected %d", res.Connected, a.Published, a.Expected)
+	}
+	if a.Delivered != a.Expected || a.Lost != 0 || a.SubscribersWithLoss != 0 || a.Duplicates != 0 {
+		t.Errorf("accounting %+v", a)
+	}
+	if res.Latency.Count != uint64(subs*rate) || res.Latency.P50 <= 0 || res.Latency.P50 > res.Latency.Max {
+		t.Errorf("latency %+v", res.Latency)
+	}
+	if a.Complete != rate || a.Spread.Count != rate {
+		t.Errorf("complete %d, spread %+v", a.Complete, a.Spread)
+	}
+	var perSecond int64
+	for _, v := range res.PerSecond {
+		perSecond += v
+	}
+	if perSecond != a.Delivered {
+		t.Errorf("per-second series sums to %d, want %d", perSecond, a.Delivered)
+	}
+	if len(rep.Tables) == 0 || len(rep.Plots) != 2 || !strings.Contains(rep.Markdown(), "latency p99 (ms)") {
+		t.Errorf("report lacks tables or plots:\n%s", rep.Markdown())
+	}
+}
+
+// lossyServer sends messages 0..messages-1 to every connection, except
+// that the first `lossy` connections (in accept order) miss every seq with
+// (seq+conn)%5 == 0, and connection 0 gets seq 1 twice. Each message is
+// stamped (seq+1) ms in the past, so latencies are known to lie above that.
+type lossyServer struct {
+	messages, lossy int
+	next            atomic.Int64
+	upgrader        websocket.Upgrader
+	wg              sync.WaitGroup
+	start           chan struct{}
+}
+
+func (s *lossyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return
+	}
+	conn := int(s.next.Add(1) - 1)
+	s.wg.Go(func() {
+		defer c.Close()
+		<-s.start
+		send := func(seq int) {
+			ts := time.Now().Add(-time.Duration(seq+1) * time.Millisecond).UnixNano()
+			_ = c.WriteMessage(websocket.TextMessage, baseline.Frame("realtime:bench", "tick", seq, ts, "pad"))
+		}
+		for seq := range s.messages {
+			if conn < s.lossy && (seq+conn)%5 == 0 {
+				continue
+			}
+			send(seq)
+			if conn == 0 && seq == 1 {
+				send(seq)
+			}
+		}
+		// Something that is not a message, and one outside the run.
+		_ = c.WriteMessage(websocket.TextMessage, []byte(`[null,"7","phoenix","phx_reply",{"status":"ok","response":{}}]`))
+		send(s.messages + 3)
+		// Stay open until the client goes.
+		for {
+			if _, _, err := c.NextReader(); err != nil {
+				return
+			}
+		}
+	})
+}
+
+func TestLossAndDuplicatesAreCounted(t *testing.T) {
+	t.Parallel()
+	const subs, messages, lossy = 10, 100, 4
+	srv := &lossyServer{messages: messages, lossy: lossy, start: make(chan struct{})}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	g, err := NewGenerator(Spec{
+		URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http")}, Subscribers: subs, Messages: messages, Seconds: 10,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Connect(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	g.Start(time.Now())
+	close(srv.start)
+	// Every server goroutine has sent everything when deliveries stop
+	// growing at the expected total.
+	want := int64(subs*messages - lossy*messages/5)
+	deadline := time.Now().Add(10 * time.Second)
+	for g.Progress().Deliveries < want && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // the trailing frames
+	res := g.Stop()
+	srv.wg.Wait()
+
+	a := res.Counts.Account(sentAll(messages, messages))
+	if a.Expected != subs*messages || a.Delivered != want || a.Lost != lossy*messages/5 {
+		t.Errorf("expected %d delivered %d lost %d; want %d, %d, %d", a.Expected, a.Delivered, a.Lost, subs*messages, want, lossy*messages/5)
+	}
+	if a.SubscribersWithLoss != lossy || a.Duplicates != 1 {
+		t.Errorf("subscribers with loss %d, duplicates %d", a.SubscribersWithLoss, a.Duplicates)
+	}
+	if res.Counts.Control != subs || res.Counts.Unknown != subs {
+		t.Errorf("control %d unknown %d, want %d each", res.Counts.Control, res.Counts.Unknown, subs)
+	}
+	// A seq every subscriber got counts as complete: the lossy connections
+	// miss seqs ≡ 0, 4, 3 and 2 (mod 5), so those ≡ 1 are complete.
+	if a.Complete != messages/5 || a.Spread.Count != messages/5 {
+		t.Errorf("complete %d, want %d", a.Complete, messages/5)
+	}
+	if got := a.LossRate(); got != float64(lossy*messages/5)/float64(subs*messages) {
+		t.Errorf("loss rate %v", got)
+	}
+	// Stamps are (seq+1) ms old when sent: latencies span 1..100 ms plus
+	// the transfer, the median near 50 ms.
+	l := res.Counts.Latency
+	if l.Count() != uint64(want) || l.Min() < int64(time.Millisecond) || l.Max() < int64(100*time.Millisecond) {
+		t.Errorf("latency count %d min %d max %d", l.Count(), l.Min(), l.Max())
+	}
+	if p50 := l.Quantile(0.5); p50 < int64(49*time.Millisecond) || p50 > int64(90*time.Millisecond) {
+		t.Errorf("latency p50 %v", time.Duration(p50))
+	}
+	if len(res.Disconnects) != 0 {
+		t.Errorf("disconnects %v", res.Disconnects)
+	}
+}
+
+// A server that closes connections mid-run: the missing deliveries are
+// loss and the disconnects are reported.
+func TestDisconnectsCountAsLoss(t *testing.T) {
+	t.Parallel()
+	const subs, messages = 5, 20
+	upgrader := websocket.Upgrader{}
+	start := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		<-start
+		for seq := range messages / 2 {
+			_ = c.WriteMessage(websocket.TextMessage, baseline.Frame("t", "e", seq, time.Now().UnixNano(), ""))
+		}
+		c.Close()
+	}))
+	defer hs.Close()
+	g, err := NewGenerator(Spec{URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http")}, Subscribers: subs, Messages: messages, Seconds: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Connect(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	g.Start(time.Now())
+	close(start)
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Progress().Deliveries < subs*messages/2 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the closes
+	res := g.Stop()
+	a := res.Counts.Account(sentAll(messages, messages))
+	if a.Lost != subs*messages/2 || a.SubscribersWithLoss != subs {
+		t.Errorf("lost %d, subscribers with loss %d", a.Lost, a.SubscribersWithLoss)
+	}
+	n := 0
+	for _, v := range res.Disconnects {
+		n += v
+	}
+	if n != subs {
+		t.Errorf("disconnects %v", res.Disconnects)
+	}
+}
+
+// phoenixServer answers phx_join with ok and heartbeats with ok, then
+// broadcasts text frames when told.
+func phoenixServer(t *testing.T, frames int) (*httptest.Server, *atomic.Int64) {
+	var joins atomic.Int64
+	upgrader := websocket.Upgrader{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/realtime/v1/websocket" || r.URL.Query().Get("vsn") != "2.0.0" {
+			http.NotFound(w, r)
+			return
+		}
+		c, err := upgrader.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			_, b, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			m, err := realtime.Parse(b)
+			if err != nil || m.Event != "phx_join" {
+				continue
+			}
+			joins.Add(1)
+			reply, _ := json.Marshal([]any{m.JoinRef, m.Ref, m.Topic, "phx_reply", map[string]any{"status": "ok", "response": map[string]any{"postgres_changes": []any{}}}})
+			_ = c.WriteMessage(websocket.TextMessage, reply)
+			for seq := range frames {
+				_ = c.WriteMessage(websocket.TextMessage, baseline.Frame(m.Topic, "tick", seq, time.Now().UnixNano(), ""))
+			}
+		}
+	}))
+	t.Cleanup(hs.Close)
+	return hs, &joins
+}
+
+func TestProtocolJoinsAndProbe(t *testing.T) {
+	t.Parallel()
+	hs, joins := phoenixServer(t, 3)
+	ws := "ws" + strings.TrimPrefix(hs.URL, "http")
+	join := realtime.JoinPayload("key", []realtime.Binding{{Event: "INSERT", Schema: "public", Table: Table}})
+	if err := probe(context.Background(), ws+"/realtime/v1/websocket?vsn=2.0.0", "realtime:x", join); err != nil {
+		t.Fatalf("probe of a working endpoint: %v", err)
+	}
+	err := probe(context.Background(), ws+"/realtime/v1/missing", "realtime:x", join)
+	if !errors.Is(err, bench.ErrNotAvailable) || !strings.Contains(err.Error(), "realtime endpoint not available") {
+		t.Fatalf("probe of a missing endpoint: %v", err)
+	}
+
+	g, err := NewGenerator(Spec{URLs: []string{ws + "/realtime/v1/websocket?vsn=2.0.0"}, Subscribers: 3, Messages: 3, Seconds: 2,
+		Protocol: true, JoinPayload: join})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Start(time.Now())
+	if err := g.Connect(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Progress().Deliveries < 9 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	res := g.Stop()
+	if res.Connected != 3 || res.Counts.Deliveries != 9 || joins.Load() != 4 {
+		t.Errorf("connected %d deliveries %d joins %d", res.Connected, res.Counts.Deliveries, joins.Load())
+	}
+}
+
+// The generator process's JSON-lines protocol, over pipes.
+func TestWorkerProtocol(t *testing.T) {
+	t.Parallel()
+	srv := baseline.New(baseline.Config{Writers: 2})
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	defer srv.Close()
+
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- ServeWorker(context.Background(), inR, outW); outW.Close() }()
+	enc := json.NewEncoder(inW)
+	dec := json.NewDecoder(outR)
+	next := func(want string) event {
+		for {
+			var ev event
+			if err := dec.Decode(&ev); err != nil {
+				t.Fatalf("waiting for %s: %v", want, err)
+			}
+			if ev.Event == want {
+				return ev
+			}
+			if ev.Event == "error" {
+				t.Fatalf("worker error: %s", ev.Error)
+			}
+		}
+	}
+	if err := enc.Encode(Spec{URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}, Subscribers: 5, Messages: 10, Seconds: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next("ready"); ev.Progress.Connected != 5 {
+		t.Fatalf("ready %+v", ev.Progress)
+	}
+	_ = enc.Encode(command{Cmd: "start", T0: time.Now().UnixNano()})
+	if _, err := srv.Publish(context.Background(), baseline.PublishSpec{Count: 10, Rate: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	// Progress events carry deliveries; wait for all 50.
+	for {
+		ev := next("progress")
+		if ev.Progress.Deliveries == 50 {
+			break
+		}
+	}
+	_ = enc.Encode(command{Cmd: "stop"})
+	ev := next("result")
+	if ev.Result.Connected != 5 || ev.Result.Counts.Account(sentAll(10, 10)).Lost != 0 || ev.Result.Counts.Latency.Count() != 50 {
+		t.Errorf("result %+v", ev.Result)
+	}
+	inW.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -21,6 +20,37 @@ import (
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker/fanout"
 )
+
+// This file is /realtime/v1: Supabase Realtime's websocket protocol
+// (Phoenix channels, vsn 1.0.0 and 2.0.0, as @supabase/supabase-js speaks
+// it; see shared/REALTIME_PROTOCOL.md) and its HTTP broadcast API, on the
+// fan-out hub of broker/fanout.
+//
+// Beyond Supabase's protocol, Fluxbase adds two fields so a client can
+// resume without gaps after a disconnect:
+//
+//   - every postgres_changes payload's data carries "seq", the change's
+//     sequence in the change log (the same on every node);
+//   - a phx_join may carry config.postgres_changes_resume: {"seq": N}, the
+//     last seq the client saw. The channel then replays the log after N
+//     to its bindings (filters and authorization applied as live) and
+//     switches to live with no gap and no duplicate. A position the log no
+//     longer holds closes the channel with a system error
+//     "UnableToReplayMessages: ...".
+//
+// Filters are those of realtime-js's filter builder: comma-separated,
+// AND-combined "col=op.value" with eq, neq, lt, lte, gt, gte, in, like,
+// ilike, is, match, imatch, isdistinct and the not. prefix. A DELETE is
+// matched against its old row, so filters on other columns than the key
+// need REPLICA IDENTITY FULL (FLUXBASE_REPLICA_IDENTITY_FULL); a DELETE
+// whose old row lacks a filtered column does not match.
+//
+// Authorization: a binding on a table the role may not SELECT refuses the
+// join; columns it may not read are left out of records and columns; rows
+// pass row-level security as the subscriber's claims (one query per
+// table, claims group and batch of changes). A DELETE from a table under
+// row-level security carries only the primary key in old_record, as in
+// Supabase, since the row can no longer be checked.
 
 // RealtimeConfig configures the realtime endpoint; zero values mean
 // defaults.
@@ -370,5 +400,3 @@ func (rt *Realtime) authorizeHTTPBroadcast(ctx context.Context, claims *auth.Cla
 	}
 	return nil
 }
-
-var errConnClosed = errors.New("connection closed")

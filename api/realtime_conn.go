@@ -60,6 +60,10 @@ func newRTConn(rt *Realtime, ws *websocket.Conn, cc *coalescingConn, vsn fanout.
 // readLoop reads and handles client messages until the connection ends.
 func (c *rtConn) readLoop(ctx context.Context) {
 	defer c.close("connection closed")
+	// The HTTP server cancels ctx when it shuts down; a websocket blocked
+	// in a read would not notice otherwise.
+	stop := context.AfterFunc(ctx, func() { c.close("server shutting down") })
+	defer stop()
 	c.ws.SetReadLimit(c.rt.cfg.MaxMessageBytes)
 	for {
 		_ = c.ws.SetReadDeadline(time.Now().Add(c.rt.cfg.IdleTimeout))
@@ -343,7 +347,7 @@ func parseBinding(raw json.RawMessage) (joinBinding, error) {
 	}
 	f, err := fanout.ParseFilter(filter)
 	if err != nil {
-		return joinBinding{}, fmt.Errorf("Unable to subscribe to changes with given parameters: %w", err)
+		return joinBinding{}, err
 	}
 	return joinBinding{raw: fields, b: fanout.Binding{
 		ID: fanout.BindingID(ev, schema, table, filter), Event: ev, Schema: schema, Table: table, Filter: f,
@@ -401,7 +405,7 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 	for _, raw := range p.Config.PostgresChanges {
 		jb, err := parseBinding(raw)
 		if err != nil {
-			c.replyError(m, err.Error())
+			c.replyError(m, "Unable to subscribe to changes with given parameters: "+err.Error())
 			return
 		}
 		bindings = append(bindings, jb)
@@ -636,6 +640,10 @@ func (c *rtConn) presence(m *inMsg, rc *rtChannel) {
 			payload = json.RawMessage("{}")
 		}
 		err = rc.ch.Track(payload)
+		if errors.Is(err, fanout.ErrPresencePayload) {
+			c.replyError(m, "Presence track payload must be a map") // Supabase's words
+			return
+		}
 	case "untrack":
 		err = rc.ch.Untrack()
 	default:

@@ -21,6 +21,7 @@ import (
 
 // rtEnv is a realtime endpoint behind the real server and guard.
 type rtEnv struct {
+	reg  *prometheus.Registry
 	srv  *httptest.Server
 	rt   *Realtime
 	log  *fanout.MemLog
@@ -39,9 +40,8 @@ func newRTEnv(t *testing.T, cfg RealtimeConfig) *rtEnv {
 		cfg.Source = env.log
 	}
 	cfg.Verifier = v
-	if cfg.Registerer == nil {
-		cfg.Registerer = prometheus.NewRegistry()
-	}
+	env.reg = prometheus.NewRegistry()
+	cfg.Registerer = env.reg
 	env.rt = NewRealtime(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -302,6 +302,19 @@ func TestRealtimeHeartbeatAndJoin(t *testing.T) {
 			ref = c.send("1", "realtime:room", "phx_leave", map[string]any{})
 			if r := c.reply(ref); status(r) != "ok" {
 				t.Fatalf("leave reply %s", r.Raw)
+			}
+			mfs, err := env.reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			names := map[string]bool{}
+			for _, mf := range mfs {
+				names[mf.GetName()] = true
+			}
+			for _, n := range []string{"fluxbase_realtime_connections", "fluxbase_realtime_channels", "fluxbase_realtime_messages_sent_total", "fluxbase_realtime_slow_consumer_disconnects_total"} {
+				if !names[n] {
+					t.Errorf("metric %s missing (have %v)", n, names)
+				}
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,7 +93,7 @@ func startNode(t *testing.T, setupSQL string) *node {
 		t.Fatalf("setup: %v", err)
 	}
 	ml := &memLog{log: fanout.NewMemLog(), ids: map[string]uint64{}}
-	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond}, ml, replication.WithLogger(testLogger(t)))
+	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, SlotName: slotName(), ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond}, ml, replication.WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,6 +139,12 @@ func (n *node) waitReplicating(t *testing.T) {
 	}
 	t.Fatal("replication did not start")
 }
+
+var slots atomic.Int64
+
+// slotName is a slot of the test's own: slot names are cluster-wide and
+// the tests' databases share one cluster.
+func slotName() string { return fmt.Sprintf("e2e_%d", slots.Add(1)) }
 
 func userToken(t *testing.T, sub string) string {
 	t.Helper()
@@ -487,4 +494,36 @@ func testLogger(t *testing.T) *zap.Logger {
 		return l
 	}
 	return zap.NewNop()
+}
+
+// A token refresh that loses access to the table closes the channel with
+// a system error; one that keeps it changes whose rows arrive.
+func TestRealtimeTokenRefreshReevaluates(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, notesSQL)
+	c := dial(t, n.url, n.anon)
+	jr := c.mustJoin("realtime:notes", changes("notes"), userToken(t, userA))
+	ctx := context.Background()
+	// Switch to user B: A's rows stop, B's start.
+	c.send(jr, "realtime:notes", "access_token", map[string]any{"access_token": userToken(t, userB)})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := n.db.Exec(ctx, `insert into public.notes (owner, body) values ($1, 'for a'), ($2, 'for b')`, userA, userB); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.recvUntil(time.Second, isChange)
+		if err == nil && record(m)["owner"] == userB {
+			break // the refresh took effect
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refreshed token's rows never arrived")
+		}
+	}
+	// The anon key has no SELECT on notes: the channel closes.
+	c.send(jr, "realtime:notes", "access_token", map[string]any{"access_token": n.anon})
+	sys := c.expect("system error", func(m *msg) bool { return m.Event == "system" && m.Payload["status"] == "error" })
+	if !strings.Contains(fmt.Sprint(sys.Payload["message"]), "You no longer have permission to read from this Channel topic: notes") {
+		t.Fatalf("system message %s", sys.Raw)
+	}
+	c.expect("phx_close", func(m *msg) bool { return m.Event == "phx_close" && m.JoinRef != nil && *m.JoinRef == jr })
 }

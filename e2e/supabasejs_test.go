@@ -95,7 +95,7 @@ func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL st
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond, StandbyRetry: 200 * time.Millisecond}, jsLog)
+	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, SlotName: "e2e_js", ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond, StandbyRetry: 200 * time.Millisecond}, jsLog)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -97,10 +97,9 @@ func (b *LocalBus) Subscribe(subject string, fn func([]byte)) (func(), error) {
 // and for a process without a broker. Append adds messages with
 // consecutive sequences starting at 1.
 type MemLog struct {
-	mu     sync.Mutex // guards msgs and wake
-	msgs   []Msg
-	wake   chan struct{} // closed and replaced on every Append
-	closed bool
+	mu   sync.Mutex // guards msgs and wake
+	msgs []Msg
+	wake chan struct{} // closed and replaced on every Append
 }
 
 // NewMemLog returns an empty log.

@@ -239,6 +239,9 @@ func (h *Hub) onBroadcast(k topicKey, b []byte) {
 	}
 }
 
+// ErrPresencePayload refuses a track whose payload is not a JSON object.
+var ErrPresencePayload = errors.New("presence track payload must be a JSON object")
+
 // PresenceKey is the key the channel tracks under.
 func (ch *Channel) PresenceKey() string { return ch.presence }
 
@@ -247,7 +250,7 @@ func (ch *Channel) PresenceKey() string { return ch.presence }
 func (ch *Channel) Track(meta json.RawMessage) error {
 	meta = bytes.TrimSpace(meta)
 	if len(meta) == 0 || meta[0] != '{' || !json.Valid(meta) {
-		return errors.New("Presence track payload must be a map")
+		return ErrPresencePayload
 	}
 	h := ch.hub
 	var rb [9]byte

@@ -29,12 +29,13 @@ import (
 // Beyond Supabase's protocol, Fluxbase adds two fields so a client can
 // resume without gaps after a disconnect:
 //
-//   - every postgres_changes payload's data carries "seq", the change's
-//     sequence in the change log (the same on every node);
-//   - a phx_join may carry config.postgres_changes_resume: {"seq": N}, the
-//     last seq the client saw. The channel then replays the log after N
-//     to its bindings (filters and authorization applied as live) and
-//     switches to live with no gap and no duplicate. A position the log no
+//   - every postgres_changes payload's data carries "log_seq", the
+//     change's sequence in the change log (the same on every node);
+//   - a phx_join may carry config.postgres_changes_resume: {"log_seq": N}
+//     ("seq" is accepted too), the last log_seq the client saw. The
+//     channel then replays the log after N to its bindings (filters and
+//     authorization applied as live) and switches to live with no gap and
+//     no duplicate. A position the log no
 //     longer holds closes the channel with a system error
 //     "UnableToReplayMessages: ...".
 //

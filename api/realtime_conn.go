@@ -276,7 +276,8 @@ type joinPayload struct {
 		// saw (the seq of a postgres_changes payload's data); the channel
 		// replays the log after it, then goes live.
 		Resume *struct {
-			Seq uint64 `json:"seq"`
+			LogSeq uint64 `json:"log_seq"`
+			Seq    uint64 `json:"seq"`
 		} `json:"postgres_changes_resume"`
 	} `json:"config"`
 	AccessToken *string `json:"access_token"`
@@ -468,7 +469,7 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 		Replies: replies,
 	}
 	if p.Config.Resume != nil && len(bindings) > 0 {
-		spec.Resume = p.Config.Resume.Seq
+		spec.Resume = max(p.Config.Resume.LogSeq, p.Config.Resume.Seq)
 		spec.OnResumeError = func(err error) {
 			c.rt.log.Info("resume failed", zap.String("topic", m.Topic), zap.Error(err))
 			c.shutdown(rc, "UnableToReplayMessages: "+err.Error())

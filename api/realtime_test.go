@@ -82,7 +82,10 @@ type rtMsg struct {
 func (e *rtEnv) dial(t *testing.T, vsn string) *wsClient {
 	t.Helper()
 	u := "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/realtime/v1/websocket?apikey=" + e.anon + "&vsn=" + vsn
-	ws, resp, err := websocket.DefaultDialer.Dial(u, nil)
+	// Headers a browser sends on an upgrade, gzip included: the edge's
+	// compression must let the upgrade through.
+	h := http.Header{"Accept-Encoding": {"gzip, deflate, br"}, "Origin": {"https://app.example"}}
+	ws, resp, err := websocket.DefaultDialer.Dial(u, h)
 	if err != nil {
 		t.Fatalf("dial: %v (%v)", err, resp)
 	}

@@ -448,7 +448,7 @@ func TestRealtimeResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := c.expect("first change", isChange)
-	last := m.Payload["data"].(map[string]any)["seq"].(float64)
+	last := m.Payload["data"].(map[string]any)["log_seq"].(float64)
 	c.ws.Close()
 
 	if _, err := n.db.Exec(ctx, `insert into public.items select g, 'missed' from generate_series(1, 500) g`); err != nil {
@@ -461,7 +461,7 @@ func TestRealtimeResume(t *testing.T) {
 	}
 	c = dial(t, n.url, service)
 	cfg := changes("items")
-	cfg["postgres_changes_resume"] = map[string]any{"seq": last}
+	cfg["postgres_changes_resume"] = map[string]any{"log_seq": last}
 	c.mustJoin("realtime:items", cfg, "")
 	prev := last
 	for want := 1; want <= 1000; want++ {
@@ -470,7 +470,7 @@ func TestRealtimeResume(t *testing.T) {
 		if int(rec["id"].(float64)) != want {
 			t.Fatalf("replayed row %v, want %d", rec["id"], want)
 		}
-		seq := m.Payload["data"].(map[string]any)["seq"].(float64)
+		seq := m.Payload["data"].(map[string]any)["log_seq"].(float64)
 		if seq <= prev {
 			t.Fatalf("seq %v after %v", seq, prev)
 		}

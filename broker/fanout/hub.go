@@ -1095,7 +1095,7 @@ func (e *changeEncoder) encodeData(acc *Access, rlsDelete bool) []byte {
 		}
 		d = old.appendJSON(d, keep)
 	}
-	d = append(d, `,"errors":null,"seq":`...)
+	d = append(d, `,"errors":null,"log_seq":`...)
 	d = appendUint(d, c.Seq)
 	return append(d, '}')
 }

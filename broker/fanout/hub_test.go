@@ -392,7 +392,7 @@ func TestHubResumeNoGapNoDuplicate(t *testing.T) {
 	deadline := time.After(5 * time.Second)
 	for len(seqs) < 1960 {
 		for _, p := range drainWait(t, c, deadline) {
-			seqs = append(seqs, uint64(p["data"].(map[string]any)["seq"].(float64)))
+			seqs = append(seqs, uint64(p["data"].(map[string]any)["log_seq"].(float64)))
 		}
 	}
 	for i, s := range seqs {

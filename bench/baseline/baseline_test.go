@@ -50,8 +50,8 @@ func TestPublishReachesEveryConnection(t *testing.T) {
 			var body struct {
 				Type    string `json:"type"`
 				Payload struct {
-					Seq int   `json:"seq"`
-					TS  int64 `json:"ts"`
+					Seq int   `json:"bench_seq"`
+					TS  int64 `json:"bench_ts"`
 				} `json:"payload"`
 			}
 			if err := json.Unmarshal(frame[4], &body); err != nil || body.Type != "broadcast" || body.Payload.Seq != seq || body.Payload.TS == 0 {

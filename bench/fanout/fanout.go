@@ -16,9 +16,10 @@
 //     not available while the endpoint does not exist.
 //
 // Every message carries its sequence number and its send time in Unix
-// nanoseconds ("seq", "ts"); generators find both by a byte search, so
-// their cost per delivery is small and the same for every target. Sender
-// and receivers share this machine's clock.
+// nanoseconds ("bench_seq", "bench_ts": names no server field uses).
+// Generators find both by a byte search, so their cost per delivery is
+// small and the same for every target. Sender and receivers share this
+// machine's clock.
 package fanout
 
 import (
@@ -344,7 +345,7 @@ func fluxbaseTarget(ctx context.Context, cfg Config, env *harness.Env, rep *benc
 	}
 	if cfg.Mode == ModeChanges {
 		if _, err := pool.Exec(ctx, `create table if not exists public.`+Table+` (
-			id bigserial primary key, seq bigint not null, ts bigint not null, pad text not null default '')`); err != nil {
+			id bigserial primary key, bench_seq bigint not null, bench_ts bigint not null, pad text not null default '')`); err != nil {
 			return fail(fmt.Errorf("create %s: %w", Table, err))
 		}
 		if _, err := pool.Exec(ctx, `grant select on public.`+Table+` to anon, authenticated`); err != nil {

@@ -125,7 +125,7 @@ func (p *insertPublisher) Publish(ctx context.Context, count int, rate float64) 
 	var failed atomic.Int64
 	var mu sync.Mutex // guards st.Errors
 	var wg sync.WaitGroup
-	sql := "insert into " + p.table + " (seq, ts, pad) values ($1, $2, $3)"
+	sql := "insert into " + p.table + " (bench_seq, bench_ts, pad) values ($1, $2, $3)"
 	for range p.writers {
 		wg.Go(func() {
 			for seq := range seqs {
@@ -204,7 +204,7 @@ func (b *broadcastPublisher) Publish(ctx context.Context, count int, rate float6
 	start := time.Now()
 	lag, err := pace(ctx, count, rate, func(seq int) {
 		ref++
-		payload := fmt.Appendf(nil, `{"seq":%d,"ts":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)
+		payload := fmt.Appendf(nil, `{"bench_seq":%d,"bench_ts":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)
 		_ = b.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if werr := b.c.WriteMessage(websocket.TextMessage, realtime.BroadcastFrame("1", realtime.Ref(ref), b.topic, "tick", payload)); werr != nil {
 			st.Failed++

@@ -10,8 +10,8 @@ import (
 )
 
 var (
-	keySeq = []byte(`"seq":`)
-	keyTS  = []byte(`"ts":`)
+	keySeq = []byte(`"bench_seq":`)
+	keyTS  = []byte(`"bench_ts":`)
 )
 
 // Tally counts what one generator's subscribers receive. Observe may be

@@ -412,7 +412,7 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 		bindings = append(bindings, jb)
 	}
 	if len(bindings) > 0 && c.rt.cfg.Source == nil {
-		c.replyError(m, "Realtime was unable to connect to the project database")
+		c.replyError(m, "Unable to subscribe to changes: this node reads no change log (it runs without the broker)")
 		return
 	}
 	if reason := c.checkBindings(ctx, claims, bindings); reason != "" {

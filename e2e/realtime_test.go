@@ -428,6 +428,26 @@ create policy write_own_room on realtime.messages for insert to authenticated
 	a.expect("refused track", func(m *msg) bool {
 		return m.Event == "phx_reply" && m.Ref != nil && *m.Ref == ref && m.Payload["status"] == "error"
 	})
+	// The HTTP broadcast API applies the same policies.
+	post := func(topic string) int {
+		body := `{"messages":[{"topic":"` + topic + `","event":"http","payload":{"n":1},"private":true}]}`
+		req, _ := http.NewRequest(http.MethodPost, n.url+"/realtime/v1/api/broadcast", strings.NewReader(body))
+		req.Header.Set("apikey", n.anon)
+		req.Header.Set("Authorization", "Bearer "+userToken(t, userA))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := post("room-" + userB); s != http.StatusForbidden {
+		t.Fatalf("HTTP broadcast to another's room: %d", s)
+	}
+	if s := post("room-" + userA); s != http.StatusAccepted {
+		t.Fatalf("HTTP broadcast to one's own room: %d", s)
+	}
+	a.expect("HTTP broadcast", func(m *msg) bool { return m.Event == "binary" && strings.Contains(string(m.Raw), "http") })
 	// The anon role reads nothing: refused.
 	_, r = a.join("realtime:room-x", priv, "")
 	if r.Payload["status"] != "error" {

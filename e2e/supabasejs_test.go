@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -80,7 +81,7 @@ func appendInt(b []byte, n int) []byte {
 // its own NATS connection to its own server of the cluster, the
 // replication reader (every node runs one; one holds the slot), and the
 // realtime endpoint reading the shared change stream.
-func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL string, v *auth.Verifier) string {
+func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL, slot string, v *auth.Verifier) string {
 	t.Helper()
 	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
@@ -95,7 +96,7 @@ func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL st
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, SlotName: "e2e_js", ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond, StandbyRetry: 200 * time.Millisecond}, jsLog)
+	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, SlotName: slot, ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond, StandbyRetry: 200 * time.Millisecond}, jsLog)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,22 +125,16 @@ func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL st
 	return srv.URL
 }
 
-// TestSupabaseJS runs the Node tests in node/ against two nodes that
-// share one PostgreSQL and a two-server NATS cluster: subscribe on one
-// node, write and broadcast through the other.
-func TestSupabaseJS(t *testing.T) {
-	nodeBin, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
-	dir, _ := filepath.Abs("node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@supabase", "supabase-js")); err != nil {
-		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		npm.Dir = dir
-		if out, err := npm.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci: %v\n%s", err, out)
-		}
-	}
+// cluster is two nodes sharing one PostgreSQL and a two-server NATS
+// cluster with the change stream.
+type cluster struct {
+	a, b string // the nodes' base URLs
+	db   *pgxpool.Pool
+	url  string // the database's URL
+}
+
+func startCluster(t *testing.T, setupSQL string) *cluster {
+	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
 	if _, err := migrations.Up(ctx, dbURL); err != nil {
@@ -149,8 +144,8 @@ func TestSupabaseJS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close()
-	if _, err := pool.Exec(ctx, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false)`); err != nil {
+	t.Cleanup(pool.Close)
+	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key);`+setupSQL); err != nil {
 		t.Fatal(err)
 	}
 	natsURLs := startNATSCluster(t)
@@ -158,7 +153,7 @@ func TestSupabaseJS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, _ := jetstream.New(nc)
 	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -171,7 +166,6 @@ func TestSupabaseJS(t *testing.T) {
 		if err == nil || sctx.Err() != nil {
 			break
 		}
-		t.Logf("create stream: %v", err)
 		time.Sleep(time.Second) // the JetStream cluster elects its leader
 	}
 	if err != nil {
@@ -181,14 +175,35 @@ func TestSupabaseJS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := startClusterNode(t, ctx, "node-a", dbURL, natsURLs[0], v)
-	b := startClusterNode(t, ctx, "node-b", dbURL, natsURLs[1], v)
+	slot := slotName()
+	c := &cluster{db: pool, url: dbURL}
+	c.a = startClusterNode(t, ctx, "node-a", dbURL, natsURLs[0], slot, v)
+	c.b = startClusterNode(t, ctx, "node-b", dbURL, natsURLs[1], slot, v)
 	waitStreaming(t, pool, js)
+	return c
+}
 
+// TestSupabaseJS runs the Node tests in node/ against a cluster of two
+// nodes: subscribe on one node, write and broadcast through the other.
+func TestSupabaseJS(t *testing.T) {
+	t.Parallel()
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	dir, _ := filepath.Abs("node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@supabase", "supabase-js")); err != nil {
+		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		npm.Dir = dir
+		if out, err := npm.CombinedOutput(); err != nil {
+			t.Fatalf("npm ci: %v\n%s", err, out)
+		}
+	}
+	c := startCluster(t, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false)`)
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
 	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "realtime.test.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "FLUXBASE_A="+a, "FLUXBASE_B="+b, "ANON_KEY="+anon, "DATABASE_URL="+dbURL)
+	cmd.Env = append(os.Environ(), "FLUXBASE_A="+c.a, "FLUXBASE_B="+c.b, "ANON_KEY="+anon, "DATABASE_URL="+c.url)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)
@@ -208,14 +223,47 @@ func TestSupabaseJS(t *testing.T) {
 	}
 }
 
+// A client resumes on the other node from the position it saw on the
+// first: the change stream's positions are the same on every node.
+func TestRealtimeClusterResume(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, `create table public.items (id int primary key, v text)`)
+	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
+	ctx := context.Background()
+	a := dial(t, c.a, service)
+	a.mustJoin("realtime:items", changes("items"), "")
+	if _, err := c.db.Exec(ctx, `insert into public.items values (0, 'seen')`); err != nil {
+		t.Fatal(err)
+	}
+	m := a.expect("first change", isChange)
+	last := m.Payload["data"].(map[string]any)["log_seq"].(float64)
+	a.ws.Close()
+	if _, err := c.db.Exec(ctx, `insert into public.items select g, 'missed' from generate_series(1, 1000) g`); err != nil {
+		t.Fatal(err)
+	}
+	b := dial(t, c.b, service)
+	cfg := changes("items")
+	cfg["postgres_changes_resume"] = map[string]any{"log_seq": last}
+	b.mustJoin("realtime:items", cfg, "")
+	for want := 1; want <= 1000; want++ {
+		m := b.expect(fmt.Sprintf("row %d", want), isChange)
+		if id := record(m)["id"]; id != float64(want) {
+			t.Fatalf("got row %v, want %d", id, want)
+		}
+	}
+	if _, err := c.db.Exec(ctx, `insert into public.items values (1001, 'live')`); err != nil {
+		t.Fatal(err)
+	}
+	if m := b.expect("live row", isChange); record(m)["id"] != float64(1001) {
+		t.Fatalf("after the replay got %s", m.Raw)
+	}
+}
+
 // waitStreaming waits until the slot holder publishes: a row written now
 // reaches the stream.
 func waitStreaming(t *testing.T, pool *pgxpool.Pool, js jetstream.JetStream) {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key)`); err != nil {
-		t.Fatal(err)
-	}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if _, err := pool.Exec(ctx, `insert into public.e2e_ping default values`); err != nil {

@@ -117,7 +117,8 @@ type Hub struct {
 	mu      sync.RWMutex
 	tables  map[tableKey]*tableIndex
 	topics  map[topicKey]*topicState
-	clients int
+	clients map[*Client]struct{}
+	closed  bool // set by Close: no new clients
 
 	// seqMu is held by the change dispatcher for the whole of one batch,
 	// and by a resuming channel while it switches from replay to live, so
@@ -129,6 +130,19 @@ type Hub struct {
 
 	accessMu sync.Mutex // guards access
 	access   map[accessKey]accessEntry
+
+	// subMu guards subs, the bus subscriptions by topic with the number
+	// of local channels that need each. It is held across Bus.Subscribe
+	// and never together with mu.
+	subMu sync.Mutex
+	subs  map[topicKey]*topicSub
+
+	// reapMu guards reap, the clients to disconnect for overflowing; the
+	// reaper goroutine closes them, since an overflow is detected where
+	// locks are held that closing takes.
+	reapMu sync.Mutex
+	reap   []*Client
+	reapCh chan struct{} // capacity 1: wakes the reaper
 
 	nextID    atomic.Uint64
 	closeOnce sync.Once
@@ -168,12 +182,39 @@ func New(cfg Config, source Source, bus Bus, authz Authorizer, log *zap.Logger) 
 		log = zap.NewNop()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Hub{
+	h := &Hub{
 		cfg: cfg, log: log, source: source, bus: bus, authz: authz,
 		ctx: ctx, cancel: cancel,
-		tables: map[tableKey]*tableIndex{},
-		topics: map[topicKey]*topicState{},
-		access: map[accessKey]accessEntry{},
+		tables:  map[tableKey]*tableIndex{},
+		topics:  map[topicKey]*topicState{},
+		clients: map[*Client]struct{}{},
+		access:  map[accessKey]accessEntry{},
+		subs:    map[topicKey]*topicSub{},
+		reapCh:  make(chan struct{}, 1),
+	}
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		h.reaper()
+	}()
+	return h
+}
+
+// reaper disconnects the clients that overflowed, until Close.
+func (h *Hub) reaper() {
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-h.reapCh:
+		}
+		h.reapMu.Lock()
+		batch := h.reap
+		h.reap = nil
+		h.reapMu.Unlock()
+		for _, c := range batch {
+			c.Close(SlowConsumerReason)
+		}
 	}
 }
 
@@ -272,16 +313,15 @@ func (h *Hub) consume(ctx context.Context) error {
 func (h *Hub) Close() error {
 	h.closeOnce.Do(func() {
 		h.cancel()
-		h.mu.RLock()
-		var chans []*Channel
-		for _, ts := range h.topics {
-			for ch := range ts.channels {
-				chans = append(chans, ch)
-			}
+		h.mu.Lock()
+		h.closed = true
+		clients := make([]*Client, 0, len(h.clients))
+		for c := range h.clients {
+			clients = append(clients, c)
 		}
-		h.mu.RUnlock()
-		for _, ch := range chans {
-			ch.client.Close("server shutting down")
+		h.mu.Unlock()
+		for _, c := range clients {
+			c.Close("server shutting down")
 		}
 		h.wg.Wait()
 	})
@@ -308,10 +348,22 @@ func (h *Hub) NewClient(vsn Vsn) *Client {
 		}
 		// Leave the hub now, not when the connection notices: the
 		// dispatcher must stop matching a client that gets nothing.
-		go c.Close(SlowConsumerReason)
+		h.reapMu.Lock()
+		h.reap = append(h.reap, c)
+		h.reapMu.Unlock()
+		select {
+		case h.reapCh <- struct{}{}:
+		default:
+		}
 	})
 	h.mu.Lock()
-	h.clients++
+	if h.closed {
+		h.mu.Unlock()
+		c.Queue.Close("server shutting down")
+		c.closed = true
+		return c
+	}
+	h.clients[c] = struct{}{}
 	h.mu.Unlock()
 	return c
 }
@@ -320,7 +372,7 @@ func (h *Hub) NewClient(vsn Vsn) *Client {
 func (h *Hub) Clients() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return h.clients
+	return len(h.clients)
 }
 
 // Channels is the number of joined channels.
@@ -354,7 +406,7 @@ func (c *Client) Close(reason string) {
 	}
 	c.Queue.Close(reason)
 	c.hub.mu.Lock()
-	c.hub.clients--
+	delete(c.hub.clients, c)
 	c.hub.mu.Unlock()
 }
 
@@ -443,8 +495,7 @@ type Channel struct {
 
 	closed   atomic.Bool
 	cancel   context.CancelFunc // ends a replay
-	tracked  atomic.Bool
-	presence string // this channel's presence key
+	presence string             // this channel's presence key
 }
 
 // ErrClosed is returned for operations on a closed client or channel.
@@ -490,13 +541,18 @@ func (c *Client) Join(spec JoinSpec) (*Channel, error) {
 	}
 	h.seqMu.Unlock()
 
-	sub, err := h.addChannel(ch)
+	// Subscribe to the topic on the bus before the channel is live (and
+	// its join reply queued), so a broadcast sent after the reply reaches
+	// it.
+	h.retainTopic(ch.topic)
+	isNew, err := h.addChannel(ch)
 	if err != nil {
 		c.Leave(spec.Topic)
 		return nil, err
 	}
-	if sub != nil {
-		sub()
+	if isNew {
+		// Ask the other nodes for their presences on the topic.
+		h.publishPresenceMsg(ch.topic, presenceMsg{Node: h.cfg.NodeID, Type: "sync"})
 	}
 	if spec.Resume > 0 {
 		ctx, cancel := context.WithCancel(h.ctx)
@@ -542,13 +598,11 @@ func (ch *Channel) leave() {
 		ch.cancel()
 	}
 	h := ch.hub
-	unsub, diff := h.removeChannel(ch)
+	diff := h.removeChannel(ch)
 	if diff != nil {
 		h.publishPresence(ch.topic, diff)
 	}
-	if unsub != nil {
-		unsub()
-	}
+	h.releaseTopic(ch.topic)
 }
 
 // Topic is the channel's topic.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -37,6 +38,12 @@ func (b *NATSBus) Publish(subject string, data []byte) error {
 func (b *NATSBus) Subscribe(subject string, fn func([]byte)) (func(), error) {
 	sub, err := b.nc.Subscribe(subject, func(m *nats.Msg) { fn(m.Data) })
 	if err != nil {
+		return nil, fmt.Errorf("nats subscribe %s: %w", subject, err)
+	}
+	// Have the server register the interest before the caller goes on
+	// (and tells its client it joined).
+	if err := b.nc.FlushTimeout(2 * time.Second); err != nil {
+		_ = sub.Unsubscribe()
 		return nil, fmt.Errorf("nats subscribe %s: %w", subject, err)
 	}
 	return func() { _ = sub.Unsubscribe() }, nil

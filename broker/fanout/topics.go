@@ -33,7 +33,6 @@ type topicKey struct {
 
 type topicState struct {
 	channels map[*Channel]struct{}
-	unsub    func() // bus subscriptions; nil until subscribed
 	// nodes holds the topic's presences by node, then by phx_ref.
 	nodes map[string]*nodePresence
 }
@@ -58,20 +57,19 @@ type presenceMsg struct {
 	Leaves []presEntry `json:"leaves,omitempty"`
 }
 
-// addChannel files ch in the index and its topic, pushes the presence
-// state to it, and returns the bus subscription to make (outside the
-// lock) when the topic is new on this node.
-func (h *Hub) addChannel(ch *Channel) (func(), error) {
+// addChannel files ch in the index and its topic and queues its replies
+// and presence state. isNew reports a topic new on this node.
+func (h *Hub) addChannel(ch *Channel) (isNew bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if ch.closed.Load() {
-		return nil, ErrClosed
+		return false, ErrClosed
 	}
 	for _, b := range ch.binds {
 		h.addBinding(b)
 	}
 	ts := h.topics[ch.topic]
-	isNew := ts == nil
+	isNew = ts == nil
 	if isNew {
 		ts = &topicState{channels: map[*Channel]struct{}{}, nodes: map[string]*nodePresence{}}
 		h.topics[ch.topic] = ts
@@ -83,14 +81,29 @@ func (h *Hub) addChannel(ch *Channel) (func(), error) {
 	if ch.spec.Presence && (!ch.spec.Private || ch.spec.ReadPresence) {
 		ch.client.Push(MessageFrame(ch.client.Vsn, ch.spec.JoinRef, Ref{}, ch.spec.Topic, "presence_state", ts.statePayload()))
 	}
-	if !isNew || h.bus == nil {
-		return nil, nil
-	}
-	k := ch.topic
-	return func() { h.subscribeTopic(k, ts) }, nil
+	return isNew, nil
 }
 
-func (h *Hub) subscribeTopic(k topicKey, ts *topicState) {
+// topicSub is the bus subscription of one topic.
+type topicSub struct {
+	refs  int
+	unsub func()
+}
+
+// retainTopic subscribes to k's broadcast and presence subjects unless
+// this node already does, and counts one more channel needing them.
+func (h *Hub) retainTopic(k topicKey) {
+	if h.bus == nil {
+		return
+	}
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	if s := h.subs[k]; s != nil {
+		s.refs++
+		return
+	}
+	s := &topicSub{refs: 1}
+	h.subs[k] = s
 	ub, err := h.bus.Subscribe(h.subject("broadcast", k), func(data []byte) { h.onBroadcast(k, data) })
 	if err != nil {
 		h.log.Error("subscribe to broadcasts failed", zap.String("topic", k.name), zap.Error(err))
@@ -102,21 +115,32 @@ func (h *Hub) subscribeTopic(k topicKey, ts *topicState) {
 		h.log.Error("subscribe to presence failed", zap.String("topic", k.name), zap.Error(err))
 		return
 	}
-	unsub := func() { ub(); up() }
-	h.mu.Lock()
-	if h.topics[k] != ts || ts.unsub != nil {
-		h.mu.Unlock()
-		unsub()
-		return
-	}
-	ts.unsub = unsub
-	h.mu.Unlock()
-	h.publishPresenceMsg(k, presenceMsg{Node: h.cfg.NodeID, Type: "sync"})
+	s.unsub = func() { ub(); up() }
 }
 
-// removeChannel undoes addChannel. It returns the bus unsubscription when
-// the topic has no channel left here, and the presence leave to publish.
-func (h *Hub) removeChannel(ch *Channel) (func(), *presenceMsg) {
+// releaseTopic undoes retainTopic.
+func (h *Hub) releaseTopic(k topicKey) {
+	if h.bus == nil {
+		return
+	}
+	h.subMu.Lock()
+	defer h.subMu.Unlock()
+	s := h.subs[k]
+	if s == nil {
+		return
+	}
+	if s.refs--; s.refs > 0 {
+		return
+	}
+	delete(h.subs, k)
+	if s.unsub != nil {
+		s.unsub()
+	}
+}
+
+// removeChannel undoes addChannel. It returns the presence leave to
+// publish, if the channel had tracked one.
+func (h *Hub) removeChannel(ch *Channel) *presenceMsg {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, b := range ch.binds {
@@ -124,10 +148,10 @@ func (h *Hub) removeChannel(ch *Channel) (func(), *presenceMsg) {
 	}
 	ts := h.topics[ch.topic]
 	if ts == nil {
-		return nil, nil
+		return nil
 	}
 	if _, ok := ts.channels[ch]; !ok {
-		return nil, nil
+		return nil
 	}
 	delete(ts.channels, ch)
 	var diff *presenceMsg
@@ -144,11 +168,10 @@ func (h *Hub) removeChannel(ch *Channel) (func(), *presenceMsg) {
 			diff = &presenceMsg{Node: h.cfg.NodeID, Type: "diff", Leaves: leaves}
 		}
 	}
-	if len(ts.channels) > 0 {
-		return nil, diff
+	if len(ts.channels) == 0 {
+		delete(h.topics, ch.topic)
 	}
-	delete(h.topics, ch.topic)
-	return ts.unsub, diff
+	return diff
 }
 
 // Broadcast sends a user broadcast on the channel's topic to every
@@ -278,7 +301,6 @@ func (ch *Channel) Track(meta json.RawMessage) error {
 	joins := []presEntry{e}
 	h.pushPresenceDiff(ts, joins, leaves)
 	h.mu.Unlock()
-	ch.tracked.Store(true)
 	h.publishPresence(ch.topic, &presenceMsg{Node: h.cfg.NodeID, Type: "diff", Joins: joins, Leaves: leaves})
 	return nil
 }
@@ -303,7 +325,6 @@ func (ch *Channel) Untrack() error {
 		}
 	}
 	h.mu.Unlock()
-	ch.tracked.Store(false)
 	if len(leaves) > 0 {
 		h.publishPresence(ch.topic, &presenceMsg{Node: h.cfg.NodeID, Type: "diff", Leaves: leaves})
 	}

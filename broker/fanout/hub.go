@@ -38,7 +38,9 @@ import (
 
 // Config configures a Hub; zero values mean defaults.
 type Config struct {
-	// NodeID names this node on the bus; default a random id.
+	// NodeID names this node on the bus (FLUXBASE_NODE_NAME, say); a
+	// random suffix is always added, so two nodes given the same name, or
+	// a node restarted, never take each other's messages for their own.
 	NodeID string
 	// QueueFrames and QueueBytes bound each client's queue.
 	QueueFrames int
@@ -161,11 +163,15 @@ type accessEntry struct {
 // New returns a hub reading changes from source and routing broadcast and
 // presence over bus. authz may be nil.
 func New(cfg Config, source Source, bus Bus, authz Authorizer, log *zap.Logger) *Hub {
+	var rb [6]byte
+	_, _ = rand.Read(rb[:])
 	if cfg.NodeID == "" {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		cfg.NodeID = hex.EncodeToString(b[:])
+		cfg.NodeID = "node"
 	}
+	if len(cfg.NodeID) > 64 { // it travels with a one-byte length
+		cfg.NodeID = cfg.NodeID[:64]
+	}
+	cfg.NodeID += "-" + hex.EncodeToString(rb[:])
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 256
 	}
@@ -218,7 +224,8 @@ func (h *Hub) reaper() {
 	}
 }
 
-// NodeID is the hub's name on the bus.
+// NodeID is the hub's name on the bus: Config.NodeID and a random
+// suffix.
 func (h *Hub) NodeID() string { return h.cfg.NodeID }
 
 // Run reads the change log from now on and dispatches it, and keeps the

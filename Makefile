@@ -30,7 +30,7 @@ test-go:
 
 # Short fuzzing runs of the parsers that face the network; each target is
 # listed as package:FuzzName.
-FUZZ_TARGETS := ./api:FuzzDecodeFrame
+FUZZ_TARGETS := ./api:FuzzDecodeFrame ./broker/fanout:FuzzParseFilter
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -265,6 +265,9 @@ type joinPayload struct {
 		Broadcast struct {
 			Ack  flexBool `json:"ack"`
 			Self flexBool `json:"self"`
+			// ReplicationReady asks for a system message once changes
+			// flow; here they flow as soon as the channel is joined.
+			ReplicationReady flexBool `json:"replication_ready"`
 		} `json:"broadcast"`
 		Presence struct {
 			Key     json.RawMessage `json:"key"`
@@ -445,6 +448,14 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 	if len(bindings) > 0 {
 		replies = append(replies, fanout.MessageFrame(c.vsn, m.JoinRef, fanout.Ref{}, m.Topic, "system",
 			fanout.SystemPayload("postgres_changes", "ok", "Subscribed to PostgreSQL", name)))
+	}
+	if p.Config.Broadcast.ReplicationReady {
+		status, msg := "ok", "Replication connection established"
+		if c.rt.cfg.Source == nil {
+			status, msg = "error", "Replication connection was not established in time"
+		}
+		replies = append(replies, fanout.MessageFrame(c.vsn, m.JoinRef, fanout.Ref{}, m.Topic, "system",
+			fanout.SystemPayload("system", status, msg, name)))
 	}
 	presenceKey := ""
 	if len(p.Config.Presence.Key) > 0 {

@@ -274,7 +274,7 @@ func TestRealtimeHeartbeatAndJoin(t *testing.T) {
 				map[string]any{"event": "INSERT", "schema": "public", "table": "todos"},
 			}
 			ref, r := c.join("realtime:room", map[string]any{
-				"broadcast": map[string]any{"ack": false, "self": false},
+				"broadcast": map[string]any{"ack": false, "self": false, "replication_ready": true},
 				"presence":  map[string]any{"key": "", "enabled": false},
 				"private":   false, "postgres_changes": bindings,
 			})
@@ -293,9 +293,13 @@ func TestRealtimeHeartbeatAndJoin(t *testing.T) {
 			if !ok || id <= 0 || id != float64(int64(id)) {
 				t.Fatalf("id %v is not a positive integer", first["id"])
 			}
-			sys := c.expect("system", func(m *rtMsg) bool { return m.Event == "system" })
-			if sys.Payload["status"] != "ok" || sys.Payload["extension"] != "postgres_changes" || sys.Payload["channel"] != "room" {
+			sys := c.expect("system", func(m *rtMsg) bool { return m.Event == "system" && m.Payload["extension"] == "postgres_changes" })
+			if sys.Payload["status"] != "ok" || sys.Payload["message"] != "Subscribed to PostgreSQL" || sys.Payload["channel"] != "room" {
 				t.Fatalf("system message %s", sys.Raw)
+			}
+			ready := c.expect("replication_ready", func(m *rtMsg) bool { return m.Event == "system" && m.Payload["extension"] == "system" })
+			if ready.Payload["status"] != "ok" || ready.Payload["message"] != "Replication connection established" {
+				t.Fatalf("replication_ready message %s", ready.Raw)
 			}
 			// An unjoined topic is refused; leaving replies ok.
 			ref = c.send("9", "realtime:other", "broadcast", map[string]any{"type": "broadcast", "event": "x", "payload": map[string]any{}})

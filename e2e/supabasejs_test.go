@@ -192,18 +192,42 @@ func TestSupabaseJS(t *testing.T) {
 		t.Skip("node is not installed")
 	}
 	dir, _ := filepath.Abs("node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@supabase", "supabase-js")); err != nil {
-		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")
-		npm.Dir = dir
-		if out, err := npm.CombinedOutput(); err != nil {
-			t.Fatalf("npm ci: %v\n%s", err, out)
-		}
-	}
+	ensureNodeModules(t, dir)
 	c := startCluster(t, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false)`)
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
+	runNodeTests(t, nodeBin, dir, c.a, c.b, anon, c.url)
+}
+
+// ensureNodeModules installs the Node tests' locked dependencies once.
+func ensureNodeModules(t *testing.T, dir string) {
+	t.Helper()
+	nodeModulesOnce.Do(func() {
+		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@supabase", "supabase-js")); err == nil {
+			return
+		}
+		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")
+		npm.Dir = dir
+		out, err := npm.CombinedOutput()
+		if err != nil {
+			nodeModulesErr = fmt.Errorf("npm ci: %w\n%s", err, out)
+		}
+	})
+	if nodeModulesErr != nil {
+		t.Fatal(nodeModulesErr)
+	}
+}
+
+var (
+	nodeModulesOnce sync.Once
+	nodeModulesErr  error
+)
+
+// runNodeTests runs node/realtime.test.mjs against nodes a and b.
+func runNodeTests(t *testing.T, nodeBin, dir, a, b, anon, dbURL string) {
+	t.Helper()
 	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "realtime.test.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "FLUXBASE_A="+c.a, "FLUXBASE_B="+c.b, "ANON_KEY="+anon, "DATABASE_URL="+c.url)
+	cmd.Env = append(os.Environ(), "FLUXBASE_A="+a, "FLUXBASE_B="+b, "ANON_KEY="+anon, "DATABASE_URL="+dbURL)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)
@@ -211,6 +235,7 @@ func TestSupabaseJS(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { done <- cmd.Wait() }()
+	var err error
 	select {
 	case err = <-done:
 	case <-time.After(3 * time.Minute):

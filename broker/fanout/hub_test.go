@@ -414,3 +414,56 @@ func drainWait(t *testing.T, c *Client, deadline <-chan time.Time) []map[string]
 	}
 	return drain(t, c)
 }
+
+// cutBus is a node's view of a shared bus that can be cut, as if the
+// node died without a word.
+type cutBus struct {
+	Bus
+	cut atomic.Bool
+}
+
+func (b *cutBus) Publish(subject string, data []byte) error {
+	if b.cut.Load() {
+		return nil
+	}
+	return b.Bus.Publish(subject, data)
+}
+
+func (b *cutBus) Subscribe(subject string, fn func([]byte)) (func(), error) {
+	return b.Bus.Subscribe(subject, func(data []byte) {
+		if !b.cut.Load() {
+			fn(data)
+		}
+	})
+}
+
+func TestHubForgetsPresenceOfASilentNode(t *testing.T) {
+	t.Parallel()
+	shared := NewLocalBus()
+	busA := &cutBus{Bus: shared}
+	a := New(Config{NodeID: "a", PresenceInterval: 30 * time.Millisecond}, nil, busA, nil, nil)
+	b := New(Config{NodeID: "b", PresenceInterval: 30 * time.Millisecond}, nil, shared, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, h := range []*Hub{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = h.Run(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait(); a.Close(); b.Close() }()
+
+	cb := b.NewClient(V2)
+	if _, err := cb.Join(JoinSpec{Topic: "realtime:room", Presence: true, PresenceKey: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	ca := a.NewClient(V2)
+	cha, err := ca.Join(JoinSpec{Topic: "realtime:room", Presence: true, PresenceKey: "ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cha.Track(json.RawMessage(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFrame(t, cb, func(s string) bool { return contains(s, `"joins":{"ann"`) })
+	busA.cut.Store(true) // node a goes silent: no leave is ever published
+	waitFrame(t, cb, func(s string) bool { return contains(s, `"leaves":{"ann"`) })
+}

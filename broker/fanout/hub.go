@@ -133,6 +133,12 @@ type Hub struct {
 	accessMu sync.Mutex // guards access
 	access   map[accessKey]accessEntry
 
+	// presMu orders this node's presence messages on the bus: it is held
+	// from a change of the local presences (or a snapshot of them) until
+	// its message is published, so a full state announced never overtakes
+	// a diff made after its snapshot. Taken before mu, never inside it.
+	presMu sync.Mutex
+
 	// subMu guards subs, the bus subscriptions by topic with the number
 	// of local channels that need each. It is held across Bus.Subscribe
 	// and never together with mu.
@@ -605,10 +611,12 @@ func (ch *Channel) leave() {
 		ch.cancel()
 	}
 	h := ch.hub
+	h.presMu.Lock()
 	diff := h.removeChannel(ch)
 	if diff != nil {
 		h.publishPresence(ch.topic, diff)
 	}
+	h.presMu.Unlock()
 	h.releaseTopic(ch.topic)
 }
 

@@ -279,6 +279,8 @@ func (ch *Channel) Track(meta json.RawMessage) error {
 	var rb [9]byte
 	_, _ = rand.Read(rb[:])
 	e := presEntry{Key: ch.presence, Ref: base64.RawURLEncoding.EncodeToString(rb[:]), Meta: meta, ch: ch}
+	h.presMu.Lock()
+	defer h.presMu.Unlock()
 	h.mu.Lock()
 	if ch.closed.Load() {
 		h.mu.Unlock()
@@ -308,6 +310,8 @@ func (ch *Channel) Track(meta json.RawMessage) error {
 // Untrack removes the channel's presence.
 func (ch *Channel) Untrack() error {
 	h := ch.hub
+	h.presMu.Lock()
+	defer h.presMu.Unlock()
 	h.mu.Lock()
 	ts := h.topics[ch.topic]
 	var leaves []presEntry
@@ -416,6 +420,8 @@ func (h *Hub) onPresence(k topicKey, data []byte) {
 
 // announce publishes this node's full presence state for k.
 func (h *Hub) announce(k topicKey) {
+	h.presMu.Lock()
+	defer h.presMu.Unlock()
 	h.mu.RLock()
 	ts := h.topics[k]
 	var entries []presEntry

@@ -1182,6 +1182,12 @@ func (h *Hub) replay(ctx context.Context, ch *Channel, after uint64) error {
 	if last > 0 && first > after+1 {
 		return fmt.Errorf("resume position %d is no longer in the change log (the oldest held is %d)", after, first)
 	}
+	if after > last {
+		// Not a position this log ever gave out (a log recreated since,
+		// say): going live after it would skip changes until the log
+		// caught up.
+		return fmt.Errorf("resume position %d is beyond the end of the change log (%d)", after, last)
+	}
 	// tryLive switches ch to live if everything up to pos has reached it.
 	tryLive := func(pos uint64) bool {
 		if pos < last {

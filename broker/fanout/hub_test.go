@@ -467,3 +467,31 @@ func TestHubForgetsPresenceOfASilentNode(t *testing.T) {
 	busA.cut.Store(true) // node a goes silent: no leave is ever published
 	waitFrame(t, cb, func(s string) bool { return contains(s, `"leaves":{"ann"`) })
 }
+
+func TestHubResumeRefusesUnknownPositions(t *testing.T) {
+	t.Parallel()
+	log := NewMemLog()
+	for i := 1; i <= 5; i++ {
+		log.Append(changeJSON("insert", "todos", i, nil))
+	}
+	h := New(Config{}, log, nil, nil, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() { cancel(); <-done; h.Close() }()
+	errs := make(chan error, 1)
+	c := h.NewClient(V2)
+	_, err := c.Join(JoinSpec{Topic: "realtime:t", Resume: 99, OnResumeError: func(err error) { errs <- err },
+		Changes: []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errs:
+		if !contains(err.Error(), "beyond the end") {
+			t.Fatalf("error %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a resume past the log's end was accepted")
+	}
+}

@@ -7,10 +7,26 @@
 package e2e
 
 import (
+	"context"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/fluxbase/fluxbase/internal/pgtest"
+	"github.com/fluxbase/fluxbase/migrations"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+var migrateMu sync.Mutex
+
+// migrate applies the migrations to one test database at a time: the
+// roles they create belong to the whole cluster, and PostgreSQL refuses
+// concurrent changes to one role from two databases ("tuple concurrently
+// updated"); the migrations' advisory lock only covers one database.
+func migrate(ctx context.Context, dbURL string) error {
+	migrateMu.Lock()
+	defer migrateMu.Unlock()
+	_, err := migrations.Up(ctx, dbURL)
+	return err
+}

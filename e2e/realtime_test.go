@@ -21,7 +21,6 @@ import (
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
-	"github.com/fluxbase/fluxbase/migrations"
 	"github.com/fluxbase/fluxbase/replication"
 )
 
@@ -82,7 +81,7 @@ func startNode(t *testing.T, setupSQL string) *node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	dbURL := pgtest.NewDB(t)
-	if _, err := migrations.Up(ctx, dbURL); err != nil {
+	if err := migrate(ctx, dbURL); err != nil {
 		t.Fatal(err)
 	}
 	pool, err := pgxpool.New(ctx, dbURL)

@@ -25,7 +25,6 @@ import (
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
-	"github.com/fluxbase/fluxbase/migrations"
 	"github.com/fluxbase/fluxbase/replication"
 )
 
@@ -137,7 +136,7 @@ func startCluster(t *testing.T, setupSQL string) *cluster {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
-	if _, err := migrations.Up(ctx, dbURL); err != nil {
+	if err := migrate(ctx, dbURL); err != nil {
 		t.Fatal(err)
 	}
 	pool, err := pgxpool.New(ctx, dbURL)

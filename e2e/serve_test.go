@@ -38,6 +38,11 @@ func TestSupabaseJSServe(t *testing.T) {
 	}
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
+	// Migrate here, one database at a time (see migrate); the nodes then
+	// find nothing to apply.
+	if err := migrate(ctx, dbURL); err != nil {
+		t.Fatal(err)
+	}
 	ports := make([]int, 4) // two HTTP ports, two cluster ports
 	for i := range ports {
 		if ports[i], err = pgcluster.FreePort(); err != nil {

@@ -405,6 +405,7 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 		c.replyError(m, err.Error())
 		return
 	}
+	c.rt.log.Debug("join", zap.String("topic", m.Topic), zap.String("role", claims.Role), zap.String("sub", claims.Subject))
 	bindings := make([]joinBinding, 0, len(p.Config.PostgresChanges))
 	for _, raw := range p.Config.PostgresChanges {
 		jb, err := parseBinding(raw)
@@ -580,6 +581,7 @@ func (c *rtConn) refreshToken(ctx context.Context, m *inMsg, rc *rtChannel) {
 		c.shutdown(rc, err.Error())
 		return
 	}
+	c.rt.log.Debug("access token refresh", zap.String("topic", rc.topic), zap.String("role", claims.Role), zap.String("sub", claims.Subject))
 	if reason := c.checkBindings(ctx, claims, rc.bindings); reason != "" {
 		c.shutdown(rc, "You no longer have permission to read from this Channel topic: "+rc.name+" ("+reason+")")
 		return

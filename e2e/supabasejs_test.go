@@ -192,9 +192,10 @@ func TestSupabaseJS(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("node")
 	ensureNodeModules(t, dir)
-	c := startCluster(t, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false)`)
+	c := startCluster(t, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);`+notesSQL)
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
-	runNodeTests(t, nodeBin, dir, c.a, c.b, anon, c.url)
+	runNodeTests(t, nodeBin, dir, c.a, c.b, anon, c.url,
+		"USER_A_ID="+userA, "USER_A_TOKEN="+userToken(t, userA), "USER_B_ID="+userB, "USER_B_TOKEN="+userToken(t, userB))
 }
 
 // ensureNodeModules installs the Node tests' locked dependencies once.
@@ -221,12 +222,14 @@ var (
 	nodeModulesErr  error
 )
 
-// runNodeTests runs node/realtime.test.mjs against nodes a and b.
-func runNodeTests(t *testing.T, nodeBin, dir, a, b, anon, dbURL string) {
+// runNodeTests runs node/realtime.test.mjs against nodes a and b; env
+// adds variables (the user tokens of the row-level security test).
+func runNodeTests(t *testing.T, nodeBin, dir, a, b, anon, dbURL string, env ...string) {
 	t.Helper()
 	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "realtime.test.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "FLUXBASE_A="+a, "FLUXBASE_B="+b, "ANON_KEY="+anon, "DATABASE_URL="+dbURL)
+	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)

@@ -7,18 +7,22 @@ import { createClient } from '@supabase/supabase-js'
 import WebSocket from 'ws'
 import pg from 'pg'
 
-const { FLUXBASE_A, FLUXBASE_B, ANON_KEY, DATABASE_URL } = process.env
+const { FLUXBASE_A, FLUXBASE_B, ANON_KEY, DATABASE_URL, USER_A_ID, USER_A_TOKEN, USER_B_ID, USER_B_TOKEN } = process.env
 if (!FLUXBASE_A || !FLUXBASE_B || !ANON_KEY || !DATABASE_URL) {
   throw new Error('FLUXBASE_A, FLUXBASE_B, ANON_KEY and DATABASE_URL must be set (run through go test ./e2e -run TestSupabaseJS)')
 }
 
 const clients = []
 // Node 20 has no global WebSocket: hand the client the ws package.
-function client(url) {
-  const c = createClient(url, ANON_KEY, {
-    auth: { persistSession: false, autoRefreshToken: false },
+// token, when given, is the user's access token (the accessToken option,
+// as with third-party auth: no auth/v1 session is involved).
+function client(url, token) {
+  const opts = {
     realtime: { transport: WebSocket, heartbeatIntervalMs: 5000 },
-  })
+  }
+  if (token) opts.accessToken = async () => token
+  else opts.auth = { persistSession: false, autoRefreshToken: false }
+  const c = createClient(url, ANON_KEY, opts)
   clients.push(c)
   return c
 }
@@ -128,4 +132,35 @@ test('presence syncs across nodes and reports leaves', async () => {
   await a.removeChannel(chA)
   await waitFor('ann\'s leave on B', () => leaves.some((l) => l.key === 'ann'))
   await waitFor('ann gone from B\'s state', () => !chB.presenceState().ann)
+})
+
+test('row-level security: each signed-in user receives only its own rows, without unreadable columns', { skip: !USER_A_TOKEN && 'no user tokens given' }, async () => {
+  const a = client(FLUXBASE_A, USER_A_TOKEN)
+  const b = client(FLUXBASE_B, USER_B_TOKEN)
+  // The client fetches the token asynchronously; joins wait for it here.
+  await a.realtime.setAuth()
+  await b.realtime.setAuth()
+  const gotA = []
+  const gotB = []
+  const chA = a.channel('notes-a').on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'notes' }, (p) => gotA.push(p))
+  const chB = b.channel('notes-b').on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'notes' }, (p) => gotB.push(p))
+  await subscribed(chA)
+  await subscribed(chB)
+  for (const owner of [USER_A_ID, USER_B_ID, USER_A_ID]) {
+    await db.query(`insert into notes (owner, body, secret) values ($1, 'hello', 'classified')`, [owner])
+  }
+  await waitFor('A\'s two rows', () => gotA.length >= 2)
+  await waitFor('B\'s row', () => gotB.length >= 1)
+  await new Promise((r) => setTimeout(r, 500))
+  assert.equal(gotA.length, 2)
+  assert.equal(gotB.length, 1)
+  for (const p of gotA) assert.equal(p.new.owner, USER_A_ID)
+  assert.equal(gotB[0].new.owner, USER_B_ID)
+  for (const p of [...gotA, ...gotB]) assert.equal('secret' in p.new, false)
+
+  // A role without SELECT on the table is refused at join.
+  const anon = client(FLUXBASE_B)
+  const refused = anon.channel('notes-anon').on('postgres_changes', { event: '*', schema: 'public', table: 'notes' }, () => {})
+  await assert.rejects(subscribed(refused), /no SELECT privilege/)
+  await anon.removeChannel(refused)
 })

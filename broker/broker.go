@@ -1,0 +1,484 @@
+// Package broker runs the event bus every Fluxbase node shares: a NATS
+// server embedded in the node (standalone, or clustered with the other
+// nodes by routes) with JetStream, or a connection to an existing NATS
+// cluster. It provisions the change log — stream FLUXBASE_CHANGES on
+// subjects fluxbase.changes.> — and the KV buckets other parts keep
+// cluster-wide state in, and hands the node one in-process connection.
+//
+// It does not decode or publish changes (replication does), nor fan them out
+// to websocket clients (broker/fanout and api do). The api package sees no
+// NATS types: replication and the fan-out hub take the connection through
+// their own adapters, wired in cmd/fluxbase.
+//
+// Credentials. The client port, for external CDC consumers, admits user
+// "service_role" with a valid service key (any service-role JWT signed with
+// the node's secret) as the password; everything else is refused. The node's
+// own in-process connection uses a random password made at start. Routes
+// between nodes authenticate with a user and password derived from the
+// shared JWT secret, so only nodes with the same secret can join.
+package broker
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Names of what the broker provisions.
+const (
+	ChangesStream  = "FLUXBASE_CHANGES"
+	ChangesSubject = "fluxbase.changes.>"
+
+	PresenceBucket    = "fluxbase_presence"
+	RateLimitBucket   = "fluxbase_ratelimits"
+	RevocationsBucket = "fluxbase_revocations"
+
+	// ServiceUser is the user name external clients connect with, the
+	// service key being the password.
+	ServiceUser = "service_role"
+
+	clusterName  = "fluxbase"
+	internalUser = "fluxbase-node"
+	routeUser    = "fluxbase-route"
+)
+
+// Config configures a Broker; the zero value of each field means its
+// default.
+type Config struct {
+	// DataDir holds the JetStream files of the embedded server.
+	DataDir string
+	// NodeName is the server's name in the cluster; required with Routes.
+	NodeName string
+	// ClientPort is the NATS client port for external consumers; 0 opens
+	// none (the node itself always connects in-process).
+	ClientPort int
+	// ClientHost is the interface the client port binds; default 0.0.0.0.
+	ClientHost string
+	// ClusterPort is the route port; default 6222. ClusterHost is its
+	// interface; default 0.0.0.0.
+	ClusterPort int
+	ClusterHost string
+	// Routes are the nats://host:port routes of the cluster's nodes, this
+	// node's own included or not. Empty means standalone.
+	Routes []string
+	// ExternalURL connects to an existing NATS cluster instead of embedding
+	// a server; ExternalUser and ExternalPassword authenticate to it.
+	ExternalURL                    string
+	ExternalUser, ExternalPassword string
+	// SyncInterval is JetStream's fsync interval; 0 syncs every write.
+	SyncInterval time.Duration
+	// ChangesMaxAge and ChangesMaxBytes bound the change log; 0 means no
+	// age bound, and 0 or -1 no size bound.
+	ChangesMaxAge   time.Duration
+	ChangesMaxBytes int64
+	// DuplicateWindow is the stream's duplicate-detection window; default
+	// 2 minutes.
+	DuplicateWindow time.Duration
+	// RouteSecret derives the route credentials; nodes of one cluster
+	// share it (the JWT secret).
+	RouteSecret string
+	// ServiceKeyValid reports whether a password presented on the client
+	// port is a valid service key. Nil refuses every external client.
+	ServiceKeyValid func(password string) bool
+	// StartTimeout bounds waiting for the server, the cluster's JetStream
+	// leader and the stream. Default 60 s.
+	StartTimeout time.Duration
+}
+
+// Broker is a node's bus: the embedded server (if any) and the node's
+// connection to it.
+type Broker struct {
+	cfg      Config
+	log      *zap.Logger
+	srv      *server.Server // nil with ExternalURL
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	replicas int
+
+	closeOnce sync.Once
+}
+
+// Option sets a collaborator.
+type Option func(*Broker)
+
+// WithLogger logs through l.
+func WithLogger(l *zap.Logger) Option { return func(b *Broker) { b.log = l } }
+
+// Start runs the embedded server (or connects to ExternalURL), connects to
+// it, and creates or updates the change stream and the KV buckets. With
+// Routes it waits until the cluster has a JetStream leader, which needs a
+// majority of the nodes up.
+func Start(ctx context.Context, cfg Config, opts ...Option) (*Broker, error) {
+	if cfg.ClusterPort == 0 {
+		cfg.ClusterPort = 6222
+	}
+	if cfg.DuplicateWindow == 0 {
+		cfg.DuplicateWindow = 2 * time.Minute
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 60 * time.Second
+	}
+	b := &Broker{cfg: cfg, log: zap.NewNop(), replicas: 1}
+	for _, o := range opts {
+		o(b)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.StartTimeout)
+	defer cancel()
+
+	var err error
+	if cfg.ExternalURL != "" {
+		b.nc, err = nats.Connect(cfg.ExternalURL, nats.Name("fluxbase "+cfg.NodeName),
+			nats.UserInfo(cfg.ExternalUser, cfg.ExternalPassword), nats.MaxReconnects(-1))
+		if err != nil {
+			return nil, fmt.Errorf("connect to FLUXBASE_NATS_URL: %w", err)
+		}
+		b.replicas = min(3, max(1, len(b.nc.Servers())))
+	} else if err := b.startServer(); err != nil {
+		return nil, err
+	}
+	if b.js, err = jetstream.New(b.nc); err != nil {
+		b.Close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := b.provision(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Broker) startServer() error {
+	cfg := b.cfg
+	password := randomHex(24)
+	opts := &server.Options{
+		ServerName: cfg.NodeName,
+		JetStream:  true,
+		StoreDir:   cfg.DataDir,
+		NoSigs:     true,
+		NoLog:      true,
+		MaxPayload: 8 << 20, // rows are not held to LISTEN/NOTIFY's 8 KB
+		CustomClientAuthentication: clientAuth{
+			internalPassword: password,
+			serviceKeyValid:  cfg.ServiceKeyValid,
+		},
+	}
+	if cfg.SyncInterval == 0 {
+		opts.SyncAlways = true
+		opts.SyncInterval = 2 * time.Minute // unused with SyncAlways, but must be set
+	} else {
+		opts.SyncInterval = cfg.SyncInterval
+	}
+	if cfg.ClientPort > 0 {
+		opts.Host = orDefault(cfg.ClientHost, "0.0.0.0")
+		opts.Port = cfg.ClientPort
+	} else {
+		opts.DontListen = true
+	}
+	if len(cfg.Routes) > 0 {
+		if cfg.NodeName == "" {
+			return errors.New("broker: a clustered node needs a name")
+		}
+		user, pass := routeUser, derive(cfg.RouteSecret, "nats-route")
+		routes, others, err := routeURLs(cfg.Routes, cfg.ClusterPort, user, pass)
+		if err != nil {
+			return err
+		}
+		opts.Cluster = server.ClusterOpts{
+			Name:     clusterName,
+			Host:     orDefault(cfg.ClusterHost, "0.0.0.0"),
+			Port:     cfg.ClusterPort,
+			Username: user,
+			Password: pass,
+		}
+		opts.Routes = routes
+		b.replicas = min(3, others+1)
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("nats server: %w", err)
+	}
+	srv.SetLoggerV2(natsLogger{b.log.Named("nats")}, false, false, false)
+	srv.Start()
+	if !srv.ReadyForConnections(cfg.StartTimeout) {
+		srv.Shutdown()
+		return errors.New("nats server did not start")
+	}
+	b.srv = srv
+	b.nc, err = nats.Connect("", nats.InProcessServer(srv), nats.UserInfo(internalUser, password),
+		nats.Name("fluxbase "+cfg.NodeName), nats.MaxReconnects(-1))
+	if err != nil {
+		srv.Shutdown()
+		return fmt.Errorf("connect in-process: %w", err)
+	}
+	return nil
+}
+
+// provision creates or updates the stream and buckets. In a cluster the
+// first attempts fail until the JetStream meta leader is elected; every node
+// runs this, and whichever comes first creates, the others update.
+func (b *Broker) provision(ctx context.Context) error {
+	maxBytes := b.cfg.ChangesMaxBytes
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	sc := jetstream.StreamConfig{
+		Name:        ChangesStream,
+		Description: "Fluxbase change events, one per committed row change, in commit order",
+		Subjects:    []string{ChangesSubject},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      b.cfg.ChangesMaxAge,
+		MaxBytes:    maxBytes,
+		MaxMsgSize:  8 << 20,
+		Duplicates:  b.cfg.DuplicateWindow,
+		Replicas:    b.replicas,
+	}
+	kvs := []jetstream.KeyValueConfig{
+		{Bucket: PresenceBucket, Description: "realtime presence by channel", Storage: jetstream.MemoryStorage, TTL: 5 * time.Minute, Replicas: b.replicas},
+		{Bucket: RateLimitBucket, Description: "rate-limit counters", Storage: jetstream.MemoryStorage, TTL: time.Hour, Replicas: b.replicas},
+		{Bucket: RevocationsBucket, Description: "revoked sessions and tokens", Storage: jetstream.FileStorage, Replicas: b.replicas},
+	}
+	return retry(ctx, func(ctx context.Context) error {
+		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("stream %s: %w", ChangesStream, err)
+		}
+		for _, kv := range kvs {
+			if _, err := b.js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+				return fmt.Errorf("bucket %s: %w", kv.Bucket, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Conn is the node's connection to the bus, for cmd to hand to the
+// replication log and the fan-out hub.
+func (b *Broker) Conn() *nats.Conn { return b.nc }
+
+// JetStream is the node's JetStream context.
+func (b *Broker) JetStream() jetstream.JetStream { return b.js }
+
+// Replicas is the replication factor the broker provisioned with.
+func (b *Broker) Replicas() int { return b.replicas }
+
+// SyncInterval is how long after its acknowledgement a message is surely on
+// disk: 0 when every write is synced or when a quorum of servers holds it
+// (replicated streams survive the loss of a minority whatever each one's
+// fsync), else the fsync interval. The replication log confirms LSNs only
+// behind this point.
+func (b *Broker) SyncInterval() time.Duration {
+	if b.cfg.ExternalURL != "" || b.replicas > 1 {
+		return 0
+	}
+	return b.cfg.SyncInterval
+}
+
+// ClientURL is the embedded server's client URL, "" without a client port.
+func (b *Broker) ClientURL() string {
+	if b.srv == nil || b.cfg.ClientPort <= 0 {
+		return ""
+	}
+	return b.srv.ClientURL()
+}
+
+// Ready reports whether the change stream answers through this node.
+func (b *Broker) Ready(ctx context.Context) error {
+	if !b.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	if _, err := b.js.Stream(ctx, ChangesStream); err != nil {
+		return fmt.Errorf("stream %s: %w", ChangesStream, err)
+	}
+	return nil
+}
+
+// Close closes the connection and shuts the embedded server down. It is
+// safe to call more than once.
+func (b *Broker) Close() {
+	b.closeOnce.Do(func() {
+		if b.nc != nil {
+			b.nc.Close()
+		}
+		if b.srv != nil {
+			b.srv.Shutdown()
+			b.srv.WaitForShutdown()
+		}
+	})
+}
+
+// clientAuth admits the node's own connection and external clients with a
+// service key. Routes are checked by the cluster options, not here.
+type clientAuth struct {
+	internalPassword string
+	serviceKeyValid  func(string) bool
+}
+
+func (a clientAuth) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	switch o.Username {
+	case internalUser:
+		return subtle.ConstantTimeCompare([]byte(o.Password), []byte(a.internalPassword)) == 1
+	case ServiceUser:
+		return a.serviceKeyValid != nil && a.serviceKeyValid(o.Password)
+	}
+	return false
+}
+
+// routeURLs adds the credentials to every route and counts the routes that
+// are not this node's own.
+func routeURLs(routes []string, ownPort int, user, pass string) ([]*url.URL, int, error) {
+	var out []*url.URL
+	others := 0
+	for _, r := range routes {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme != "nats" || u.Port() == "" {
+			return nil, 0, fmt.Errorf("broker: route %q is not nats://host:port", r)
+		}
+		u.User = url.UserPassword(user, pass)
+		out = append(out, u)
+		if !isSelf(u, ownPort) {
+			others++
+		}
+	}
+	return out, others, nil
+}
+
+// isSelf reports whether a route points at this node: its port is ours and
+// its host is one of this machine's addresses.
+func isSelf(u *url.URL, ownPort int) bool {
+	if port, _ := strconv.Atoi(u.Port()); port != ownPort {
+		return false
+	}
+	ips, err := net.LookupIP(u.Hostname())
+	if err != nil {
+		return false
+	}
+	addrs, _ := net.InterfaceAddrs()
+	for _, ip := range ips {
+		if ip.IsLoopback() {
+			return true
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// derive makes a credential from the shared secret, distinct per purpose.
+func derive(secret, purpose string) string {
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte("fluxbase:" + purpose))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// retry calls f until it succeeds or ctx ends, returning the last error.
+func retry(ctx context.Context, f func(context.Context) error) error {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(attempt)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// natsLogger sends the embedded server's log to zap.
+type natsLogger struct{ log *zap.Logger }
+
+func (l natsLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l natsLogger) Tracef(string, ...any)           {}
+
+// Collector exports the broker's state as fluxbase_broker_* metrics, read
+// on each scrape.
+type Collector struct {
+	b                                   *Broker
+	msgs, bytes, peers, leader, healthy *prometheus.Desc
+}
+
+// NewCollector returns the broker's metrics collector.
+func NewCollector(b *Broker) *Collector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("fluxbase_broker_"+name, help, nil, nil)
+	}
+	return &Collector{
+		b:       b,
+		msgs:    d("stream_messages", "Messages held by the change stream."),
+		bytes:   d("stream_bytes", "Bytes held by the change stream."),
+		peers:   d("cluster_peers", "Other NATS servers this node is routed to."),
+		leader:  d("jetstream_leader", "1 when this node's server leads the JetStream cluster (or runs alone)."),
+		healthy: d("jetstream_healthy", "1 when the change stream answers through this node."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.msgs, c.bytes, c.peers, c.leader, c.healthy} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
+	healthy := 0.0
+	if s, err := c.b.js.Stream(ctx, ChangesStream); err == nil {
+		healthy = 1
+		info := s.CachedInfo()
+		gauge(c.msgs, float64(info.State.Msgs))
+		gauge(c.bytes, float64(info.State.Bytes))
+	}
+	gauge(c.healthy, healthy)
+	if srv := c.b.srv; srv != nil {
+		gauge(c.peers, float64(srv.NumRoutes()))
+		leader := 0.0
+		if len(c.b.cfg.Routes) == 0 || srv.JetStreamIsLeader() {
+			leader = 1
+		}
+		gauge(c.leader, leader)
+	}
+}

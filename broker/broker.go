@@ -184,10 +184,16 @@ func (b *Broker) startServer() error {
 	} else {
 		opts.SyncInterval = cfg.SyncInterval
 	}
-	if cfg.ClientPort > 0 {
+	switch {
+	case cfg.ClientPort > 0:
 		opts.Host = orDefault(cfg.ClientHost, "0.0.0.0")
 		opts.Port = cfg.ClientPort
-	} else {
+	case len(cfg.Routes) > 0:
+		// The server starts routing only once its client listener is up, so
+		// a clustered node without a client port listens on a random
+		// loopback port, behind the same credentials.
+		opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
+	default:
 		opts.DontListen = true
 	}
 	if len(cfg.Routes) > 0 {

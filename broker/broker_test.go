@@ -34,7 +34,7 @@ func start(t testing.TB, cfg Config) *Broker {
 	return b
 }
 
-// publish stores n messages with ids prefix-0..n-1 and waits for every ack.
+// publish stores n messages with ids prefix-0..n-1, each acknowledged.
 func publish(t testing.TB, js jetstream.JetStream, prefix string, n int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -43,14 +43,18 @@ func publish(t testing.TB, js jetstream.JetStream, prefix string, n int) {
 		id := fmt.Sprintf("%s-%d", prefix, i)
 		msg := &nats.Msg{Subject: "fluxbase.changes.public.t.insert", Data: []byte(id), Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, id)
-		if _, err := js.PublishMsgAsync(msg); err != nil {
-			t.Fatal(err)
+		// Publish one at a time with retries, as the replication log does
+		// after a failure: the message id makes a retry harmless.
+		for {
+			_, err := js.PublishMsg(ctx, msg)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("publish %s: %v", id, err)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-ctx.Done():
-		t.Fatal("publishes not acknowledged in time")
 	}
 }
 

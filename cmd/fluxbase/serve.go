@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,7 +18,10 @@ import (
 
 	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/replication"
 )
 
 // newLogger logs JSON for machines in serve, readable lines in dev; debug
@@ -44,8 +49,8 @@ func newLogger(cfg config, dev bool) *zap.Logger {
 	return log.With(zap.String("node", cfg.NodeName))
 }
 
-// serve runs one node until ctx ends: migrations, the database pool, then
-// the HTTP edge.
+// serve runs one node until ctx ends: migrations, the database pool, the
+// broker, the replication reader, the realtime hub and the HTTP edge.
 func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 	verifier, err := auth.NewVerifier(cfg.JWTSecret)
 	if err != nil {
@@ -80,20 +85,99 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	bus, err := startBroker(ctx, cfg, verifier, log)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	reg.MustRegister(broker.NewCollector(bus))
+
+	changeLog, err := replication.NewJetStreamLog(bus.Conn(), replication.JetStreamLogOptions{
+		Stream:       broker.ChangesStream,
+		SyncInterval: bus.SyncInterval(),
+	})
+	if err != nil {
+		return err
+	}
+	repl, err := replication.New(replication.Config{
+		DatabaseURL:         cfg.DatabaseURL,
+		Tables:              cfg.ReplicationTables,
+		ReplicaIdentityFull: cfg.ReplicaIdentityFull,
+	}, changeLog, replication.WithLogger(log.Named("replication")), replication.WithRegisterer(reg))
+	if err != nil {
+		return err
+	}
+	defer repl.Close()
+
+	rt := api.NewRealtime(api.RealtimeConfig{
+		Verifier:   verifier,
+		Pool:       pool,
+		Source:     fanout.NewJetStreamSource(bus.JetStream(), broker.ChangesStream),
+		Bus:        fanout.NewNATSBus(bus.Conn()),
+		Hub:        fanout.Config{NodeID: cfg.NodeName},
+		Log:        log,
+		Registerer: reg,
+	})
+
 	srv := api.New(api.Config{
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.DrainTimeout,
 		Checks: []api.NamedCheck{
 			{Name: "database", Check: pool.Ping},
+			{Name: "broker", Check: bus.Ready},
+			{Name: "replication", Check: func(context.Context) error { return repl.Ready() }},
 		},
+		Mounts: map[string]http.Handler{"/realtime/v1": rt},
 	}, verifier, log, reg)
 
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return repl.Run(ctx) })
+	g.Go(func() error { return rt.Run(ctx) })
 	g.Go(func() error { return srv.Serve(ctx, ln) })
-	log.Info("serving", zap.String("addr", ln.Addr().String()), zap.String("version", version))
+	log.Info("serving", zap.String("addr", ln.Addr().String()), zap.String("version", version),
+		zap.Int("broker_replicas", bus.Replicas()))
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// startBroker starts the node's embedded NATS (or connects to
+// FLUXBASE_NATS_URL). External consumers log in on the client port as
+// service_role with a service key.
+func startBroker(ctx context.Context, cfg config, verifier *auth.Verifier, log *zap.Logger) (*broker.Broker, error) {
+	clientPort := cfg.NATSPort
+	if clientPort < 0 {
+		clientPort = 0
+	}
+	bc := broker.Config{
+		DataDir:         filepath.Join(cfg.DataDir, "nats"),
+		NodeName:        cfg.NodeName,
+		ClientPort:      clientPort,
+		ClusterPort:     cfg.ClusterPort,
+		Routes:          cfg.ClusterRoutes,
+		ExternalURL:     cfg.NATSURL,
+		SyncInterval:    cfg.NATSSyncInterval,
+		ChangesMaxAge:   cfg.ChangesMaxAge,
+		ChangesMaxBytes: cfg.ChangesMaxBytes,
+		RouteSecret:     cfg.JWTSecret,
+		ServiceKeyValid: func(key string) bool {
+			c, err := verifier.Verify(key)
+			return err == nil && c.IsServiceRole()
+		},
+	}
+	if cfg.NATSURL != "" {
+		// The external cluster is reached as service_role with a service key.
+		key, err := auth.APIKey(cfg.JWTSecret, auth.RoleServiceRole)
+		if err != nil {
+			return nil, err
+		}
+		bc.ExternalUser, bc.ExternalPassword = broker.ServiceUser, key
+	}
+	b, err := broker.Start(ctx, bc, broker.WithLogger(log.Named("broker")))
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	return b, nil
 }
 
 func newPool(ctx context.Context, cfg config) (*pgxpool.Pool, error) {

@@ -30,7 +30,7 @@ test-go:
 
 # Short fuzzing runs of the parsers that face the network; each target is
 # listed as package:FuzzName.
-FUZZ_TARGETS := ./api:FuzzDecodeFrame ./broker/fanout:FuzzParseFilter
+FUZZ_TARGETS := ./api:FuzzDecodeFrame ./broker/fanout:FuzzParseFilter ./replication:FuzzDecode ./replication:FuzzAppendValue
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
@@ -38,7 +38,11 @@ fuzz:
 		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg || exit 1; \
 	done
 
+# A short benchmark suite (under 5 minutes): every fluxbench scenario the
+# landed features allow, reports in bench/results/<date>-<scenario>.md.
 bench: build
+	$(GO) build -o $(BIN)/fluxbench ./cmd/fluxbench
+	$(BIN)/fluxbench suite -short -fluxbase-bin $(BIN)/fluxbase
 
 lint:
 	$(GO) vet ./...

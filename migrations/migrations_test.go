@@ -119,3 +119,30 @@ func TestAuthHelpersReadClaims(t *testing.T) {
 		t.Fatalf("service_role bypassrls = %v, %v", bypass, err)
 	}
 }
+
+// Roles belong to the whole cluster: databases of one cluster migrating at
+// the same moment must not trip over each other's role changes.
+func TestUpConcurrentDatabases(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const n = 4
+	urls := make([]string, n)
+	for i := range urls {
+		urls[i] = pgtest.NewDB(t)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = migrations.Up(ctx, urls[i])
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("database %d: %v", i, err)
+		}
+	}
+}

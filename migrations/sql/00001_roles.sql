@@ -22,15 +22,20 @@ begin
   exception when duplicate_object or unique_violation then null;
   end;
   -- Requires superuser; a deployment without one grants BYPASSRLS itself.
+  -- Another database of the cluster migrating at the same moment may be
+  -- changing the same role ("tuple concurrently updated", XX000): its
+  -- change is the same as ours, so that is not an error.
   begin
     alter role service_role bypassrls;
-  exception when insufficient_privilege then
-    raise notice 'service_role keeps row-level security: BYPASSRLS needs a superuser';
+  exception
+    when insufficient_privilege then
+      raise notice 'service_role keeps row-level security: BYPASSRLS needs a superuser';
+    when internal_error then null;
   end;
   foreach r in array array['authenticator', current_user::text] loop
     begin
       execute format('grant anon, authenticated, service_role to %I', r);
-    exception when unique_violation then null;
+    exception when unique_violation or internal_error then null;
     end;
   end loop;
 end

@@ -79,8 +79,10 @@ type decoder struct {
 	out        sink
 
 	// skipThrough drops events at or before this position: they are
-	// already in the log (exactly once across restarts).
+	// already in the log (exactly once across restarts). skipped counts
+	// them, for the log.
 	skipThrough Position
+	skipped     int
 
 	rels map[uint32]*relation
 
@@ -574,6 +576,7 @@ func (d *decoder) hold(rel *relation, c *Change) error {
 	d.txIndex++
 	if !d.skipThrough.Less(pos) {
 		// Already in the log. The one held (if any) is not last.
+		d.skipped++
 		return d.release(false)
 	}
 	if err := d.release(false); err != nil {

@@ -105,12 +105,7 @@ func (l *JetStreamLog) onAck(_ jetstream.JetStream, m *nats.Msg, pa *jetstream.P
 	if pa.Stream != l.stream {
 		a.err = fmt.Errorf("stored in stream %s, not %s", pa.Stream, l.stream)
 	}
-	for {
-		cur := l.acked.Load()
-		if pa.Sequence <= cur || l.acked.CompareAndSwap(cur, pa.Sequence) {
-			break
-		}
-	}
+	storeMax(&l.acked, pa.Sequence)
 	if l.sync > 0 {
 		l.samples.Lock()
 		n := len(l.samples.ring)
@@ -197,9 +192,17 @@ func (l *JetStreamLog) LastChange(ctx context.Context) (string, bool, error) {
 	if id == "" {
 		return "", false, fmt.Errorf("stream %s: message %d has no %s", l.stream, msg.Sequence, jetstream.MsgIDHeader)
 	}
-	if seq := msg.Sequence; seq > l.acked.Load() {
-		// Whatever the stream already holds was acknowledged before.
-		l.acked.Store(seq)
-	}
+	// Whatever the stream already holds was acknowledged before.
+	storeMax(&l.acked, msg.Sequence)
 	return id, true, nil
+}
+
+// storeMax raises v to n unless it is already higher.
+func storeMax(v *atomic.Uint64, n uint64) {
+	for {
+		cur := v.Load()
+		if n <= cur || v.CompareAndSwap(cur, n) {
+			return
+		}
+	}
 }

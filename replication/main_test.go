@@ -11,5 +11,7 @@ func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(childMain(role))
 	}
-	os.Exit(pgtest.Main(m))
+	code := pgtest.Main(m)
+	stopBench()
+	os.Exit(code)
 }

@@ -14,11 +14,12 @@ import (
 
 // publisher is the decoder's sink during a session.
 type publisher struct {
-	log    Log
-	ck     *checkpoint
-	window int    // unacknowledged events
-	queue  int    // events not yet durable
-	lastID string // the id of the last message handed to the log
+	log       Log
+	ck        *checkpoint
+	window    int    // unacknowledged events
+	queue     int    // events not yet durable
+	lastID    string // the id of the last message handed to the log
+	published int
 	// wait blocks until the log makes progress (or something else needs
 	// the session's attention); called while the window is full.
 	wait func() error
@@ -45,6 +46,7 @@ func (p *publisher) event(ev event) error {
 		return fmt.Errorf("publish %s: %w", id, err)
 	}
 	p.lastID = id
+	p.published++
 	p.ck.addEvent(ack, ev.op, p.now())
 	return nil
 }

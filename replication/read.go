@@ -48,6 +48,21 @@ type session struct {
 	timer       *time.Timer
 	statusBuf   []byte
 	sinceAdv    int
+
+	skipReported bool
+}
+
+// reportSkipped logs, once, how many redelivered events were skipped: the
+// server resends what the slot had not confirmed, and the log had it.
+func (s *session) reportSkipped() {
+	if s.skipReported {
+		return
+	}
+	s.skipReported = true
+	if s.dec.skipped > 0 {
+		s.r.log.Info("skipped events already in the log", zap.Int("events", s.dec.skipped),
+			zap.String("through", s.dec.skipThrough.MsgID()))
+	}
 }
 
 // session holds the slot until an error or the end of ctx; it returns how
@@ -153,6 +168,7 @@ func (r *Replicator) session(ctx context.Context) (time.Duration, error) {
 
 	err = s.loop()
 	s.finish(err)
+	s.reportSkipped()
 	return time.Since(began), err
 }
 
@@ -258,6 +274,9 @@ func (s *session) handle(data []byte) error {
 		s.received = max(s.received, start)
 		if err := s.dec.decode(s.ctx, start, data[25:]); err != nil {
 			return err
+		}
+		if !s.skipReported && s.pub.published > 0 {
+			s.reportSkipped()
 		}
 		// Keep the queue short even when the window never fills.
 		if s.sinceAdv++; s.sinceAdv >= 256 {

@@ -2,18 +2,63 @@
 // events: it owns the publication and the logical replication slot, decodes
 // pgoutput into Change events, and is the only writer of the change log.
 //
-// It does not own the log itself (the broker package runs the stream and
-// decides where it lives), nor fan-out to clients, nor the HTTP surface.
+// It does not own the log itself (the broker package runs the JetStream
+// stream and decides where it lives and how it syncs), nor fan-out to
+// clients, nor the HTTP surface. It reads the log only to learn its last
+// event.
 //
 // # Stages
 //
-// One file per stage:
+// One file per stage, in the order data flows:
 //
-//	slot.go        publication and slot management, REPLICA IDENTITY FULL
-//	read.go        the replication connection: standby, START_REPLICATION, keepalives
-//	decode.go      pgoutput → Change events, in commit order, with tx_index and tx_last
-//	publish.go     pipelined publishing into the log with a bounded window
+//	slot.go        the publication, the slot, REPLICA IDENTITY FULL, the holder's chores
+//	read.go        the replication connection: standby, START_REPLICATION, keepalives, deadlines
+//	decode.go      pgoutput → encoded events, in commit order, with tx_index and tx_last
+//	publish.go     pipelined publishing into the log, a bounded window in flight
 //	checkpoint.go  the slot's confirmed LSN, advanced only past durable events
+//
+// change.go is the event (the CDC contract of DESIGN.md), types.go the
+// column values, subject.go the subjects, catalog.go the catalog lookups,
+// and jetstream.go a Log on any JetStream stream.
+//
+// # Guarantees
+//
+// Every committed change is published exactly once, in commit order, across
+// crashes and failover:
+//
+//   - One holder: every node calls Run; START_REPLICATION on a slot that
+//     another connection streams fails with object_in_use, so PostgreSQL
+//     itself elects the holder. The others retry every StandbyRetry; when
+//     the holder dies its socket closes and the next try wins.
+//   - Nothing lost: the slot's confirmed LSN moves only to the end of a
+//     transaction whose every event the log has acknowledged and holds
+//     durably (its sequence at or below Log.DurableSeq). The position
+//     received from the server is reported separately, as the write
+//     position.
+//   - Nothing twice: a new holder reads the log's last event and skips
+//     every event at or before its position (commit LSN, tx_index), whatever
+//     the log's de-duplication window; PostgreSQL resends from the
+//     confirmed LSN, so the skip covers exactly the redelivered part. The
+//     log's stream must therefore only ever hold this database's changes:
+//     pointing a slot of another cluster (or a restored one, whose LSNs went
+//     back) at a non-empty stream would skip its changes.
+//   - In order: events are published in WAL order, pipelined, each with the
+//     previous event's id as a precondition (Nats-Expected-Last-Msg-Id), so
+//     an event that failed is never overtaken by one that was stored; any
+//     failure ends the session and the next one resumes from the log.
+//
+// A transaction is never held in memory: its events stream out as they are
+// decoded (one event waits to learn whether it is tx_last), and at most
+// Window unacknowledged events are in flight.
+//
+// # Events
+//
+// One message per row change, subject fluxbase.changes.<schema>.<table>.<op>
+// (names escaped by EscapeToken), header Nats-Msg-Id <commit_lsn>/<tx_index>,
+// and a JSON body with the keys of Change in this order: commit_lsn, lsn
+// (PostgreSQL's text form, "16/B374D848"), xid, commit_ts (RFC 3339, UTC,
+// microseconds), tx_index, schema, table, op, pk, record, old_record,
+// columns, unchanged_toast, tx_last. See Change for what each row holds.
 //
 // # Values
 //
@@ -30,7 +75,16 @@
 // base64; enums as their label; a domain as its base type; everything else
 // (text, uuid, inet, money, ranges, composites, extension types) as the
 // string PostgreSQL prints. Values RFC 3339 cannot write (infinity, BC
-// dates, years after 9999) stay PostgreSQL's text.
+// dates, years after 9999) stay PostgreSQL's text. The replication
+// connection fixes DateStyle, IntervalStyle, TimeZone, extra_float_digits
+// and bytea_output, so role or database settings cannot change this.
+//
+// # Metrics
+//
+// fluxbase_replication_lag_bytes (pg_current_wal_lsn() minus the slot's
+// confirmed_flush_lsn, measured by the holder), fluxbase_replication_events_total{op}
+// (events durable in the log), fluxbase_replication_last_commit_timestamp
+// (of the last durable transaction) and fluxbase_replication_holder (1 or 0).
 package replication
 
 import (
@@ -225,7 +279,6 @@ type Replicator struct {
 type status struct {
 	state string // "holder", "standby", "starting" or "failing"
 	err   error
-	at    time.Time
 }
 
 // New checks cfg and returns a Replicator; it connects to nothing until Run.
@@ -237,6 +290,9 @@ func New(cfg Config, sink Log, opts ...Option) (*Replicator, error) {
 		return nil, errors.New("replication: no database URL")
 	}
 	cfg = cfg.withDefaults()
+	if !validSlotName(cfg.SlotName) {
+		return nil, fmt.Errorf("replication: slot name %q: PostgreSQL allows 1 to 63 lower-case letters, digits and underscores", cfg.SlotName)
+	}
 	tables, err := parseTables(cfg.Tables)
 	if err != nil {
 		return nil, err
@@ -277,7 +333,7 @@ func (r *Replicator) Ready() error {
 }
 
 func (r *Replicator) setStatus(state string, err error) {
-	r.status.Store(&status{state: state, err: err, at: time.Now()})
+	r.status.Store(&status{state: state, err: err})
 }
 
 func (r *Replicator) setHolder(h bool) {
@@ -467,6 +523,18 @@ var replicationParams = map[string]string{
 	"TimeZone":           "UTC",
 	"extra_float_digits": "3",
 	"bytea_output":       "hex",
+}
+
+func validSlotName(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // quoteLiteral quotes s as an SQL string literal for the replication

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,10 +16,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 )
 
@@ -106,43 +104,33 @@ func waitHolder(b *testing.B, r *Replicator) {
 // calls it.
 var stopBench = func() {}
 
-// benchBroker is an in-process NATS server with the change stream, as a
-// node embeds it.
+// benchBroker is an embedded broker with the production defaults but for
+// the sync mode, in the benchmark's process, as a node runs it.
 type benchBroker struct {
-	srv *server.Server
-	nc  *nats.Conn
-	js  jetstream.JetStream
+	b  *broker.Broker
+	js jetstream.JetStream
 }
 
 func startBenchBroker(b *testing.B, sync string) *benchBroker {
 	b.Helper()
-	port, err := pgcluster.FreePort()
+	cfg := broker.Config{DataDir: b.TempDir(), NodeName: "bench"}
+	if sync != "always" {
+		d, err := time.ParseDuration(sync)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.SyncInterval = d
+	}
+	br, err := broker.Start(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := startBroker(b.TempDir(), strconv.Itoa(port), sync)
-	if err != nil {
-		b.Fatal(err)
-	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	bb := &benchBroker{srv: srv, nc: nc, js: js}
-	b.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	return bb
+	b.Cleanup(br.Close)
+	return &benchBroker{b: br, js: br.JetStream()}
 }
 
 func (bb *benchBroker) msgs(b *testing.B) uint64 {
-	s, err := bb.js.Stream(context.Background(), "FLUXBASE_CHANGES")
+	s, err := bb.js.Stream(context.Background(), broker.ChangesStream)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -154,13 +142,9 @@ func (bb *benchBroker) msgs(b *testing.B) uint64 {
 }
 
 // startBenchReplicator runs a Replicator into bb until the benchmark ends.
-func startBenchReplicator(b *testing.B, dbURL, slot string, bb *benchBroker, syncInterval time.Duration) *Replicator {
+func startBenchReplicator(b *testing.B, dbURL, slot string, bb *benchBroker) *Replicator {
 	b.Helper()
-	nc, err := nats.Connect(bb.srv.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	log, err := NewJetStreamLog(nc, JetStreamLogOptions{SyncInterval: syncInterval})
+	log, err := brokerLog(bb.b)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -175,7 +159,6 @@ func startBenchReplicator(b *testing.B, dbURL, slot string, bb *benchBroker, syn
 		if err := <-done; err != nil {
 			b.Error(err)
 		}
-		nc.Close()
 	})
 	return r
 }
@@ -264,15 +247,10 @@ func BenchmarkDrain(b *testing.B) {
 					continue
 				}
 				b.StopTimer()
-				sync := strings.TrimPrefix(v, "fluxbase/sync=")
-				var interval time.Duration
-				if sync != "always" {
-					interval, _ = time.ParseDuration(sync)
-				}
-				bb := startBenchBroker(b, sync)
+				bb := startBenchBroker(b, strings.TrimPrefix(v, "fluxbase/sync="))
 				b.StartTimer()
 				began := time.Now()
-				startBenchReplicator(b, dbURL, slot, bb, interval)
+				startBenchReplicator(b, dbURL, slot, bb)
 				for bb.msgs(b) < events {
 					time.Sleep(5 * time.Millisecond)
 				}
@@ -351,18 +329,12 @@ func writeOverheadOnce(b *testing.B, v string, n int, d time.Duration) float64 {
 		}
 		stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
 	case "fluxbase/sync=always", "fluxbase/sync=1s":
-		mode := strings.TrimPrefix(v, "fluxbase/sync=")
-		var interval time.Duration
-		if mode != "always" {
-			interval, _ = time.ParseDuration(mode)
-		}
-		bb := startBenchBroker(b, mode)
-		r := startBenchReplicator(b, dbURL, slotFor(dbURL), bb, interval)
+		bb := startBenchBroker(b, strings.TrimPrefix(v, "fluxbase/sync="))
+		r := startBenchReplicator(b, dbURL, slotFor(dbURL), bb)
 		waitHolder(b, r)
 		stop = func() {
 			r.Close()
-			bb.nc.Close()
-			bb.srv.Shutdown()
+			bb.b.Close()
 		}
 	case "trigger+pg_notify":
 		benchExec(b, dbURL, `create function notify_change() returns trigger language plpgsql as $$
@@ -441,19 +413,15 @@ func BenchmarkCommitToStored(b *testing.B) {
 func benchCommitToStored(b *testing.B, syncMode string) {
 	const rate, rowsPerTx, conns = 1000, 5, 4
 	const period = 10 * time.Second
-	var interval time.Duration
-	if syncMode != "always" {
-		interval, _ = time.ParseDuration(syncMode)
-	}
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		dbURL := benchDB(b)
 		benchExec(b, dbURL, "create table l (id bigserial primary key, writer int, payload text)")
 		bb := startBenchBroker(b, syncMode)
-		waitHolder(b, startBenchReplicator(b, dbURL, slotFor(dbURL), bb, interval))
+		waitHolder(b, startBenchReplicator(b, dbURL, slotFor(dbURL), bb))
 		var mu sync.Mutex
 		var lat []time.Duration
-		s, err := bb.js.Stream(context.Background(), "FLUXBASE_CHANGES")
+		s, err := bb.js.Stream(context.Background(), broker.ChangesStream)
 		if err != nil {
 			b.Fatal(err)
 		}

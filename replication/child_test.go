@@ -14,22 +14,31 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/broker"
 )
 
 // The crash and memory tests need processes they can SIGKILL: they run this
 // test binary again with FLUXBASE_TEST_ROLE set, and TestMain hands over to
-// childMain before any test (or PostgreSQL cluster) starts.
+// childMain before any test (or PostgreSQL cluster) starts. Every role runs
+// the real broker package:
 //
-//	broker    a standalone NATS server with JetStream in $NATS_DIR on
-//	          $NATS_PORT, creating the change stream if it is missing
-//	node      a Replicator streaming $PG_URL into the stream at $NATS_URL
-//	embedded  both in one process, as a production node runs them
+//	broker    a standalone embedded broker with its JetStream files in
+//	          $NATS_DIR, a client port $NATS_PORT, fsync $NATS_SYNC
+//	          ("always" or an interval) and a duplicate window
+//	          $NATS_DUPLICATES (default the broker's)
+//	node      a node of the FLUXBASE_NATS_URL kind: the broker package
+//	          connected to $NATS_URL, and a Replicator streaming $PG_URL into
+//	          the change stream
+//	embedded  a node as `fluxbase serve` runs one: the embedded broker and
+//	          the Replicator in one process
 
 const roleEnv = "FLUXBASE_TEST_ROLE"
+
+// testServiceKey is the password external clients of a test broker use.
+const testServiceKey = "test-service-key"
 
 func childMain(role string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -37,18 +46,24 @@ func childMain(role string) int {
 	var err error
 	switch role {
 	case "broker":
-		var s *server.Server
-		if s, err = startBroker(os.Getenv("NATS_DIR"), os.Getenv("NATS_PORT"), os.Getenv("NATS_SYNC")); err == nil {
+		var b *broker.Broker
+		if b, err = startTestBroker(ctx, os.Getenv("NATS_DIR"), os.Getenv("NATS_PORT"), os.Getenv("NATS_SYNC")); err == nil {
 			<-ctx.Done()
-			s.Shutdown()
+			b.Close()
 		}
 	case "node":
-		err = runNode(ctx, os.Getenv("NATS_URL"))
+		var b *broker.Broker
+		b, err = broker.Start(ctx, broker.Config{NodeName: os.Getenv("NODE"), ExternalURL: os.Getenv("NATS_URL"),
+			ExternalUser: broker.ServiceUser, ExternalPassword: testServiceKey})
+		if err == nil {
+			err = runNode(ctx, b)
+			b.Close()
+		}
 	case "embedded":
-		var s *server.Server
-		if s, err = startBroker(os.Getenv("NATS_DIR"), os.Getenv("NATS_PORT"), os.Getenv("NATS_SYNC")); err == nil {
-			err = runNode(ctx, s.ClientURL())
-			s.Shutdown()
+		var b *broker.Broker
+		if b, err = startTestBroker(ctx, os.Getenv("NATS_DIR"), os.Getenv("NATS_PORT"), os.Getenv("NATS_SYNC")); err == nil {
+			err = runNode(ctx, b)
+			b.Close()
 		}
 	default:
 		err = fmt.Errorf("unknown role %q", role)
@@ -60,63 +75,47 @@ func childMain(role string) int {
 	return 0
 }
 
-// startBroker runs a NATS server with JetStream and makes sure the change
-// stream exists. sync is "always" (fsync every write) or a duration.
-func startBroker(dir, port, sync string) (*server.Server, error) {
-	p, err := strconv.Atoi(port)
-	if err != nil {
-		return nil, fmt.Errorf("NATS_PORT: %w", err)
+// startTestBroker runs an embedded broker. port 0 (or "") opens no client
+// port; sync is "always" (fsync every write) or a duration.
+func startTestBroker(ctx context.Context, dir, port, sync string) (*broker.Broker, error) {
+	cfg := broker.Config{
+		DataDir:         dir,
+		NodeName:        "test",
+		ClientHost:      "127.0.0.1",
+		ServiceKeyValid: func(p string) bool { return p == testServiceKey },
 	}
-	opts := &server.Options{Host: "127.0.0.1", Port: p, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true}
-	if sync == "" || sync == "always" {
-		opts.SyncAlways = true
-	} else if opts.SyncInterval, err = time.ParseDuration(sync); err != nil {
-		return nil, fmt.Errorf("NATS_SYNC: %w", err)
+	if w := os.Getenv("NATS_DUPLICATES"); w != "" {
+		d, err := time.ParseDuration(w)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_DUPLICATES: %w", err)
+		}
+		cfg.DuplicateWindow = d
 	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		return nil, err
+	if port != "" {
+		p, err := strconv.Atoi(port)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_PORT: %w", err)
+		}
+		cfg.ClientPort = p
 	}
-	go s.Start()
-	if !s.ReadyForConnections(30 * time.Second) {
-		return nil, errors.New("nats server did not start")
+	if sync != "" && sync != "always" {
+		d, err := time.ParseDuration(sync)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_SYNC: %w", err)
+		}
+		cfg.SyncInterval = d
 	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:     "FLUXBASE_CHANGES",
-		Subjects: []string{SubjectPrefix + ">"},
-		Storage:  jetstream.FileStorage,
-		// Deliberately short: exactly-once must not depend on it.
-		Duplicates: time.Second,
-	})
-	return s, err
+	return broker.Start(ctx, cfg)
 }
 
-// runNode streams the slot into the stream at natsURL until ctx ends.
-func runNode(ctx context.Context, natsURL string) error {
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		// Fail publishes while disconnected instead of buffering them.
-		nats.ReconnectBufSize(-1))
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	var syncInterval time.Duration
-	if s := os.Getenv("NATS_SYNC"); s != "" && s != "always" {
-		syncInterval, _ = time.ParseDuration(s)
-	}
-	log, err := NewJetStreamLog(nc, JetStreamLogOptions{SyncInterval: syncInterval, AckTimeout: 5 * time.Second})
+// brokerLog is the replication log on b, wired as cmd/fluxbase wires it.
+func brokerLog(b *broker.Broker) (*JetStreamLog, error) {
+	return NewJetStreamLog(b.Conn(), JetStreamLogOptions{Stream: broker.ChangesStream, SyncInterval: b.SyncInterval(), AckTimeout: 5 * time.Second})
+}
+
+// runNode streams the slot into b's change stream until ctx ends.
+func runNode(ctx context.Context, b *broker.Broker) error {
+	log, err := brokerLog(b)
 	if err != nil {
 		return err
 	}
@@ -133,6 +132,12 @@ func runNode(ctx context.Context, natsURL string) error {
 	}
 	defer r.Close()
 	return r.Run(ctx)
+}
+
+// connectTestBroker connects to a test broker's client port.
+func connectTestBroker(url string) (*nats.Conn, error) {
+	return nats.Connect(url, nats.UserInfo(broker.ServiceUser, testServiceKey),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 }
 
 // child is a process started by a test.

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
@@ -56,7 +57,9 @@ func TestCrashExactlyOnce(t *testing.T) {
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	natsDir := t.TempDir()
 	startBrokerChild := func() *child {
-		return startChild(t, "broker", "broker", "NATS_DIR="+natsDir, "NATS_PORT="+strconv.Itoa(natsPort), "NATS_SYNC=always")
+		// A one-second duplicate window: exactly-once must not depend on it.
+		return startChild(t, "broker", "broker", "NATS_DIR="+natsDir, "NATS_PORT="+strconv.Itoa(natsPort),
+			"NATS_SYNC=always", "NATS_DUPLICATES=1s")
 	}
 	generation := 0
 	startNode := func(i int) *child {
@@ -127,6 +130,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	t.Log("killed the broker and every node")
 	time.Sleep(500 * time.Millisecond)
 	startBrokerChild()
+	waitFor(t, 30*time.Second, "the broker to recover", nc.IsConnected)
 	for i := range 3 {
 		c := startNode(i)
 		nodes[c.name] = c
@@ -158,7 +162,7 @@ func connectNATS(t *testing.T, natsURL string) *nats.Conn {
 	var nc *nats.Conn
 	waitFor(t, 30*time.Second, "the broker", func() bool {
 		var err error
-		nc, err = nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+		nc, err = connectTestBroker(natsURL)
 		return err == nil
 	})
 	t.Cleanup(nc.Close)
@@ -230,7 +234,7 @@ func readStream(t *testing.T, nc *nats.Conn, want int, timeout time.Duration) []
 	}
 	var s jetstream.Stream
 	waitFor(t, timeout, fmt.Sprintf("%d events in the stream", want), func() bool {
-		if s, err = js.Stream(ctx, "FLUXBASE_CHANGES"); err != nil {
+		if s, err = js.Stream(ctx, broker.ChangesStream); err != nil {
 			return false
 		}
 		info, err := s.Info(ctx)

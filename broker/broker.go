@@ -285,12 +285,15 @@ func (b *Broker) JetStream() jetstream.JetStream { return b.js }
 func (b *Broker) Replicas() int { return b.replicas }
 
 // SyncInterval is how long after its acknowledgement a message is surely on
-// disk: 0 when every write is synced or when a quorum of servers holds it
-// (replicated streams survive the loss of a minority whatever each one's
-// fsync), else the fsync interval. The replication log confirms LSNs only
-// behind this point.
+// this node's disk: 0 when every write is synced, else the fsync interval.
+// The replication log confirms LSNs only behind this point, so a power
+// loss that takes the unsynced tail of the stream loses nothing: the slot
+// has not moved past it, and PostgreSQL sends it again. Replicated streams
+// keep the same rule, so even a whole cluster losing power at once loses
+// nothing. With an external NATS cluster the servers' fsync is unknown and
+// a quorum's acknowledgement is taken as durable.
 func (b *Broker) SyncInterval() time.Duration {
-	if b.cfg.ExternalURL != "" || b.replicas > 1 {
+	if b.cfg.ExternalURL != "" {
 		return 0
 	}
 	return b.cfg.SyncInterval

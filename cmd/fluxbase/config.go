@@ -249,7 +249,12 @@ func loadConfig(get func(string) string, command string) (config, error) {
 			e.fail("FLUXBASE_CLUSTER_ROUTES", strings.Join(c.ClusterRoutes, ","), "nothing when FLUXBASE_NATS_URL names an external NATS")
 		}
 	}
-	if v := e.str("FLUXBASE_NATS_SYNC_INTERVAL", "always"); v != "always" {
+	// Syncing on an interval is safe: replication confirms the slot only
+	// behind what is synced. "always" syncs each write, at a large cost.
+	c.NATSSyncInterval = 100 * time.Millisecond
+	if v := e.str("FLUXBASE_NATS_SYNC_INTERVAL", "100ms"); v == "always" {
+		c.NATSSyncInterval = 0
+	} else {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			e.fail("FLUXBASE_NATS_SYNC_INTERVAL", v, "always (fsync every write) or a duration such as 100ms or 2m")

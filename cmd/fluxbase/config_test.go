@@ -23,7 +23,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.HTTPAddr != ":8080" || c.NATSPort != 4222 || c.StorageProvider != "local" || c.DataDir != ".fluxbase" ||
-		c.NATSSyncInterval != 0 || c.ChangesMaxBytes != 10<<30 || c.ChangesMaxAge != 7*24*time.Hour {
+		c.NATSSyncInterval != 100*time.Millisecond || c.ChangesMaxBytes != 10<<30 || c.ChangesMaxAge != 7*24*time.Hour {
 		t.Fatalf("defaults: %+v", c)
 	}
 	c, err = loadConfig(envOf(map[string]string{}), "dev")

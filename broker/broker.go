@@ -483,7 +483,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.healthy, healthy)
 	if srv := c.b.srv; srv != nil {
-		gauge(c.peers, float64(srv.NumRoutes()))
+		gauge(c.peers, float64(srv.NumRemotes()))
 		leader := 0.0
 		if len(c.b.cfg.Routes) == 0 || srv.JetStreamIsLeader() {
 			leader = 1

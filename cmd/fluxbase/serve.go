@@ -35,12 +35,14 @@ func newLogger(cfg config, dev bool) *zap.Logger {
 	if dev {
 		zc = zap.NewDevelopmentConfig()
 		zc.EncoderConfig.EncodeLevel = zapcore.CapitalColorLevelEncoder
-		zc.DisableStacktrace = true
 	} else {
 		zc = zap.NewProductionConfig()
 		zc.EncoderConfig.TimeKey = "ts"
 		zc.EncoderConfig.EncodeTime = zapcore.RFC3339NanoTimeEncoder
 	}
+	// Errors carry their context in fields; a stack trace per error line
+	// buries it. Panics are logged with their stack by the recoverer.
+	zc.DisableStacktrace = true
 	zc.Level = level
 	log, err := zc.Build()
 	if err != nil {

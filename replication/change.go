@@ -251,6 +251,9 @@ func (r *Row) UnmarshalJSON(b []byte) error {
 // published as one JSON message per change. Decode a message with
 // json.Unmarshal into a Change; encode with AppendJSON (or json.Marshal).
 //
+// Every field is always present in the JSON (null or [] when empty) except
+// omitted_columns.
+//
 // For insert, Record is the new row and OldRecord is nil. For update,
 // Record is the new row and OldRecord is what the table's REPLICA IDENTITY
 // makes PostgreSQL log: the whole old row with FULL, the old key columns
@@ -281,6 +284,11 @@ type Change struct {
 	OldRecord      Row       `json:"old_record"`
 	Columns        []Column  `json:"columns"`
 	UnchangedToast []string  `json:"unchanged_toast"`
+	// OmittedColumns names columns whose values were left out of Record and
+	// OldRecord because the event would not fit in a log message (the
+	// broker's maximum payload); the key is absent otherwise. Read such rows
+	// from the table.
+	OmittedColumns []string `json:"omitted_columns,omitempty"`
 
 	// columnsJSON is Columns already encoded, shared by every change of one
 	// relation so the hot path does not re-encode it.
@@ -343,12 +351,22 @@ func (c *Change) appendHead(dst []byte) []byte {
 	} else {
 		dst = appendColumns(dst, c.Columns)
 	}
-	dst = append(dst, `,"unchanged_toast":[`...)
-	for i, name := range c.UnchangedToast {
+	dst = append(dst, `,"unchanged_toast":`...)
+	dst = appendStrings(dst, c.UnchangedToast)
+	if len(c.OmittedColumns) > 0 {
+		dst = append(dst, `,"omitted_columns":`...)
+		dst = appendStrings(dst, c.OmittedColumns)
+	}
+	return dst
+}
+
+func appendStrings(dst []byte, list []string) []byte {
+	dst = append(dst, '[')
+	for i, s := range list {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, name)
+		dst = appendJSONString(dst, s)
 	}
 	return append(dst, ']')
 }

@@ -1,7 +1,9 @@
 package replication
 
 import (
+	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -25,6 +27,10 @@ type publisher struct {
 	wait func() error
 	now  func() time.Time
 	idb  []byte
+	// maxEvent is the largest event the log takes; bigger ones lose their
+	// largest column values (onShrink is told which).
+	maxEvent int
+	onShrink func(ev event, omitted []string, size int)
 }
 
 func (p *publisher) event(ev event) error {
@@ -38,6 +44,16 @@ func (p *publisher) event(ev event) error {
 		if err := p.wait(); err != nil {
 			return err
 		}
+	}
+	if p.maxEvent > 0 && len(ev.data) > p.maxEvent {
+		data, omitted, err := shrinkEvent(ev.data, p.maxEvent)
+		if err != nil {
+			return err
+		}
+		if p.onShrink != nil {
+			p.onShrink(ev, omitted, len(ev.data))
+		}
+		ev.data = data
 	}
 	p.idb = ev.pos.appendMsgID(p.idb[:0])
 	id := string(p.idb)
@@ -59,4 +75,46 @@ func (p *publisher) commit(c commitInfo) error {
 func (p *publisher) position(lsn LSN) error {
 	p.ck.addPosition(lsn, time.Time{})
 	return nil
+}
+
+// shrinkEvent makes an encoded event fit in max bytes by leaving out column
+// values, largest first, from record and old_record (primary-key columns
+// stay, so the row can be read back). Without this a row bigger than the
+// log's maximum message would fail its publish again after every restart
+// and stop replication for good.
+func shrinkEvent(data []byte, max int) ([]byte, []string, error) {
+	var c Change
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, nil, fmt.Errorf("shrink event: %w", err)
+	}
+	for {
+		out := c.AppendJSON(nil)
+		if len(out) <= max {
+			return out, c.OmittedColumns, nil
+		}
+		row, i := largestValue(&c)
+		if row == nil {
+			return nil, nil, fmt.Errorf("event at %s is %d bytes without its column values; the log takes %d",
+				c.Position().MsgID(), len(out), max)
+		}
+		name := (*row)[i].Name
+		*row = append((*row)[:i:i], (*row)[i+1:]...)
+		if !slices.Contains(c.OmittedColumns, name) {
+			c.OmittedColumns = append(c.OmittedColumns, name)
+		}
+	}
+}
+
+// largestValue finds the biggest non-key value of the record or old record.
+func largestValue(c *Change) (*Row, int) {
+	var best *Row
+	at, size := -1, 0
+	for _, row := range []*Row{&c.Record, &c.OldRecord} {
+		for i, f := range *row {
+			if _, key := c.PK.Get(f.Name); !key && len(f.Value) > size {
+				best, at, size = row, i, len(f.Value)
+			}
+		}
+	}
+	return best, at
 }

@@ -136,7 +136,11 @@ func (r *Replicator) session(ctx context.Context) (time.Duration, error) {
 	s.ck.onEvent = func(op uint8) { r.metrics.byOp[op].Inc() }
 	s.ck.onCommit = func(ts int64) { r.metrics.lastCommit.Set(float64(ts) / 1e6) }
 	s.pub = &publisher{log: r.sink, ck: s.ck, window: r.cfg.Window, queue: r.cfg.Window * durableQueueFactor,
-		lastID: lastID, wait: s.waitForLog, now: time.Now}
+		lastID: lastID, wait: s.waitForLog, now: time.Now, maxEvent: r.cfg.MaxEventBytes,
+		onShrink: func(ev event, omitted []string, size int) {
+			r.log.Warn("event too large for the log: column values left out", zap.String("id", ev.pos.MsgID()),
+				zap.String("subject", ev.subject), zap.Int("bytes", size), zap.Strings("omitted_columns", omitted))
+		}}
 	s.dec = newDecoder(r.types, s.pub, r.cfg.Subject)
 	s.dec.lookupPK = catalogPKLookup(pool)
 	s.dec.skipThrough = skip

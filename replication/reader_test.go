@@ -453,3 +453,34 @@ func metricValue(m prometheus.Metric) float64 {
 	}
 	return d.Counter.GetValue()
 }
+
+// TestOversizedRowIsShrunk inserts a row whose event exceeds MaxEventBytes:
+// its largest values are left out and named in omitted_columns, instead of
+// a publish that fails after every restart.
+func TestOversizedRowIsShrunk(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewDB(t)
+	conn := connect(t, url)
+	mustExec(t, conn, "create table blobs (id int primary key, name text, a text, b text)")
+	log := newFakeLog()
+	cfg := testConfig(url)
+	cfg.MaxEventBytes = 300 << 10
+	r := start(t, cfg, log)
+	waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+	mustExec(t, conn, "insert into blobs values (1, 'small', repeat(md5('a'), 8192), repeat(md5('b'), 4096))",
+		"insert into blobs values (2, 'fits', 'x', 'y')")
+	waitFor(t, 10*time.Second, "two changes", func() bool { return log.len() == 2 })
+	got := log.changes(t)
+	if o := got[0].OmittedColumns; len(o) != 1 || o[0] != "a" {
+		t.Fatalf("omitted %v, want [a]", o)
+	}
+	if _, ok := got[0].Record.Get("a"); ok {
+		t.Error("the omitted column is still in the record")
+	}
+	if v, _ := got[0].Record.Get("b"); len(v) != 32*4096+2 {
+		t.Errorf("column b has %d bytes", len(v))
+	}
+	if got[1].OmittedColumns != nil {
+		t.Errorf("a small row lost columns: %v", got[1].OmittedColumns)
+	}
+}

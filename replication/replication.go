@@ -204,6 +204,11 @@ type Config struct {
 	// published events to become durable so the slot can confirm them;
 	// default 5s.
 	ShutdownTimeout time.Duration
+	// MaxEventBytes is the largest event published; a bigger one leaves out
+	// its largest column values and names them in omitted_columns. Default
+	// 8 MiB less 64 KiB for headers, under the broker's maximum payload of
+	// 8 MiB; negative disables the check.
+	MaxEventBytes int
 	// Subject names the subject of a change; default ChangeSubject.
 	Subject func(schema, table, op string) string
 }
@@ -237,6 +242,9 @@ func (c Config) withDefaults() Config {
 	def(&c.ShutdownTimeout, 5*time.Second)
 	if c.Subject == nil {
 		c.Subject = ChangeSubject
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = 8<<20 - 64<<10
 	}
 	return c
 }

@@ -3,6 +3,8 @@ package replication
 import (
 	"context"
 	"encoding/json"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -216,5 +218,29 @@ func TestChangeJSONRoundTrip(t *testing.T) {
 	}
 	if _, err := json.Marshal(Row{{Name: "x", Value: json.RawMessage("{")}}); err == nil {
 		t.Error("a row with an invalid value was marshalled")
+	}
+}
+
+func TestShrinkEvent(t *testing.T) {
+	t.Parallel()
+	c := Change{CommitLSN: 5, TxIndex: 1, Schema: "public", Table: "t", Op: OpUpdate,
+		PK:        Row{{Name: "id", Value: json.RawMessage(`"k"`)}},
+		Record:    Row{{Name: "id", Value: json.RawMessage(`"k"`)}, {Name: "big", Value: json.RawMessage(`"` + strings.Repeat("x", 5000) + `"`)}, {Name: "mid", Value: json.RawMessage(`"` + strings.Repeat("y", 900) + `"`)}},
+		OldRecord: Row{{Name: "big", Value: json.RawMessage(`"` + strings.Repeat("z", 4000) + `"`)}},
+	}
+	data := c.AppendJSON(nil)
+	out, omitted, err := shrinkEvent(data, 2000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) > 2000 || !slices.Equal(omitted, []string{"big"}) {
+		t.Fatalf("%d bytes, omitted %v", len(out), omitted)
+	}
+	var back Change
+	if err := json.Unmarshal(out, &back); err != nil || len(back.Record) != 2 || len(back.OldRecord) != 0 {
+		t.Fatalf("shrunk event: %s (%v)", out, err)
+	}
+	if _, _, err := shrinkEvent(data, 100); err == nil {
+		t.Error("an event that cannot fit was accepted")
 	}
 }

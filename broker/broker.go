@@ -332,8 +332,9 @@ func (b *Broker) Close() {
 	})
 }
 
-// clientAuth admits the node's own connection and external clients with a
-// service key. Routes are checked by the cluster options, not here.
+// clientAuth admits the node's own connection, with every permission, and
+// external clients with a service key, as readers of the change log. Routes
+// are checked by the cluster options, not here.
 type clientAuth struct {
 	internalPassword string
 	serviceKeyValid  func(string) bool
@@ -345,9 +346,36 @@ func (a clientAuth) Check(c server.ClientAuthentication) bool {
 	case internalUser:
 		return subtle.ConstantTimeCompare([]byte(o.Password), []byte(a.internalPassword)) == 1
 	case ServiceUser:
-		return a.serviceKeyValid != nil && a.serviceKeyValid(o.Password)
+		if a.serviceKeyValid == nil || !a.serviceKeyValid(o.Password) {
+			return false
+		}
+		c.RegisterUser(&server.User{Username: ServiceUser, Permissions: consumerPermissions})
+		return true
 	}
 	return false
+}
+
+// consumerPermissions let an external client read the change log with
+// consumers of its own, and nothing else: it may not publish into the log,
+// touch the buckets' streams or change any stream, which would break the
+// log's exactly-once guarantee.
+var consumerPermissions = &server.Permissions{
+	Publish: &server.SubjectPermission{
+		Allow: []string{
+			"$JS.API.INFO",
+			"$JS.API.STREAM.NAMES",
+			"$JS.API.STREAM.LIST",
+			"$JS.API.STREAM.INFO." + ChangesStream,
+			"$JS.API.STREAM.MSG.GET." + ChangesStream,
+			"$JS.API.DIRECT.GET." + ChangesStream,
+			"$JS.API.DIRECT.GET." + ChangesStream + ".>",
+			"$JS.API.CONSUMER.>",
+			"$JS.ACK." + ChangesStream + ".>",
+			"$JS.FC." + ChangesStream + ".>",
+			"_INBOX.>",
+		},
+	},
+	Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "$JS.EVENT.>", ">"}},
 }
 
 // routeURLs adds the credentials to every route and counts the routes that
@@ -416,7 +444,7 @@ func orDefault(s, def string) string {
 // retry calls f until it succeeds or ctx ends, returning the last error.
 func retry(ctx context.Context, f func(context.Context) error) error {
 	for {
-		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		attempt, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := f(attempt)
 		cancel()
 		if err == nil {

@@ -78,7 +78,7 @@ func readAll(t testing.TB, js jetstream.JetStream) []string {
 	}
 	var out []string
 	for uint64(len(out)) < total {
-		batch, err := c.Fetch(500, jetstream.FetchMaxWait(5*time.Second))
+		batch, err := c.Fetch(int(min(500, total-uint64(len(out)))), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,4 +235,22 @@ func TestExternalClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	expectSequence(t, readAll(t, js), [2]any{"x", 5})
+
+	// A reader, not a writer: it can neither add to the log nor delete it.
+	// (A refused request gets no answer: each waits out its own timeout.)
+	short := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	if _, err := js.Publish(short(), "fluxbase.changes.public.t.insert", []byte("forged")); err == nil {
+		t.Fatal("an external client published into the change log")
+	}
+	if err := js.DeleteStream(short(), ChangesStream); err == nil {
+		t.Fatal("an external client deleted the change log")
+	}
+	if _, err := js.Stream(short(), ChangesStream); err != nil {
+		t.Fatalf("stream info after the refused writes: %v", err)
+	}
+	expectSequence(t, readAll(t, b.JetStream()), [2]any{"x", 5})
 }

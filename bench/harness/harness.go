@@ -110,7 +110,9 @@ func (e *Env) Database(ctx context.Context, name string) (string, error) {
 	}
 	defer conn.Close(context.Background())
 	// A slot pins its database: drop ours before dropping the database.
-	_, _ = conn.Exec(ctx, `select pg_drop_replication_slot(slot_name) from pg_replication_slots where database = $1 and not active`, name)
+	// Fluxbase's slot name is the same for every database, so the one a
+	// previous scenario left on another database goes too.
+	_, _ = conn.Exec(ctx, `select pg_drop_replication_slot(slot_name) from pg_replication_slots where (database = $1 or slot_name = 'fluxbase') and not active`, name)
 	if _, err := conn.Exec(ctx, "drop database if exists "+pgx.Identifier{name}.Sanitize()+" with (force)"); err != nil {
 		return "", fmt.Errorf("drop database %s: %w", name, err)
 	}

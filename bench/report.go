@@ -177,3 +177,12 @@ func (r *Report) Markdown() string {
 func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ").Replace(s)
 }
+
+// Ratio formats a/b as "0.52×", for a figure beside its limit or baseline;
+// "n/a" when b is zero.
+func Ratio(a, b float64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f×", a/b)
+}

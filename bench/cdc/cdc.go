@@ -306,6 +306,10 @@ func addTables(rep *bench.Report, results []*Result) {
 	add("drain (s)", func(r *Result) string { return fmt.Sprintf("%.2f", r.DrainSeconds) })
 	add("changes/s", func(r *Result) string { return fmt.Sprintf("%.0f", r.ChangesPerSec) })
 	add("WAL MB/s", func(r *Result) string { return fmt.Sprintf("%.1f", r.MBPerSec) })
+	// The first target is the limit the others are judged against.
+	add("changes/s vs "+results[0].Target, func(r *Result) string {
+		return bench.Ratio(r.ChangesPerSec, results[0].ChangesPerSec)
+	})
 	rep.Tables = append(rep.Tables, bench.Table{Title: "Results", Columns: cols, Rows: rows})
 
 	bars := plot.Bars{Title: "Backlog drain rate", YLabel: "changes/s",

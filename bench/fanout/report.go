@@ -60,6 +60,14 @@ func addTables(rep *bench.Report, cfg Config, results []*TargetResult) {
 	add("latency p99 (ms)", func(r *TargetResult) string { return ms(r.Latency.P99) })
 	add("latency p99.9 (ms)", func(r *TargetResult) string { return ms(r.Latency.P999) })
 	add("latency max (ms)", func(r *TargetResult) string { return ms(r.Latency.Max) })
+	// The first target (the bare broadcaster by default) is the limit.
+	base := results[0]
+	add("deliveries/s vs "+base.Target, func(r *TargetResult) string {
+		return bench.Ratio(r.DeliveriesPerSec, base.DeliveriesPerSec)
+	})
+	add("latency p99 vs "+base.Target, func(r *TargetResult) string {
+		return bench.Ratio(float64(r.Latency.P99), float64(base.Latency.P99))
+	})
 	add("one message, first → last subscriber p50 / p99 / max (ms)", func(r *TargetResult) string {
 		s := r.Accounting.Spread
 		return ms(s.P50) + " / " + ms(s.P99) + " / " + ms(s.Max)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"go.uber.org/zap"
 
@@ -22,18 +23,21 @@ import (
 
 // The crash and memory tests need processes they can SIGKILL: they run this
 // test binary again with FLUXBASE_TEST_ROLE set, and TestMain hands over to
-// childMain before any test (or PostgreSQL cluster) starts. Every role runs
-// the real broker package:
+// childMain before any test (or PostgreSQL cluster) starts.
 //
-//	broker    a standalone embedded broker with its JetStream files in
-//	          $NATS_DIR, a client port $NATS_PORT, fsync $NATS_SYNC
-//	          ("always" or an interval) and a duplicate window
-//	          $NATS_DUPLICATES (default the broker's)
+//	nats      an operator's NATS server with JetStream (what
+//	          FLUXBASE_NATS_URL points at), files in $NATS_DIR, port
+//	          $NATS_PORT, fsync $NATS_SYNC ("always" or an interval)
 //	node      a node of the FLUXBASE_NATS_URL kind: the broker package
-//	          connected to $NATS_URL, and a Replicator streaming $PG_URL into
-//	          the change stream
-//	embedded  a node as `fluxbase serve` runs one: the embedded broker and
-//	          the Replicator in one process
+//	          connected to $NATS_URL (it provisions the change stream, with
+//	          duplicate window $NATS_DUPLICATES), and a Replicator streaming
+//	          $PG_URL into it
+//	embedded  a node as `fluxbase serve` runs one: the broker package's
+//	          embedded server (client port $NATS_PORT for the test to read
+//	          with the service key) and the Replicator in one process
+//
+// External clients of an embedded broker may only read the change log, so
+// nodes that share one log across processes share an operator's NATS.
 
 const roleEnv = "FLUXBASE_TEST_ROLE"
 
@@ -45,17 +49,19 @@ func childMain(role string) int {
 	defer stop()
 	var err error
 	switch role {
-	case "broker":
-		var b *broker.Broker
-		if b, err = startTestBroker(ctx, os.Getenv("NATS_DIR"), os.Getenv("NATS_PORT"), os.Getenv("NATS_SYNC")); err == nil {
+	case "nats":
+		var s *server.Server
+		if s, err = startNATS(os.Getenv("NATS_DIR"), os.Getenv("NATS_PORT"), os.Getenv("NATS_SYNC")); err == nil {
 			<-ctx.Done()
-			b.Close()
+			s.Shutdown()
 		}
 	case "node":
+		cfg := broker.Config{NodeName: os.Getenv("NODE"), ExternalURL: os.Getenv("NATS_URL")}
+		if cfg.DuplicateWindow, err = durationEnv("NATS_DUPLICATES"); err != nil {
+			break
+		}
 		var b *broker.Broker
-		b, err = broker.Start(ctx, broker.Config{NodeName: os.Getenv("NODE"), ExternalURL: os.Getenv("NATS_URL"),
-			ExternalUser: broker.ServiceUser, ExternalPassword: testServiceKey})
-		if err == nil {
+		if b, err = broker.Start(ctx, cfg); err == nil {
 			err = runNode(ctx, b)
 			b.Close()
 		}
@@ -84,12 +90,9 @@ func startTestBroker(ctx context.Context, dir, port, sync string) (*broker.Broke
 		ClientHost:      "127.0.0.1",
 		ServiceKeyValid: func(p string) bool { return p == testServiceKey },
 	}
-	if w := os.Getenv("NATS_DUPLICATES"); w != "" {
-		d, err := time.ParseDuration(w)
-		if err != nil {
-			return nil, fmt.Errorf("NATS_DUPLICATES: %w", err)
-		}
-		cfg.DuplicateWindow = d
+	var err error
+	if cfg.DuplicateWindow, err = durationEnv("NATS_DUPLICATES"); err != nil {
+		return nil, err
 	}
 	if port != "" {
 		p, err := strconv.Atoi(port)
@@ -106,6 +109,45 @@ func startTestBroker(ctx context.Context, dir, port, sync string) (*broker.Broke
 		cfg.SyncInterval = d
 	}
 	return broker.Start(ctx, cfg)
+}
+
+// durationEnv reads a duration from the environment; unset is 0.
+func durationEnv(name string) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	return d, nil
+}
+
+// startNATS runs a plain NATS server with JetStream, as an operator would
+// for FLUXBASE_NATS_URL. sync is "always" (fsync every write) or an interval.
+func startNATS(dir, port, sync string) (*server.Server, error) {
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return nil, fmt.Errorf("NATS_PORT: %w", err)
+	}
+	opts := &server.Options{Host: "127.0.0.1", Port: p, JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true}
+	if sync == "" || sync == "always" {
+		opts.SyncAlways = true
+		opts.SyncInterval = 2 * time.Minute // unused with SyncAlways, but must be set
+	} else if opts.SyncInterval, err = time.ParseDuration(sync); err != nil {
+		return nil, fmt.Errorf("NATS_SYNC: %w", err)
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	go s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("nats server did not start")
+	}
+	return s, nil
 }
 
 // brokerLog is the replication log on b, wired as cmd/fluxbase wires it.
@@ -134,7 +176,8 @@ func runNode(ctx context.Context, b *broker.Broker) error {
 	return r.Run(ctx)
 }
 
-// connectTestBroker connects to a test broker's client port.
+// connectTestBroker connects to a test broker's client port (the service
+// key is ignored by a plain NATS server without authentication).
 func connectTestBroker(url string) (*nats.Conn, error) {
 	return nats.Connect(url, nats.UserInfo(broker.ServiceUser, testServiceKey),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))

@@ -23,22 +23,28 @@ import (
 // TestCrashExactlyOnce is the delivery guarantee under failure. Writers
 // commit numbered rows (one to three per transaction, and some
 // transactions rolled back) while three nodes compete for the slot; the
-// slot holder is SIGKILLed several times (a standby takes over), and then
-// every node and the broker are SIGKILLed at once and restarted, the broker
-// recovering its stream from disk. A consumer of the stream must then see
-// every committed row exactly once, in commit order, and no row of a
-// rolled-back transaction.
+// slot holder is SIGKILLed four times (a standby takes over, and a fresh
+// node replaces the dead one), and then every node and the NATS server are
+// SIGKILLed at once and restarted, the server recovering the stream from
+// disk. A consumer of the stream must then see every committed row exactly
+// once, in commit order, and no row of a rolled-back transaction.
+//
+// The nodes run as with FLUXBASE_NATS_URL: the broker package connected to
+// one NATS server that outlives them (syncing every write), provisioning
+// the change stream, and a Replicator; external clients of an embedded
+// broker may only read, so processes cannot share one another's.
 //
 // What it covers: a holder dying between publish and acknowledgement,
 // between acknowledgement and slot confirmation, and in the middle of a
 // transaction (PostgreSQL redelivers from the confirmed LSN; the new holder
 // skips what the stream holds by position, with a one-second de-duplication
-// window so that cannot be what saves it); a broker dying with publishes in
-// flight (they are acknowledged durably or not at all: sync always); and
-// the takeover time. What it does not cover: a broker cluster losing a
-// replica, PostgreSQL itself crashing or failing over (the slot is not
-// replicated to a standby in PostgreSQL 15), and a network partition (the
-// silent-server test covers the receive deadline).
+// window so that cannot be what saves it); the NATS server dying with
+// publishes in flight (acknowledged durably or not at all); standby
+// takeover time. What it does not cover: embedded brokers clustered by
+// routes (a replica lost, or all of them at once), PostgreSQL itself
+// crashing or failing over (PostgreSQL 15 does not replicate slots to
+// standbys), and a network partition (TestSilentServerIsLeft covers the
+// receive deadline).
 func TestCrashExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test: skipped with -short")
@@ -57,9 +63,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", natsPort)
 	natsDir := t.TempDir()
 	startBrokerChild := func() *child {
-		// A one-second duplicate window: exactly-once must not depend on it.
-		return startChild(t, "broker", "broker", "NATS_DIR="+natsDir, "NATS_PORT="+strconv.Itoa(natsPort),
-			"NATS_SYNC=always", "NATS_DUPLICATES=1s")
+		return startChild(t, "nats", "nats", "NATS_DIR="+natsDir, "NATS_PORT="+strconv.Itoa(natsPort), "NATS_SYNC=always")
 	}
 	generation := 0
 	startNode := func(i int) *child {
@@ -69,7 +73,8 @@ func TestCrashExactlyOnce(t *testing.T) {
 		q := u.Query()
 		q.Set("application_name", name)
 		u.RawQuery = q.Encode()
-		return startChild(t, name, "node", "PG_URL="+u.String(), "NATS_URL="+natsURL, "SLOT="+slot)
+		// A one-second duplicate window: exactly-once must not depend on it.
+		return startChild(t, name, "node", "PG_URL="+u.String(), "NATS_URL="+natsURL, "SLOT="+slot, "NATS_DUPLICATES=1s")
 	}
 	broker := startBrokerChild()
 	nc := connectNATS(t, natsURL)
@@ -127,10 +132,10 @@ func TestCrashExactlyOnce(t *testing.T) {
 		c.kill()
 		delete(nodes, name)
 	}
-	t.Log("killed the broker and every node")
+	t.Log("killed the NATS server and every node")
 	time.Sleep(500 * time.Millisecond)
 	startBrokerChild()
-	waitFor(t, 30*time.Second, "the broker to recover", nc.IsConnected)
+	waitFor(t, 30*time.Second, "the NATS server to recover", nc.IsConnected)
 	for i := range 3 {
 		c := startNode(i)
 		nodes[c.name] = c
@@ -160,7 +165,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 func connectNATS(t *testing.T, natsURL string) *nats.Conn {
 	t.Helper()
 	var nc *nats.Conn
-	waitFor(t, 30*time.Second, "the broker", func() bool {
+	waitFor(t, 30*time.Second, "the NATS server", func() bool {
 		var err error
 		nc, err = connectTestBroker(natsURL)
 		return err == nil

@@ -253,10 +253,7 @@ func BenchmarkDrain(b *testing.B) {
 				bb := startBenchBroker(b, strings.TrimPrefix(v, "fluxbase/sync="))
 				b.StartTimer()
 				began := time.Now()
-				// Status every 100 ms: the confirmation is seen at the next
-				// status update, and the default second would round the
-				// drain time up to it.
-				startBenchReplicator(b, dbURL, slot, bb, 100*time.Millisecond)
+				startBenchReplicator(b, dbURL, slot, bb, 0)
 				for bb.msgs(b) < events {
 					time.Sleep(5 * time.Millisecond)
 				}

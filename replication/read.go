@@ -45,6 +45,9 @@ type session struct {
 	received    LSN // the furthest WAL position the server has sent
 	lastRecv    time.Time
 	nextStatus  time.Time
+	nextPoll    time.Time
+	deadline    time.Time // the read deadline set on the connection
+	sentFlush   LSN       // the flush position last reported
 	timer       *time.Timer
 	statusBuf   []byte
 	sinceAdv    int
@@ -313,16 +316,30 @@ func (s *session) handle(data []byte) error {
 	return protoErr("unknown CopyData message %q", data[0])
 }
 
-// tick does what is due by the clock: every StatusInterval it confirms what
+// tick does what is due by the clock. Every StatusInterval it confirms what
 // is durable, reports it and asks for a reply (which proves the server
-// alive), and gives up when the server has been silent too long.
+// alive), and gives up when the server has been silent too long. In between,
+// while events wait to become durable, it looks every pollInterval and
+// reports a new flush position at once, so the slot (and the lag metric)
+// follow the log closely rather than a status interval behind.
 func (s *session) tick() error {
 	if err := s.ctx.Err(); err != nil {
 		return err
 	}
 	now := time.Now()
 	if now.Before(s.nextStatus) {
-		return nil
+		if s.ck.idle() || now.Before(s.nextPoll) {
+			return nil
+		}
+		if err := s.ck.advance(); err != nil {
+			return err
+		}
+		if s.ck.confirmed > s.sentFlush {
+			if err := s.sendStatus(false); err != nil {
+				return err
+			}
+		}
+		return s.setDeadline(now)
 	}
 	if now.Sub(s.lastRecv) > s.recvTimeout {
 		return fmt.Errorf("%w (%v)", errSilent, s.recvTimeout)
@@ -337,8 +354,28 @@ func (s *session) tick() error {
 		return err
 	}
 	s.nextStatus = now.Add(s.r.cfg.StatusInterval)
-	_ = s.conn.Conn().SetReadDeadline(s.nextStatus)
-	// A cancellation between the check above and the new deadline would
+	return s.setDeadline(now)
+}
+
+// pollInterval is how often pending events are checked for durability
+// between status updates.
+const pollInterval = 20 * time.Millisecond
+
+// setDeadline sets the read deadline to the next moment tick has work:
+// the next status, or the next poll while events are pending.
+func (s *session) setDeadline(now time.Time) error {
+	next := s.nextStatus
+	if !s.ck.idle() {
+		s.nextPoll = now.Add(pollInterval)
+		if s.nextPoll.Before(next) {
+			next = s.nextPoll
+		}
+	}
+	if !next.Equal(s.deadline) {
+		s.deadline = next
+		_ = s.conn.Conn().SetReadDeadline(next)
+	}
+	// A cancellation between the check in tick and the new deadline would
 	// have its past deadline overwritten: look again.
 	return s.ctx.Err()
 }
@@ -380,6 +417,7 @@ func (s *session) waitForLog() error {
 func (s *session) sendStatus(reply bool) error {
 	received := max(s.received, s.ck.confirmed)
 	b := append(s.statusBuf[:0], 'd', 0, 0, 0, 0, 'r')
+	s.sentFlush = s.ck.confirmed
 	b = binary.BigEndian.AppendUint64(b, uint64(received))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.ck.confirmed))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.ck.confirmed))

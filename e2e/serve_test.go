@@ -103,7 +103,11 @@ func TestSupabaseJSServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	if _, err := pool.Exec(ctx, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false)`); err != nil {
+	// The nodes set REPLICA IDENTITY FULL on new tables on their next
+	// reconcile pass; the table is made with it here so the UPDATE below
+	// carries its old row whatever the timing.
+	if _, err := pool.Exec(ctx, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);
+		alter table public.todos replica identity full`); err != nil {
 		t.Fatal(err)
 	}
 	runNodeTests(t, nodeBin, dir, urls[0], urls[1], anon, dbURL)

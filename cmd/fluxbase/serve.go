@@ -144,8 +144,8 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 }
 
 // startBroker starts the node's embedded NATS (or connects to
-// FLUXBASE_NATS_URL). External consumers log in on the client port as
-// service_role with a service key.
+// FLUXBASE_NATS_URL, with whatever credentials its URL carries). External
+// consumers log in on the client port as service_role with a service key.
 func startBroker(ctx context.Context, cfg config, verifier *auth.Verifier, log *zap.Logger) (*broker.Broker, error) {
 	clientPort := cfg.NATSPort
 	if clientPort < 0 {
@@ -166,14 +166,6 @@ func startBroker(ctx context.Context, cfg config, verifier *auth.Verifier, log *
 			c, err := verifier.Verify(key)
 			return err == nil && c.IsServiceRole()
 		},
-	}
-	if cfg.NATSURL != "" {
-		// The external cluster is reached as service_role with a service key.
-		key, err := auth.APIKey(cfg.JWTSecret, auth.RoleServiceRole)
-		if err != nil {
-			return nil, err
-		}
-		bc.ExternalUser, bc.ExternalPassword = broker.ServiceUser, key
 	}
 	b, err := broker.Start(ctx, bc, broker.WithLogger(log.Named("broker")))
 	if err != nil {

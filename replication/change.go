@@ -199,7 +199,7 @@ func (r Row) appendJSON(dst []byte) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, f.Name)
+		dst = AppendJSONString(dst, f.Name)
 		dst = append(dst, ':')
 		if len(f.Value) == 0 {
 			dst = append(dst, "null"...)
@@ -334,11 +334,11 @@ func (c *Change) appendHead(dst []byte) []byte {
 	dst = append(dst, `","tx_index":`...)
 	dst = strconv.AppendInt(dst, int64(c.TxIndex), 10)
 	dst = append(dst, `,"schema":`...)
-	dst = appendJSONString(dst, c.Schema)
+	dst = AppendJSONString(dst, c.Schema)
 	dst = append(dst, `,"table":`...)
-	dst = appendJSONString(dst, c.Table)
+	dst = AppendJSONString(dst, c.Table)
 	dst = append(dst, `,"op":`...)
-	dst = appendJSONString(dst, string(c.Op))
+	dst = AppendJSONString(dst, string(c.Op))
 	dst = append(dst, `,"pk":`...)
 	dst = c.PK.appendJSON(dst)
 	dst = append(dst, `,"record":`...)
@@ -366,7 +366,7 @@ func appendStrings(dst []byte, list []string) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendJSONString(dst, s)
+		dst = AppendJSONString(dst, s)
 	}
 	return append(dst, ']')
 }
@@ -389,9 +389,9 @@ func appendColumns(dst []byte, cols []Column) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"name":`...)
-		dst = appendJSONString(dst, col.Name)
+		dst = AppendJSONString(dst, col.Name)
 		dst = append(dst, `,"type":`...)
-		dst = appendJSONString(dst, col.Type)
+		dst = AppendJSONString(dst, col.Type)
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')
@@ -407,14 +407,14 @@ var noEscape = func() (t [utf8.RuneSelf]bool) {
 	return t
 }()
 
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes
+// AppendJSONString appends s as a JSON string. Invalid UTF-8 becomes
 // U+FFFD, as encoding/json does, so the output is always valid JSON even
-// from a database in SQL_ASCII.
-func appendJSONString(dst []byte, s string) []byte {
+// from a database in SQL_ASCII. The realtime encoder shares it.
+func AppendJSONString(dst []byte, s string) []byte {
 	return appendEscaped(dst, s, utf8.DecodeRuneInString)
 }
 
-// appendJSONBytes is appendJSONString for a value still in its wire buffer.
+// appendJSONBytes is AppendJSONString for a value still in its wire buffer.
 func appendJSONBytes(dst []byte, s []byte) []byte {
 	return appendEscaped(dst, s, utf8.DecodeRune)
 }

@@ -281,7 +281,7 @@ func drainSlot(variant string, i int) string {
 // (single-row transactions) on one table with: nothing capturing changes;
 // a logical slot read by pg_recvlogical (the server's share of the cost);
 // the Replicator streaming into JetStream on the same machine, with the
-// broker syncing every write and every second; and the design the log
+// broker syncing every write and every 100 ms (the default); and the design the log
 // replaces, an AFTER INSERT trigger calling pg_notify with the row as JSON,
 // with a listener. The variants take turns, 3 s each, for 3 rounds, and the
 // median of each is reported, so that drift on a shared machine hits them
@@ -289,7 +289,7 @@ func drainSlot(variant string, i int) string {
 func BenchmarkWriteOverhead(b *testing.B) {
 	const writers, rounds = 8, 3
 	const period = 3 * time.Second
-	variants := []string{"off", "slot+pg_recvlogical", "fluxbase/sync=always", "fluxbase/sync=1s", "trigger+pg_notify"}
+	variants := []string{"off", "slot+pg_recvlogical", "fluxbase/sync=always", "fluxbase/sync=100ms", "trigger+pg_notify"}
 	for i := 0; i < b.N; i++ {
 		results := map[string][]float64{}
 		for range rounds {
@@ -331,7 +331,7 @@ func writeOverheadOnce(b *testing.B, v string, n int, d time.Duration) float64 {
 			b.Fatal(err)
 		}
 		stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	case "fluxbase/sync=always", "fluxbase/sync=1s":
+	case "fluxbase/sync=always", "fluxbase/sync=100ms":
 		bb := startBenchBroker(b, strings.TrimPrefix(v, "fluxbase/sync="))
 		r := startBenchReplicator(b, dbURL, slotFor(dbURL), bb, 0)
 		waitHolder(b, r)

@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"github.com/fluxbase/fluxbase/internal/pgcluster"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -21,7 +23,7 @@ type Process struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	lines chan []byte // stdout, line by line; closed at EOF
-	tail  *tail
+	tail  *pgcluster.Tail
 	done  chan struct{}
 	err   error
 	once  sync.Once
@@ -33,7 +35,7 @@ func Start(name string, env []string, args ...string) (*Process, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p := &Process{Name: name, cmd: cmd, lines: make(chan []byte, 64), tail: &tail{max: 8192}, done: make(chan struct{})}
+	p := &Process{Name: name, cmd: cmd, lines: make(chan []byte, 64), tail: pgcluster.NewTail(8192), done: make(chan struct{})}
 	cmd.Stderr = p.tail
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -146,27 +148,4 @@ func (e *Env) SelfPath() (string, error) {
 		return "", fmt.Errorf("find fluxbench executable: %w", err)
 	}
 	return p, nil
-}
-
-// tail keeps the last max bytes written.
-type tail struct {
-	mu  sync.Mutex
-	max int
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > t.max {
-		t.buf = t.buf[len(t.buf)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
 }

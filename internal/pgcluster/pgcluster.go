@@ -208,7 +208,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if out == nil {
 		out = io.Discard
 	}
-	tail := &tailBuffer{max: 4096}
+	tail := NewTail(4096)
 	cmd.Stdout = io.MultiWriter(out, tail)
 	cmd.Stderr = cmd.Stdout
 	cmd.SysProcAttr = &syscall.SysProcAttr{
@@ -230,7 +230,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}()
 	if err := c.waitReady(ctx, 60*time.Second); err != nil {
 		c.Stop()
-		return nil, fmt.Errorf("postgres did not start: %w\n%s", err, tail.String())
+		return nil, fmt.Errorf("postgres did not start: %w\n%s", err, strings.TrimSpace(tail.String()))
 	}
 	return c, nil
 }
@@ -392,14 +392,18 @@ func PortFree(port int) bool {
 	return true
 }
 
-// tailBuffer keeps the last max bytes written, for error messages.
-type tailBuffer struct {
+// Tail is an io.Writer that keeps the last bytes written to it, for error
+// messages about a child process.
+type Tail struct {
 	mu  sync.Mutex
 	max int
 	buf []byte
 }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+// NewTail keeps the last max bytes.
+func NewTail(max int) *Tail { return &Tail{max: max} }
+
+func (t *Tail) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.buf = append(t.buf, p...)
@@ -409,8 +413,8 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string {
+func (t *Tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return strings.TrimSpace(string(t.buf))
+	return string(t.buf)
 }

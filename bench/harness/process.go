@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"github.com/fluxbase/fluxbase/internal/pgcluster"
-
 	"bufio"
 	"context"
 	"encoding/json"
@@ -14,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/fluxbase/fluxbase/internal/pgcluster"
 )
 
 // Process is a child process that fluxbench owns: it dies with fluxbench

@@ -1,11 +1,9 @@
 package api
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -92,8 +90,13 @@ type Realtime struct {
 	upgrader websocket.Upgrader
 	router   chi.Router
 	metrics  *realtimeMetrics
+	writers  *writerPool
 
-	conns sync.WaitGroup // every connection's writer goroutine
+	// ctx ends when the endpoint closes; connections run under it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	conns  sync.WaitGroup // every connection until its socket is closed
+	closed sync.Once
 }
 
 type realtimeMetrics struct {
@@ -119,6 +122,7 @@ func NewRealtime(cfg RealtimeConfig) *Realtime {
 		cfg.Log = zap.NewNop()
 	}
 	rt := &Realtime{cfg: cfg, log: cfg.Log.Named("realtime")}
+	rt.ctx, rt.cancel = context.WithCancel(context.Background())
 	rt.metrics = &realtimeMetrics{
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fluxbase_realtime_messages_sent_total",
@@ -175,9 +179,13 @@ func NewRealtime(cfg RealtimeConfig) *Realtime {
 			}, func() float64 { return float64(rt.hub.Channels()) }),
 		)
 	}
+	rt.writers = newWriterPool(rt.log, 0)
 	rt.upgrader = websocket.Upgrader{
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
+		// Client messages are small; a larger one is read in pieces.
+		ReadBufferSize: 1024,
+		// The writers encode frames themselves; the library writes only
+		// the rare close frame, from a pooled buffer.
+		WriteBufferPool: &sync.Pool{},
 		// Access is governed by keys and tokens, not origins, as for the
 		// rest of the API.
 		CheckOrigin: func(*http.Request) bool { return true },
@@ -206,11 +214,13 @@ func (rt *Realtime) Run(ctx context.Context) error {
 	return err
 }
 
-// Close disconnects every client and waits for their writers.
-// Idempotent.
+// Close disconnects every client and waits until their sockets are
+// closed. Idempotent.
 func (rt *Realtime) Close() error {
+	rt.cancel()
 	err := rt.hub.Close()
 	rt.conns.Wait()
+	rt.closed.Do(rt.writers.close)
 	return err
 }
 
@@ -231,82 +241,16 @@ func (rt *Realtime) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		writeError(w, ErrNoAPIKey)
 		return
 	}
-	h, ok := w.(http.Hijacker)
-	if !ok {
-		writeError(w, ErrInternal.With("connection cannot be upgraded"))
-		return
-	}
-	cw := &coalescingHijacker{ResponseWriter: w, h: h}
-	ws, err := rt.upgrader.Upgrade(cw, r, nil)
+	ws, err := rt.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered already
 	}
-	c := newRTConn(rt, ws, cw.conn, vsn, claims)
+	c := newRTConn(rt, ws, vsn, claims)
 	rt.conns.Add(1)
-	go func() {
-		defer rt.conns.Done()
-		c.writeLoop()
-	}()
-	c.readLoop(r.Context())
-}
-
-// coalescingHijacker hands the websocket library a connection whose
-// writes can be gathered: while the writer drains a client's queue, every
-// frame goes to one buffer and reaches the socket in one write.
-type coalescingHijacker struct {
-	http.ResponseWriter
-	h    http.Hijacker
-	conn *coalescingConn
-}
-
-func (c *coalescingHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	nc, brw, err := c.h.Hijack()
-	if err != nil {
-		return nil, nil, err
-	}
-	c.conn = &coalescingConn{Conn: nc}
-	return c.conn, brw, nil
-}
-
-// coalescingConn buffers writes between begin and flush; outside them,
-// writes go straight through.
-type coalescingConn struct {
-	net.Conn
-	mu       sync.Mutex // guards buf and batching; held across the flushing write to keep order
-	buf      []byte
-	batching bool
-}
-
-func (c *coalescingConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.batching {
-		c.buf = append(c.buf, p...)
-		return len(p), nil
-	}
-	return c.Conn.Write(p)
-}
-
-func (c *coalescingConn) begin() {
-	c.mu.Lock()
-	c.batching = true
-	c.mu.Unlock()
-}
-
-func (c *coalescingConn) flush() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.batching = false
-	if len(c.buf) == 0 {
-		return nil
-	}
-	_, err := c.Conn.Write(c.buf)
-	if cap(c.buf) > 1<<20 {
-		c.buf = nil // do not pin a burst's buffer
-	} else {
-		c.buf = c.buf[:0]
-	}
-	return err
+	// The handler returns at once, releasing the request and the HTTP
+	// server's state for this connection; the reader lives on in a
+	// goroutine of its own, which starts with a small stack.
+	go c.readLoop(rt.ctx)
 }
 
 // broadcastRequest is the body of POST /realtime/v1/api/broadcast.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -16,15 +17,15 @@ import (
 	"github.com/fluxbase/fluxbase/broker/fanout"
 )
 
-// rtConn is one websocket connection. Its reader (the handler's
-// goroutine) handles client messages in order; its writer drains the
+// rtConn is one websocket connection. Its reader goroutine handles client
+// messages in order; the realtime writers (realtime_writer.go) drain the
 // client's queue. Everything the server sends goes through that queue,
 // so replies, changes, broadcasts and presence leave in the order they
 // were queued.
 type rtConn struct {
 	rt     *Realtime
 	ws     *websocket.Conn
-	cc     *coalescingConn
+	fd     int // the socket's descriptor, for the writers; -1 if it has none
 	vsn    fanout.Vsn
 	claims *auth.Claims // the API key's (or bearer token's) claims
 	client *fanout.Client
@@ -52,16 +53,30 @@ type rtChannel struct {
 	expiry   *time.Timer
 }
 
-func newRTConn(rt *Realtime, ws *websocket.Conn, cc *coalescingConn, vsn fanout.Vsn, claims *auth.Claims) *rtConn {
-	return &rtConn{rt: rt, ws: ws, cc: cc, vsn: vsn, claims: claims,
+func newRTConn(rt *Realtime, ws *websocket.Conn, vsn fanout.Vsn, claims *auth.Claims) *rtConn {
+	c := &rtConn{rt: rt, ws: ws, fd: -1, vsn: vsn, claims: claims,
 		client: rt.hub.NewClient(vsn), chans: map[string]*rtChannel{}}
+	if sc, ok := ws.NetConn().(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			_ = raw.Control(func(fd uintptr) { c.fd = int(fd) })
+		}
+	}
+	c.client.Queue.Notify(func() { rt.writers.schedule(c) })
+	// Only the writers write to the socket: pings are answered through
+	// the queue, and a client's close is answered when the queue closes.
+	ws.SetPingHandler(func(data string) error {
+		c.client.Push(fanout.Frame{Pong: true, Data: []byte(data)})
+		return nil
+	})
+	ws.SetCloseHandler(func(int, string) error { return nil })
+	return c
 }
 
 // readLoop reads and handles client messages until the connection ends.
 func (c *rtConn) readLoop(ctx context.Context) {
 	defer c.close("connection closed")
-	// The HTTP server cancels ctx when it shuts down; a websocket blocked
-	// in a read would not notice otherwise.
+	// ctx ends when the endpoint closes; a websocket blocked in a read
+	// would not notice otherwise.
 	stop := context.AfterFunc(ctx, func() { c.close("server shutting down") })
 	defer stop()
 	c.ws.SetReadLimit(c.rt.cfg.MaxMessageBytes)
@@ -118,48 +133,6 @@ func (c *rtConn) close(reason string) {
 	c.chans = nil
 	c.mu.Unlock()
 	c.client.Close(reason)
-}
-
-// writeLoop writes queued frames until the queue closes, then closes the
-// socket with the queue's reason.
-func (c *rtConn) writeLoop() {
-	defer c.ws.Close()
-	q := c.client.Queue
-	var frames []fanout.Frame
-	for {
-		select {
-		case <-q.Ready():
-		case <-q.Done():
-			c.writeClose(q.Reason())
-			return
-		}
-		frames = q.Take(frames)
-		if len(frames) == 0 {
-			continue
-		}
-		_ = c.ws.SetWriteDeadline(time.Now().Add(c.rt.cfg.WriteTimeout))
-		c.cc.begin()
-		var err error
-		for _, f := range frames {
-			mt := websocket.TextMessage
-			if f.Binary {
-				mt = websocket.BinaryMessage
-			}
-			if err = writeFrame(c.ws, mt, f); err != nil {
-				break
-			}
-		}
-		if ferr := c.cc.flush(); err == nil {
-			err = ferr
-		}
-		if err != nil {
-			c.rt.log.Debug("realtime write failed", zap.Error(err))
-			c.close("write failed")
-			return
-		}
-		c.rt.metrics.sent.Add(float64(len(frames)))
-		clear(frames)
-	}
 }
 
 func (c *rtConn) writeClose(reason string) {
@@ -669,21 +642,4 @@ func (c *rtConn) presence(m *inMsg, rc *rtChannel) {
 		return
 	}
 	c.replyOK(m, []byte("{}"))
-}
-
-// writeFrame writes a frame's parts as one websocket message.
-func writeFrame(ws *websocket.Conn, mt int, f fanout.Frame) error {
-	if len(f.Body) == 0 && len(f.Tail) == 0 {
-		return ws.WriteMessage(mt, f.Data)
-	}
-	w, err := ws.NextWriter(mt)
-	if err != nil {
-		return err
-	}
-	for _, part := range [][]byte{f.Data, f.Body, f.Tail} {
-		if _, err := w.Write(part); err != nil {
-			return err
-		}
-	}
-	return w.Close()
 }

@@ -586,6 +586,51 @@ func TestRealtimeSlowConsumer(t *testing.T) {
 	}
 }
 
+// TestRealtimeBacklogAndPing pauses a client until the kernel's socket
+// buffers are full (the writers hand it to a slow writer), then reads
+// everything: every broadcast arrives once, in order, and a ping sent
+// meanwhile is answered by a pong.
+func TestRealtimeBacklogAndPing(t *testing.T) {
+	t.Parallel()
+	env := newRTEnv(t, RealtimeConfig{})
+	paused := env.dial(t, "1.0.0")
+	paused.mustJoin("realtime:backlog", nil)
+	pong := make(chan string, 1)
+	paused.ws.SetPongHandler(func(data string) error { pong <- data; return nil })
+	const n = 200
+	pad := strings.Repeat("y", 64000) // 200 × 64 KB: more than the socket buffers hold
+	for i := 0; i < n; i++ {
+		body := fmt.Sprintf(`{"messages":[{"topic":"backlog","event":"e","payload":{"i":%d,"pad":"%s"}}]}`, i, pad)
+		req, _ := http.NewRequest(http.MethodPost, env.srv.URL+"/realtime/v1/api/broadcast", strings.NewReader(body))
+		req.Header.Set("apikey", env.anon)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if err := paused.ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	for want := 0; want < n; want++ {
+		m := paused.expect(fmt.Sprintf("broadcast %d", want), func(m *rtMsg) bool { return m.Event == "broadcast" })
+		p, _ := m.Payload["payload"].(map[string]any)
+		if got := p["i"]; got != float64(want) {
+			t.Fatalf("broadcast %v arrived where %d was due", got, want)
+		}
+	}
+	// The pong is read by the library while a data frame is awaited.
+	go func() { _, _ = paused.recv(2 * time.Second) }()
+	select {
+	case d := <-pong:
+		if d != "are you there" {
+			t.Fatalf("pong carried %q", d)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no pong")
+	}
+}
+
 func TestRealtimePostgresChangesFromLog(t *testing.T) {
 	t.Parallel()
 	env := newRTEnv(t, RealtimeConfig{})

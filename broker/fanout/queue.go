@@ -10,19 +10,27 @@ import (
 // burst of writes rather than one wake-up per frame. A push that finds the
 // queue full closes it with a slow-consumer reason instead of waiting: one
 // slow client never stalls the others.
+//
+// A writer learns of work in one of two ways. By default it waits on
+// Ready. With Notify, the queue instead calls a function when it needs a
+// writer — once, when a push finds it idle or when it closes — and the
+// writer owns the queue until Release succeeds; a pool of writers can
+// serve many queues this way without a goroutine parked on each.
 type Queue struct {
 	maxFrames  int
 	maxBytes   int
 	onOverflow func()
+	notify     func() // set by Notify before the first push
 
 	ready chan struct{} // capacity 1: a pending wake-up for the writer
 	done  chan struct{} // closed by Close
 
-	mu     sync.Mutex // guards the fields below; never held while calling out
-	frames []Frame
-	bytes  int
-	closed bool
-	reason string
+	mu        sync.Mutex // guards the fields below; never held while calling out
+	frames    []Frame
+	bytes     int
+	closed    bool
+	reason    string
+	scheduled bool // with notify: a writer owns the queue
 }
 
 // Default bounds of a Queue.
@@ -62,8 +70,11 @@ func (q *Queue) Push(f Frame) bool {
 		return false
 	}
 	if len(q.frames) >= q.maxFrames || q.bytes+f.Len() > q.maxBytes {
-		q.closeLocked(SlowConsumerReason)
+		wake := q.closeLocked(SlowConsumerReason)
 		q.mu.Unlock()
+		if wake {
+			q.notify()
+		}
 		if q.onOverflow != nil {
 			q.onOverflow()
 		}
@@ -71,6 +82,15 @@ func (q *Queue) Push(f Frame) bool {
 	}
 	q.frames = append(q.frames, f)
 	q.bytes += f.Len()
+	if q.notify != nil {
+		wake := !q.scheduled
+		q.scheduled = true
+		q.mu.Unlock()
+		if wake {
+			q.notify()
+		}
+		return true
+	}
 	q.mu.Unlock()
 	select {
 	case q.ready <- struct{}{}:
@@ -79,16 +99,51 @@ func (q *Queue) Push(f Frame) bool {
 	return true
 }
 
-// Take moves every queued frame to dst (reusing its storage) and returns
-// it; empty when nothing is queued.
+// Take moves every queued frame to the caller and returns them, giving
+// dst's storage to the queue in exchange (no copy); empty when nothing is
+// queued. The caller may reuse the returned slice as the next dst once
+// it is done with the frames.
 func (q *Queue) Take(dst []Frame) []Frame {
+	clear(dst)
 	q.mu.Lock()
-	dst = append(dst[:0], q.frames...)
-	clear(q.frames)
-	q.frames = q.frames[:0]
+	frames := q.frames
+	q.frames = dst[:0]
 	q.bytes = 0
 	q.mu.Unlock()
-	return dst
+	return frames
+}
+
+// Notify makes the queue call fn whenever it needs a writer: when a push
+// finds it unowned, and when it closes unowned. The writer that fn wakes
+// owns the queue until Release returns true. Call it before the first
+// push; fn must not block.
+func (q *Queue) Notify(fn func()) {
+	q.mu.Lock()
+	q.notify = fn
+	q.mu.Unlock()
+}
+
+// Release gives up the writer's ownership if the queue is empty and open,
+// and reports whether it did. When it reports false the writer still owns
+// the queue: frames arrived meanwhile, or the queue closed.
+func (q *Queue) Release() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.frames) > 0 || q.closed {
+		return false
+	}
+	q.scheduled = false
+	if cap(q.frames) > 64 {
+		q.frames = nil // do not pin a burst's backing array on an idle client
+	}
+	return true
+}
+
+// Closed reports whether the queue is closed.
+func (q *Queue) Closed() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.closed
 }
 
 // Ready signals that frames may be waiting.
@@ -101,17 +156,27 @@ func (q *Queue) Done() <-chan struct{} { return q.done }
 // first reason stays.
 func (q *Queue) Close(reason string) {
 	q.mu.Lock()
-	q.closeLocked(reason)
+	wake := q.closeLocked(reason)
 	q.mu.Unlock()
+	if wake {
+		q.notify()
+	}
 }
 
-func (q *Queue) closeLocked(reason string) {
+// closeLocked closes the queue and reports whether a writer must be
+// notified (with Notify, when none owns the queue).
+func (q *Queue) closeLocked(reason string) (wake bool) {
 	if q.closed {
-		return
+		return false
 	}
 	q.closed = true
 	q.reason = reason
 	close(q.done)
+	if q.notify != nil && !q.scheduled {
+		q.scheduled = true
+		return true
+	}
+	return false
 }
 
 // Reason is why the queue closed; empty while it is open.

@@ -39,9 +39,12 @@ func ParseVsn(s string) (Vsn, error) {
 // frames of every topic share.
 type Frame struct {
 	Binary bool
-	Data   []byte
-	Body   []byte
-	Tail   []byte
+	// Pong marks a websocket pong control frame carrying Data: the
+	// answer to a client's ping, queued in order with everything else.
+	Pong bool
+	Data []byte
+	Body []byte
+	Tail []byte
 }
 
 // Len is the message's length in bytes.

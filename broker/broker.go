@@ -88,7 +88,7 @@ type Config struct {
 	ChangesMaxAge   time.Duration
 	ChangesMaxBytes int64
 	// DuplicateWindow is the stream's duplicate-detection window; default
-	// 2 minutes.
+	// DefaultDuplicateWindow.
 	DuplicateWindow time.Duration
 	// RouteSecret derives the route credentials; nodes of one cluster
 	// share it (the JWT secret).
@@ -120,6 +120,16 @@ type Option func(*Broker)
 // WithLogger logs through l.
 func WithLogger(l *zap.Logger) Option { return func(b *Broker) { b.log = l } }
 
+// DefaultDuplicateWindow is the change stream's duplicate-detection
+// window. The replication log's exactly-once does not rest on it: every
+// publish names the previous message's id as a precondition
+// (Nats-Expected-Last-Msg-Id, which the server restores from the last
+// stored message after a restart, however old), and a new slot holder
+// skips what the stream's last message covers. The window only catches a
+// stray re-publish, and every id in it costs memory — about 150 bytes,
+// so a two-minute window at 50,000 changes/s would hold near a gigabyte.
+const DefaultDuplicateWindow = time.Second
+
 // Start runs the embedded server (or connects to ExternalURL), connects to
 // it, and creates or updates the change stream and the KV buckets. With
 // Routes it waits until the cluster has a JetStream leader, which needs a
@@ -129,7 +139,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (*Broker, error) {
 		cfg.ClusterPort = 6222
 	}
 	if cfg.DuplicateWindow == 0 {
-		cfg.DuplicateWindow = 2 * time.Minute
+		cfg.DuplicateWindow = DefaultDuplicateWindow
 	}
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 60 * time.Second

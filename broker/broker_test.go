@@ -114,18 +114,50 @@ func expectSequence(t testing.TB, got []string, parts ...[2]any) {
 func TestStandaloneRestart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	b := start(t, Config{DataDir: dir, NodeName: "solo"})
+	cfg := Config{DataDir: dir, NodeName: "solo", DuplicateWindow: time.Minute}
+	b := start(t, cfg)
 	publish(t, b.JetStream(), "m", 1000)
 	// A redelivered publish inside the duplicate window is stored once.
 	publish(t, b.JetStream(), "m", 10)
 	b.Close()
 
-	b = start(t, Config{DataDir: dir, NodeName: "solo"})
+	b = start(t, cfg)
 	defer b.Close()
 	expectSequence(t, readAll(t, b.JetStream()), [2]any{"m", 1000})
 	if err := b.Ready(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The replication log's precondition on the previous message's id holds
+// across a restart that comes long after the duplicate window: the server
+// takes the last id from the last stored message, not from the window.
+func TestLastMsgIDOutlivesDuplicateWindow(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, NodeName: "solo", DuplicateWindow: 100 * time.Millisecond}
+	b := start(t, cfg)
+	publish(t, b.JetStream(), "w", 3)
+	b.Close()
+	time.Sleep(300 * time.Millisecond) // three windows
+	b = start(t, cfg)
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	send := func(id, expect string) error {
+		msg := &nats.Msg{Subject: "fluxbase.changes.public.t.insert", Data: []byte(id), Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+		msg.Header.Set(jetstream.ExpectedLastMsgIDHeader, expect)
+		_, err := b.JetStream().PublishMsg(ctx, msg)
+		return err
+	}
+	if err := send("w-3", "w-1"); err == nil {
+		t.Fatal("a publish expecting a stale last id was stored")
+	}
+	if err := send("w-3", "w-2"); err != nil {
+		t.Fatalf("publish expecting the last stored id after a restart: %v", err)
+	}
+	expectSequence(t, readAll(t, b.JetStream()), [2]any{"w", 4})
 }
 
 // A restart with other limits updates the stream.
@@ -140,7 +172,7 @@ func TestRestartUpdatesLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := s.CachedInfo().Config; c.MaxAge != 2*time.Hour || c.MaxBytes != 2<<30 || c.Duplicates != 2*time.Minute {
+	if c := s.CachedInfo().Config; c.MaxAge != 2*time.Hour || c.MaxBytes != 2<<30 || c.Duplicates != DefaultDuplicateWindow {
 		t.Fatalf("stream config after restart: age %v bytes %d dupes %v", c.MaxAge, c.MaxBytes, c.Duplicates)
 	}
 }

@@ -17,7 +17,7 @@ import (
 
 var (
 	million           = flag.Bool("million", false, "run TestMillionRowTransaction")
-	millionDuplicates = flag.Duration("million-duplicates", time.Second, "the broker's duplicate window in TestMillionRowTransaction")
+	millionDuplicates = flag.Duration("million-duplicates", 0, "the broker's duplicate window in TestMillionRowTransaction (0: the broker's default)")
 )
 
 // TestMillionRowTransaction streams one transaction of a million rows
@@ -29,14 +29,12 @@ var (
 //
 //	go test ./replication -run TestMillionRowTransaction -million -v
 //
-// The broker syncs every second rather than on every write here; with
-// per-write fsync the run takes as many fsyncs as rows, which measures the
-// disk, not the memory bound. Its duplicate window is one second: JetStream
-// keeps every message id of the window in memory (about 150 bytes each), so
-// with the broker's default of two minutes a million events in a few
-// seconds add some 200 MB that belong to the broker's configuration, not to
-// the pipeline (-million-duplicates=2m shows it). Replication does not rely
-// on the window (see TestCrashExactlyOnce).
+// The broker runs with `fluxbase serve`'s defaults: it syncs every 100 ms
+// and keeps a one-second duplicate window (broker.DefaultDuplicateWindow).
+// JetStream holds every message id of the window in memory, so a longer
+// window adds memory that belongs to the broker's configuration, not to
+// the pipeline (-million-duplicates=2m shows it). Replication does not
+// rely on the window (see TestCrashExactlyOnce).
 func TestMillionRowTransaction(t *testing.T) {
 	if !*million {
 		t.Skip("run with -million")
@@ -51,7 +49,7 @@ func TestMillionRowTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := startChild(t, "node", "embedded", "NATS_DIR="+t.TempDir(), "NATS_PORT="+strconv.Itoa(natsPort),
-		"NATS_SYNC=1s", "NATS_DUPLICATES="+millionDuplicates.String(), "PG_URL="+dbURL, "SLOT="+slotFor(dbURL))
+		"NATS_SYNC=100ms", "NATS_DUPLICATES="+millionDuplicates.String(), "PG_URL="+dbURL, "SLOT="+slotFor(dbURL))
 	nc := connectNATS(t, fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
 	waitFor(t, 30*time.Second, "the slot holder", func() bool {
 		var n int
@@ -85,8 +83,12 @@ func TestMillionRowTransaction(t *testing.T) {
 	if hwm, err := vmHWM(node.cmd.Process.Pid); err == nil {
 		peak = hwm
 	}
+	window := *millionDuplicates
+	if window == 0 {
+		window = broker.DefaultDuplicateWindow
+	}
 	t.Logf("duplicate window %v: insert committed in %v; %d events stored %v after the commit; node VmHWM %d MB (%d MB before)",
-		*millionDuplicates, committed.Round(time.Millisecond), rows, (time.Since(began) - committed).Round(time.Millisecond), peak>>20, before>>20)
+		window, committed.Round(time.Millisecond), rows, (time.Since(began) - committed).Round(time.Millisecond), peak>>20, before>>20)
 	if peak > 300<<20 {
 		t.Fatalf("node peak RSS %d MB, want under 300 MB", peak>>20)
 	}

@@ -21,6 +21,26 @@ func ChangeSubject(schema, table, op string) string {
 	return b.String()
 }
 
+// ParseChangeSubject splits a change subject into the schema, table and
+// operation it names; ok is false for any other subject.
+func ParseChangeSubject(subject string) (schema, table, op string, ok bool) {
+	rest, found := strings.CutPrefix(subject, SubjectPrefix)
+	if !found {
+		return "", "", "", false
+	}
+	tokens := strings.Split(rest, ".")
+	if len(tokens) != 3 {
+		return "", "", "", false
+	}
+	names := [3]string{}
+	for i, tok := range tokens {
+		if names[i], ok = UnescapeToken(tok); !ok {
+			return "", "", "", false
+		}
+	}
+	return names[0], names[1], names[2], true
+}
+
 // EscapeToken makes a PostgreSQL name a single NATS subject token. ASCII
 // letters, digits, '_' and '-' stay as they are; every other byte
 // (including '.', '*', '>', spaces, '%' and the bytes of non-ASCII

@@ -158,6 +158,14 @@ func TestSubjectEscaping(t *testing.T) {
 	if got := ChangeSubject("public", "a.b", "insert"); got != "fluxbase.changes.public.a%2Eb.insert" {
 		t.Errorf("ChangeSubject = %s", got)
 	}
+	if s, tb, op, ok := ParseChangeSubject(ChangeSubject("my schema", "a.b", "update")); !ok || s != "my schema" || tb != "a.b" || op != "update" {
+		t.Errorf("ParseChangeSubject(ChangeSubject(...)) = %q %q %q %v", s, tb, op, ok)
+	}
+	for _, bad := range []string{"fluxbase.changes.public.t", "fluxbase.changes.public.t.insert.x", "other.changes.public.t.insert", "fluxbase.changes.a%2eb.t.insert"} {
+		if _, _, _, ok := ParseChangeSubject(bad); ok {
+			t.Errorf("ParseChangeSubject(%q) accepted", bad)
+		}
+	}
 }
 
 func TestPositions(t *testing.T) {

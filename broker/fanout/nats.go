@@ -118,7 +118,7 @@ func (s *JetStreamSource) Consume(ctx context.Context, start uint64, fn func(Msg
 		if err != nil {
 			return fmt.Errorf("consume %s: %w", s.stream, err)
 		}
-		if err := fn(Msg{Seq: meta.Sequence.Stream, Data: m.Data()}); err != nil {
+		if err := fn(Msg{Seq: meta.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}); err != nil {
 			if errors.Is(err, ErrStop) {
 				return nil
 			}

@@ -8,11 +8,13 @@ import (
 	"sync"
 )
 
-// Msg is one message of the change log: its stream sequence and the JSON
-// change event.
+// Msg is one message of the change log: its stream sequence, its subject
+// (fluxbase.changes.<schema>.<table>.<op>; empty when the log does not
+// say) and the JSON change event.
 type Msg struct {
-	Seq  uint64
-	Data []byte
+	Seq     uint64
+	Subject string
+	Data    []byte
 }
 
 // ErrStop ends a Consume without error when a callback returns it.

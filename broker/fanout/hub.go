@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/replication"
 )
 
 // Config configures a Hub; zero values mean defaults.
@@ -129,6 +131,10 @@ type Hub struct {
 	seqMu   sync.Mutex
 	lastSeq uint64
 	epoch   uint64 // marks the channels of one grouping; guarded by seqMu
+
+	// live is set once the dispatcher has fixed where it reads the log
+	// from: every change stored after that reaches the bindings.
+	live atomic.Bool
 
 	accessMu sync.Mutex // guards access
 	access   map[accessKey]accessEntry
@@ -230,6 +236,19 @@ func (h *Hub) reaper() {
 	}
 }
 
+// ErrNotLive is Ready's answer while the dispatcher does not yet know
+// where it reads the change log from.
+var ErrNotLive = errors.New("change log not read yet")
+
+// Ready reports whether a binding made now receives every change stored
+// from now on: the dispatcher reads the log (or the hub has none).
+func (h *Hub) Ready() error {
+	if h.source == nil || h.live.Load() {
+		return nil
+	}
+	return ErrNotLive
+}
+
 // NodeID is the hub's name on the bus: Config.NodeID and a random
 // suffix.
 func (h *Hub) NodeID() string { return h.cfg.NodeID }
@@ -275,7 +294,25 @@ func (h *Hub) consume(ctx context.Context) error {
 	go func() {
 		defer rwg.Done()
 		defer close(msgs)
-		var next uint64 // 0: from now
+		// Read from the sequence after the log's last message, fixed
+		// once: a consumer that takes a while to exist (a cluster still
+		// forming) or fails and is re-created misses nothing stored
+		// after this point.
+		var next uint64
+		for next == 0 {
+			_, last, err := h.source.Bounds(ctx)
+			if err == nil {
+				next = last + 1
+				h.live.Store(true)
+				break
+			}
+			h.log.Warn("change log not readable yet; retrying", zap.Error(err))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
 		for {
 			err := h.source.Consume(ctx, next, func(m Msg) error {
 				select {
@@ -796,6 +833,9 @@ func (h *Hub) Dispatch(ctx context.Context, msgs []Msg) {
 		if m.Seq > h.lastSeq {
 			h.lastSeq = m.Seq
 		}
+		if !h.wants(m.Subject) {
+			continue // nobody here follows its table: not even decoded
+		}
 		c, err := DecodeChange(m.Seq, m.Data)
 		if err != nil {
 			h.log.Warn("skipping an undecodable change", zap.Uint64("seq", m.Seq), zap.Error(err))
@@ -818,6 +858,27 @@ func (h *Hub) Dispatch(ctx context.Context, msgs []Msg) {
 	}
 	h.mu.RUnlock()
 	h.deliver(ctx, changes, perChange)
+}
+
+// wants reports whether a change on subject may match a binding of this
+// hub: one on its table, on every table of its schema, or on everything.
+// An empty or unparsable subject is wanted (decoded and matched).
+func (h *Hub) wants(subject string) bool {
+	if subject == "" {
+		return true
+	}
+	schema, table, _, ok := replication.ParseChangeSubject(subject)
+	if !ok {
+		return true
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for _, k := range [...]tableKey{{schema, table}, {schema, ""}, {"", ""}} {
+		if h.tables[k] != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // groupDeliveries turns matched bindings into one delivery per channel,

@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/fluxbase/fluxbase/replication"
 )
 
 // changeJSON builds a change event of the contract for table public.<table>.
@@ -97,7 +100,7 @@ func TestHubIndexMatchesLikeAScan(t *testing.T) {
 		op := []string{"insert", "update", "delete"}[rng.IntN(3)]
 		table := []string{"todos", "notes"}[rng.IntN(2)]
 		data := changeJSON(op, table, int(seq), map[string]any{"owner": owners[rng.IntN(len(owners))], "n": rng.IntN(12)})
-		h.Dispatch(context.Background(), []Msg{{Seq: seq, Data: data}})
+		h.Dispatch(context.Background(), []Msg{{Seq: seq, Subject: replication.ChangeSubject("public", table, op), Data: data}})
 		c, _ := DecodeChange(seq, data)
 		for i, s := range subs {
 			var want []float64
@@ -355,6 +358,61 @@ func waitFrame(t *testing.T, c *Client, ok func(string) bool) {
 		case <-deadline:
 			t.Fatalf("frame not seen; got %q", seen)
 		}
+	}
+}
+
+// A change whose subject names a table no binding follows is passed
+// over without being decoded; the same change under its own subject is
+// delivered.
+func TestHubSkipsTablesNobodyFollows(t *testing.T) {
+	t.Parallel()
+	h := New(Config{}, nil, nil, nil, nil)
+	defer h.Close()
+	c := h.NewClient(V2)
+	if _, err := c.Join(JoinSpec{Topic: "realtime:t", Changes: []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}}}); err != nil {
+		t.Fatal(err)
+	}
+	data := changeJSON("insert", "todos", 1, nil)
+	h.Dispatch(context.Background(), []Msg{
+		{Seq: 1, Subject: replication.ChangeSubject("public", "archive", "insert"), Data: data},
+		{Seq: 2, Subject: replication.ChangeSubject("public", "archive", "insert"), Data: []byte("not even JSON")},
+	})
+	if got := drain(t, c); len(got) != 0 {
+		t.Fatalf("changes under another table's subject were delivered: %v", got)
+	}
+	h.Dispatch(context.Background(), []Msg{{Seq: 3, Subject: replication.ChangeSubject("public", "todos", "insert"), Data: data}})
+	if got := drain(t, c); len(got) != 1 {
+		t.Fatalf("got %d deliveries of a followed table's change, want 1", len(got))
+	}
+}
+
+// Ready turns true once the dispatcher has fixed its place in the log,
+// and a change appended right after is delivered.
+func TestHubReadyMeansLive(t *testing.T) {
+	t.Parallel()
+	log := NewMemLog()
+	log.Append(changeJSON("insert", "todos", 1, nil))
+	h := New(Config{}, log, nil, nil, nil)
+	if err := h.Ready(); !errors.Is(err, ErrNotLive) {
+		t.Fatalf("Ready before Run = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() { cancel(); <-done; h.Close() }()
+	for deadline := time.Now().Add(5 * time.Second); h.Ready() != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("hub not ready after 5 s")
+		}
+	}
+	c := h.NewClient(V2)
+	if _, err := c.Join(JoinSpec{Topic: "realtime:t", Changes: []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}}}); err != nil {
+		t.Fatal(err)
+	}
+	log.Append(changeJSON("insert", "todos", 2, nil))
+	got := drainWait(t, c, time.After(5*time.Second))
+	if len(got) != 1 || got[0]["data"].(map[string]any)["log_seq"] != float64(2) {
+		t.Fatalf("after Ready got %v, want exactly log_seq 2", got)
 	}
 }
 

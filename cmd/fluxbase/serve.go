@@ -128,6 +128,7 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 			{Name: "database", Check: pool.Ping},
 			{Name: "broker", Check: bus.Ready},
 			{Name: "replication", Check: func(context.Context) error { return repl.Ready() }},
+			{Name: "realtime", Check: func(context.Context) error { return rt.Hub().Ready() }},
 		},
 		Mounts: map[string]http.Handler{"/realtime/v1": rt},
 	}, verifier, log, reg)

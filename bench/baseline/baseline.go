@@ -175,9 +175,10 @@ func (s *Server) write(sh *shard) {
 }
 
 // PublishSpec is one publish run: Count frames at Rate per second, each
-// carrying its sequence number (0..Count-1) and its send time in Unix
-// nanoseconds, padded to about PayloadBytes.
+// carrying its sequence number (First..First+Count-1) and its send time in
+// Unix nanoseconds, padded to about PayloadBytes.
 type PublishSpec struct {
+	First        int64   `json:"first"`
 	Count        int     `json:"count"`
 	Rate         float64 `json:"rate"`
 	PayloadBytes int     `json:"payload_bytes"`
@@ -247,7 +248,7 @@ func (s *Server) Publish(ctx context.Context, spec PublishSpec) (PublishResult, 
 			maxLag = lag
 		}
 		now := time.Now()
-		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, Frame(spec.Topic, spec.Event, i, now.UnixNano(), pad))
+		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, Frame(spec.Topic, spec.Event, int(spec.First)+i, now.UnixNano(), pad))
 		if err != nil {
 			return res, fmt.Errorf("prepare frame: %w", err)
 		}

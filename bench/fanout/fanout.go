@@ -1,9 +1,16 @@
 // Package fanout is the realtime fan-out scenario: S websocket subscribers
 // (in generator processes apart from the server) follow one channel while
-// messages are published at R per second, and the run reports deliveries
-// per second, loss, publish → client latency percentiles, how long one
-// message takes to reach every subscriber, and the server's CPU and memory
-// per connection.
+// messages are published, and the run reports deliveries per second, loss,
+// publish → client latency percentiles, how long one message takes to
+// reach every subscriber, the server's CPU per delivery and its memory per
+// idle connection.
+//
+// Subscribers connect once per target and sit idle (the memory reading);
+// then the steps run one after the other on the same connections: one per
+// deliveries/s target (-deliveries, the message rate being target ÷
+// subscribers) or a single -rate step, and with -saturate a ramp that goes
+// on until a step fails. Every step's figures, the saturation point and the
+// realtime acceptance goals (goals.go) are judged from what was measured.
 //
 // Two targets run in the same invocation, one after the other:
 //
@@ -13,7 +20,9 @@
 //   - fluxbase: nodes speaking Supabase's realtime protocol (vsn 2.0.0),
 //     fed by INSERTs into a table (postgres_changes) or by client
 //     broadcasts. It is probed first (connect and phx_join) and reported as
-//     not available while the endpoint does not exist.
+//     not available while the endpoint does not exist. With RLSUsers the
+//     table has a row-level policy and every subscriber joins with its own
+//     user's token (rls.go); the baseline has no such notion.
 //
 // Every message carries its sequence number and its send time in Unix
 // nanoseconds ("bench_seq", "bench_ts": names no server field uses).
@@ -27,11 +36,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"net/url"
 	"slices"
-	"sync"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -39,7 +47,6 @@ import (
 	"github.com/fluxbase/fluxbase/bench"
 	"github.com/fluxbase/fluxbase/bench/baseline"
 	"github.com/fluxbase/fluxbase/bench/harness"
-	"github.com/fluxbase/fluxbase/bench/hist"
 	"github.com/fluxbase/fluxbase/bench/procstat"
 	"github.com/fluxbase/fluxbase/bench/realtime"
 )
@@ -61,9 +68,13 @@ const Table = "fluxbench_fanout"
 
 // Config is one fanout run; zero values mean defaults.
 type Config struct {
-	Subscribers  int           // default 2000
-	Rate         float64       // messages per second; default 100
-	Duration     time.Duration // publishing time; default 20 s
+	Subscribers int     // default 2000
+	Rate        float64 // messages per second of the single step without Deliveries; default 100
+	// Deliveries lists the steps' targets in deliveries per second; each
+	// step publishes target ÷ Subscribers messages per second. Empty means
+	// one step at Rate.
+	Deliveries   []float64
+	Duration     time.Duration // publishing time per step; default 20 s
 	PayloadBytes int           // about this many bytes of payload; default 128
 	Mode         string        // ModeChanges (default) or ModeBroadcast
 	Targets      []string      // default baseline and fluxbase
@@ -72,8 +83,35 @@ type Config struct {
 	BaselineWriters int
 	// InsertWriters is the number of connections inserting rows; default 4.
 	InsertWriters int
-	// Drain bounds the wait for deliveries after publishing; default 5 s.
+	// Drain bounds the wait for deliveries after each step; default 5 s.
 	Drain time.Duration
+	// Idle is how long the connected subscribers sit idle before the
+	// memory reading; default 3 s.
+	Idle time.Duration
+	// Pause is the quiet time between steps; default 1 s.
+	Pause time.Duration
+
+	// Saturate ramps the rate after the listed steps, SaturateIncrement
+	// deliveries/s at a time (default 25000), each step SaturateDuration
+	// long (default 5 s), until a step fails: achieved below MinAchieved of
+	// the asked rate, loss, or p99 above SaturateP99 (default 1 s). The ramp
+	// also ends after SaturateSteps steps (default 40) or past SaturateMax
+	// deliveries/s (0: no bound).
+	Saturate          bool
+	SaturateIncrement float64
+	SaturateDuration  time.Duration
+	SaturateP99       time.Duration
+	SaturateSteps     int
+	SaturateMax       float64
+
+	// RLSUsers, when positive, puts a row-level membership policy on the
+	// table and connects every Fluxbase subscriber with the token of one of
+	// RLSUsers distinct users, all members of the room written to, beside
+	// Outsiders subscribers (default 5) whose users are not (changes mode
+	// only).
+	RLSUsers  int
+	Outsiders int
+
 	// PerProcess caps subscribers per generator process and connections
 	// per baseline server (open files are capped per process); default 15000.
 	PerProcess int
@@ -116,6 +154,27 @@ func (c *Config) defaults() {
 	if c.Drain <= 0 {
 		c.Drain = 5 * time.Second
 	}
+	if c.Idle <= 0 {
+		c.Idle = 3 * time.Second
+	}
+	if c.Pause <= 0 {
+		c.Pause = time.Second
+	}
+	if c.SaturateIncrement <= 0 {
+		c.SaturateIncrement = 25000
+	}
+	if c.SaturateDuration <= 0 {
+		c.SaturateDuration = 5 * time.Second
+	}
+	if c.SaturateP99 <= 0 {
+		c.SaturateP99 = DefaultSaturateP99
+	}
+	if c.SaturateSteps <= 0 {
+		c.SaturateSteps = 40
+	}
+	if c.RLSUsers > 0 && c.Outsiders <= 0 {
+		c.Outsiders = 5
+	}
 	if c.PerProcess <= 0 {
 		c.PerProcess = 15000
 	}
@@ -124,10 +183,29 @@ func (c *Config) defaults() {
 	}
 }
 
-// Messages is how many messages the run publishes.
-func (c Config) Messages() int { return max(int(math.Ceil(c.Rate*c.Duration.Seconds())), 1) }
+func (c *Config) validate() error {
+	if c.Mode != ModeChanges && c.Mode != ModeBroadcast {
+		return fmt.Errorf("fanout: mode %q: want changes or broadcast", c.Mode)
+	}
+	for _, d := range c.Deliveries {
+		if d <= 0 {
+			return fmt.Errorf("fanout: deliveries/s target %v: want a positive number", d)
+		}
+	}
+	if c.RLSUsers > 0 && c.Mode != ModeChanges {
+		return errors.New("fanout: row-level security applies to postgres_changes: -rls-users needs -mode changes")
+	}
+	return nil
+}
 
-// TargetResult is one target's measurement.
+// Data is a run's data: each target's measurement and the goal checks.
+type Data struct {
+	Targets []*TargetResult `json:"targets"`
+	Goals   []Check         `json:"goals"`
+}
+
+// TargetResult is one target's measurement: its connections, their idle
+// memory, and one StepResult per rate.
 type TargetResult struct {
 	Target         string         `json:"target"`
 	Subscribers    int            `json:"subscribers"`
@@ -136,27 +214,33 @@ type TargetResult struct {
 	FailReasons    map[string]int `json:"connect_fail_reasons,omitempty"`
 	Disconnects    map[string]int `json:"disconnects,omitempty"`
 	ConnectSeconds float64        `json:"connect_seconds"`
-	Publish        PublishStats   `json:"publish"`
-	Accounting     Accounting     `json:"accounting"`
-	Latency        hist.Summary   `json:"latency_ns"`
-	// WindowSeconds runs from the start of publishing until every delivery
-	// arrived (or the drain bound passed).
-	WindowSeconds    float64 `json:"window_seconds"`
-	DeliveriesPerSec float64 `json:"deliveries_per_second"`
-	Server           *Usage  `json:"server,omitempty"`
-	Generator        *Usage  `json:"generator,omitempty"`
-	PerSecond        []int64 `json:"deliveries_per_second_series"`
-
-	latency *hist.Histogram
+	// ServerIdle and GeneratorIdle are the memory the idle connections
+	// hold; nil when not measurable.
+	ServerIdle    *IdleMemory   `json:"server_idle,omitempty"`
+	GeneratorIdle *IdleMemory   `json:"generator_idle,omitempty"`
+	Steps         []*StepResult `json:"steps"`
+	Saturation    *Saturation   `json:"saturation,omitempty"`
+	RLS           *RLSInfo      `json:"row_level_security,omitempty"`
 }
 
-// Usage is a process group's CPU and memory during a run.
-type Usage struct {
-	Cores float64 `json:"cores"`
-	// RSSPerConn is the growth of resident memory while the subscribers
-	// connected, per connection, in bytes.
-	RSSPerConn float64 `json:"rss_per_connection_bytes"`
-	RSSBytes   int64   `json:"rss_bytes"`
+// IdleMemory is a process group's resident memory before the subscribers
+// connected and after they sat idle, and the growth per connection.
+type IdleMemory struct {
+	RSSBeforeBytes int64   `json:"rss_before_connect_bytes"`
+	RSSIdleBytes   int64   `json:"rss_idle_bytes"`
+	Connections    int     `json:"connections"`
+	IdleSeconds    float64 `json:"idle_seconds"`
+	PerConnBytes   float64 `json:"rss_per_idle_connection_bytes"`
+}
+
+// step returns the listed (not ramp) step at target deliveries/s.
+func (r *TargetResult) step(target float64) *StepResult {
+	for _, s := range r.Steps {
+		if !s.Ramp && s.Target == target {
+			return s
+		}
+	}
+	return nil
 }
 
 // target is something to measure: where subscribers connect, how they
@@ -167,36 +251,69 @@ type target struct {
 	protocol bool
 	topic    string
 	join     json.RawMessage
-	pub      publisher
-	server   procstat.Source // nil when not measurable
-	stop     func()
+	// joins, when set, is every subscriber's own join payload, and
+	// outsiderJoins those of the subscribers the row-level policy leaves out.
+	joins         []json.RawMessage
+	outsiderJoins []json.RawMessage
+	rls           *RLSInfo
+	pub           publisher
+	server        procstat.Source // nil when not measurable
+	stop          func()
 }
 
 // Run measures every configured target and returns the report.
 func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (*bench.Report, error) {
 	cfg.defaults()
-	if cfg.Mode != ModeChanges && cfg.Mode != ModeBroadcast {
-		return nil, fmt.Errorf("fanout: mode %q: want changes or broadcast", cfg.Mode)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
 	rep := &bench.Report{
 		Scenario: "fanout",
 		Title:    "Realtime fan-out",
-		About: "S websocket subscribers follow one channel while messages are published at R per second. " +
+		About: "S websocket subscribers follow one channel. They connect once per target and sit idle " +
+			"(memory per idle connection: the server's resident memory after that, less before connecting, per connection); " +
+			"then messages are published in steps, one per deliveries/s target, at target ÷ S messages/s, on the same connections. " +
 			"Latency runs from the send stamp in each message (taken just before the INSERT, or before the broadcast frame is queued) " +
-			"to its receipt by a subscriber on the same machine. The baseline is a bare websocket broadcaster " +
-			"(one prepared frame written to every connection, no protocol): the limit of this machine and load generator.",
+			"to its receipt by a subscriber on the same machine. Deliveries/s count from the start of publishing to the later of the " +
+			"last receipt and the scheduled end. Server CPU is that of the server processes alone (the Fluxbase nodes, not PostgreSQL). " +
+			"The baseline is a bare websocket broadcaster (one prepared frame written to every connection, no protocol): " +
+			"the limit of this machine and load generator.",
 		Started: time.Now(),
 		Machine: bench.DescribeMachine(),
 	}
+	plan := cfg.plan()
 	rep.AddParam("subscribers", cfg.Subscribers)
-	rep.AddParam("rate (messages/s)", cfg.Rate)
-	rep.AddParam("duration", cfg.Duration)
-	rep.AddParam("messages", cfg.Messages())
+	if len(cfg.Deliveries) == 0 {
+		rep.AddParam("rate (messages/s)", cfg.Rate)
+	}
+	steps := make([]string, len(plan))
+	for i, s := range plan {
+		steps[i] = fmt.Sprintf("%.0f/s (%.4g msg/s, %d messages)", s.Deliveries, s.Rate, s.Messages)
+	}
+	rep.AddParam("steps (deliveries/s target)", strings.Join(steps, ", "))
+	rep.AddParam("duration per step", cfg.Duration)
+	rep.AddParam("idle before the memory reading", cfg.Idle)
+	rep.AddParam("drain bound / pause between steps", fmt.Sprintf("%s / %s", cfg.Drain, cfg.Pause))
+	if cfg.Saturate {
+		bound := "none"
+		if cfg.SaturateMax > 0 {
+			bound = fmt.Sprintf("%.0f/s", cfg.SaturateMax)
+		}
+		rep.AddParam("saturation ramp", fmt.Sprintf("+%.0f/s per %s step, at most %d steps, bound %s; a step fails below %.0f%% of the asked rate, on loss, or with p99 above %s",
+			cfg.SaturateIncrement, cfg.SaturateDuration, cfg.SaturateSteps, bound, 100*MinAchieved, cfg.SaturateP99))
+	}
 	rep.AddParam("payload bytes", cfg.PayloadBytes)
 	rep.AddParam("mode (Fluxbase feed)", cfg.Mode)
+	if cfg.RLSUsers > 0 {
+		rep.AddParam("row-level security (Fluxbase only)", fmt.Sprintf("%d distinct users, members of the room written to; %d outsiders", cfg.RLSUsers, cfg.Outsiders))
+	}
 	rep.AddParam("nodes", cfg.Nodes)
 	rep.AddParam("baseline writer goroutines", cfg.BaselineWriters)
 	rep.AddParam("subscribers per generator process", cfg.PerProcess)
+	if cfg.RLSUsers > 0 && slices.Contains(cfg.Targets, TargetBaseline) {
+		rep.Notes = append(rep.Notes, "Row-level security is Fluxbase's alone: the baseline has no notion of users or policies "+
+			"and broadcasts every frame to every connection, so beside an RLS run it shows only the machine's limit.")
+	}
 
 	var results []*TargetResult
 	for _, name := range cfg.Targets {
@@ -215,15 +332,17 @@ func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (
 		if o.Status != bench.StatusOK {
 			p.Logf("fanout %s: %s: %s", name, o.Status, o.Reason)
 		}
-		if res != nil && err == nil {
+		// A run cut short keeps the steps it measured.
+		if res != nil {
 			results = append(results, res)
 		}
 		if ctx.Err() != nil {
 			break
 		}
 	}
-	rep.Data = results
-	addTables(rep, cfg, results)
+	data := &Data{Targets: results, Goals: checkGoals(cfg, results)}
+	rep.Data = data
+	addTables(rep, cfg, data)
 	rep.Elapsed = time.Since(rep.Started).Seconds()
 	return rep, ctx.Err()
 }
@@ -344,17 +463,16 @@ func fluxbaseTarget(ctx context.Context, cfg Config, env *harness.Env, rep *benc
 		return nil, err
 	}
 	if cfg.Mode == ModeChanges {
-		if _, err := pool.Exec(ctx, `create table if not exists public.`+Table+` (
-			id bigserial primary key, bench_seq bigint not null, bench_ts bigint not null, pad text not null default '')`); err != nil {
-			return fail(fmt.Errorf("create %s: %w", Table, err))
-		}
-		if _, err := pool.Exec(ctx, `grant select on public.`+Table+` to anon, authenticated`); err != nil {
-			return fail(fmt.Errorf("grant select on %s: %w", Table, err))
+		if err := createTable(ctx, pool, cfg.RLSUsers > 0, cfg.RLSUsers, cfg.Outsiders); err != nil {
+			return fail(err)
 		}
 	}
 	cluster, err = env.Fluxbase(ctx, dbURL, cfg.Nodes)
 	if err != nil {
 		return fail(err)
+	}
+	if cfg.RLSUsers > 0 && cluster.JWTSecret == "" {
+		return fail(errors.New("-rls-users signs each subscriber's token with the nodes' JWT secret: it needs nodes started here, not -url"))
 	}
 	rep.Machine.Fluxbase = cluster.Version
 	for _, n := range cluster.Nodes {
@@ -374,6 +492,19 @@ func fluxbaseTarget(ctx context.Context, cfg Config, env *harness.Env, rep *benc
 		bindings = []realtime.Binding{{Event: "INSERT", Schema: "public", Table: Table}}
 	}
 	t.join = realtime.JoinPayload(cluster.AnonKey, bindings)
+	if cfg.RLSUsers > 0 {
+		// Tokens outlive any run: -timeout bounds it well below a day.
+		users, err := userJoins(cluster.JWTSecret, 0, cfg.RLSUsers, bindings, 24*time.Hour)
+		if err != nil {
+			return fail(err)
+		}
+		t.joins = subscriberJoins(users, cfg.Subscribers)
+		if t.outsiderJoins, err = userJoins(cluster.JWTSecret, cfg.RLSUsers, cfg.Outsiders, bindings, 24*time.Hour); err != nil {
+			return fail(err)
+		}
+		t.join = t.joins[0]
+		t.rls = &RLSInfo{Users: cfg.RLSUsers, Outsiders: cfg.Outsiders, Policy: Policy}
+	}
 	if err := probe(ctx, t.urls[0], t.topic, t.join); err != nil {
 		return fail(err)
 	}
@@ -383,7 +514,11 @@ func fluxbaseTarget(ctx context.Context, cfg Config, env *harness.Env, rep *benc
 	}
 	switch cfg.Mode {
 	case ModeChanges:
-		t.pub = &insertPublisher{pool: pool, table: "public." + Table, writers: cfg.InsertWriters, payloadBytes: cfg.PayloadBytes}
+		ip := &insertPublisher{pool: pool, table: "public." + Table, writers: cfg.InsertWriters, payloadBytes: cfg.PayloadBytes}
+		if cfg.RLSUsers > 0 {
+			ip.room = Room
+		}
+		t.pub = ip
 	case ModeBroadcast:
 		bp, err := newBroadcastPublisher(ctx, t.urls[0], t.topic, cluster.AnonKey, cfg.PayloadBytes)
 		if err != nil {
@@ -412,199 +547,6 @@ func probe(ctx context.Context, wsURL, topic string, join json.RawMessage) error
 		return bench.NotAvailable("realtime endpoint not available: the websocket opened but phx_join got no reply")
 	}
 	return err
-}
-
-// measure connects the subscribers, publishes, drains and collects.
-func measure(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress, t *target) (*TargetResult, error) {
-	messages := cfg.Messages()
-	seconds := int(cfg.Duration.Seconds()+cfg.Drain.Seconds()) + 5
-	perSource := 0
-	if cfg.Subscribers > cfg.PerSource && loopback(t.urls[0]) {
-		perSource = cfg.PerSource
-	}
-	var gens []generator
-	var usage procstat.Group
-	defer func() {
-		for _, g := range gens {
-			if r, ok := g.(*remoteGenerator); ok {
-				r.kill()
-			}
-		}
-	}()
-	for first := 0; first < cfg.Subscribers; first += cfg.PerProcess {
-		spec := Spec{
-			URLs: t.urls, Subscribers: min(cfg.PerProcess, cfg.Subscribers-first), First: first,
-			Protocol: t.protocol, Topic: t.topic, JoinPayload: t.join,
-			Messages: messages, Seconds: seconds, PerSource: perSource, DialConcurrency: cfg.DialConcurrency,
-		}
-		if cfg.InProcess {
-			g, err := NewGenerator(spec)
-			if err != nil {
-				return nil, err
-			}
-			gens = append(gens, localGenerator{g})
-			continue
-		}
-		self, err := env.SelfPath()
-		if err != nil {
-			return nil, err
-		}
-		r, err := startRemote(self, spec)
-		if err != nil {
-			return nil, err
-		}
-		gens = append(gens, r)
-		usage = append(usage, r.Usage())
-	}
-
-	res := &TargetResult{Target: t.name, Subscribers: cfg.Subscribers}
-	srv0 := sample(ctx, t.server)
-	gen0 := sample(ctx, sourceOrNil(usage))
-
-	// Connect every generator at once, one bar for all.
-	bar := p.Phase(t.name+" connect", float64(cfg.Subscribers), "subscribers")
-	start := time.Now()
-	progress := make([]Progress, len(gens))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make([]error, len(gens))
-	for i, g := range gens {
-		wg.Go(func() {
-			errs[i] = g.Connect(ctx, func(pr Progress) {
-				mu.Lock()
-				progress[i] = pr
-				var n int
-				for _, q := range progress {
-					n += q.Connected + q.Failed
-				}
-				mu.Unlock()
-				bar.Set(float64(n))
-			})
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("connect subscribers: %w", err)
-	}
-	res.ConnectSeconds = time.Since(start).Seconds()
-	for _, g := range gens {
-		pr := g.Progress()
-		res.Connected += pr.Connected
-		res.ConnectFailed += pr.Failed
-	}
-	bar.Done(fmt.Sprintf("%d connected, %d failed", res.Connected, res.ConnectFailed))
-	if res.Connected == 0 {
-		return nil, errors.New("no subscriber could connect")
-	}
-	// Let the servers settle before measuring memory.
-	sleep(ctx, time.Second)
-	srv1 := sample(ctx, t.server)
-	gen1 := sample(ctx, sourceOrNil(usage))
-
-	t0 := time.Now()
-	for _, g := range gens {
-		if err := g.Start(t0); err != nil {
-			return nil, err
-		}
-	}
-	deliveries := func() int64 {
-		var n int64
-		for _, g := range gens {
-			n += g.Progress().Deliveries
-		}
-		return n
-	}
-	pubBar := p.Phase(t.name+" publish", cfg.Duration.Seconds(), "s")
-	pctx, stopBar := context.WithCancel(ctx)
-	var barWG sync.WaitGroup
-	barWG.Go(func() {
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-pctx.Done():
-				return
-			case <-tick.C:
-				pubBar.Set(time.Since(t0).Seconds())
-			}
-		}
-	})
-	pub, perr := t.pub.Publish(ctx, messages, cfg.Rate)
-	stopBar()
-	barWG.Wait()
-	pubBar.Done(fmt.Sprintf("%d of %d messages sent", pub.Sent, messages))
-	res.Publish = pub
-	if perr != nil && ctx.Err() != nil {
-		return nil, perr
-	}
-	if perr != nil {
-		res.Publish.Errors = append(res.Publish.Errors, perr.Error())
-	}
-
-	// Drain: wait until every connected subscriber has every sent message,
-	// or the bound passes.
-	expected := int64(pub.Sent) * int64(res.Connected)
-	deadline := time.Now().Add(cfg.Drain)
-	for deliveries() < expected && time.Now().Before(deadline) && ctx.Err() == nil {
-		sleep(ctx, 20*time.Millisecond)
-	}
-	end := time.Now()
-	srv2 := sample(ctx, t.server)
-	gen2 := sample(ctx, sourceOrNil(usage))
-
-	counts := &Counts{Latency: hist.New()}
-	for _, g := range gens {
-		r, err := g.Stop(context.WithoutCancel(ctx))
-		if err != nil {
-			return nil, err
-		}
-		counts.Merge(r.Counts)
-		res.FailReasons = mergeReasons(res.FailReasons, r.FailReasons)
-		res.Disconnects = mergeReasons(res.Disconnects, r.Disconnects)
-	}
-	gens = nil
-	res.Accounting = counts.Account(pub.sent)
-	res.latency = counts.Latency
-	res.Latency = counts.Latency.Summary()
-	res.WindowSeconds = end.Sub(t0).Seconds()
-	if res.WindowSeconds > 0 {
-		res.DeliveriesPerSec = float64(res.Accounting.Delivered) / res.WindowSeconds
-	}
-	res.PerSecond = trimSeries(counts.PerSecond, res.WindowSeconds)
-	res.Server = usageOf(srv0, srv1, srv2, res.Connected)
-	res.Generator = usageOf(gen0, gen1, gen2, res.Connected)
-	return res, nil
-}
-
-func sample(ctx context.Context, s procstat.Source) *procstat.Sample {
-	if s == nil {
-		return nil
-	}
-	v, err := s.Sample(ctx)
-	if err != nil {
-		return nil
-	}
-	return &v
-}
-
-func sourceOrNil(g procstat.Group) procstat.Source {
-	if len(g) == 0 {
-		return nil
-	}
-	return g
-}
-
-// usageOf turns samples before connecting (a), after connecting (b) and
-// after the run (c) into CPU during the run and memory per connection.
-func usageOf(a, b, c *procstat.Sample, conns int) *Usage {
-	if a == nil || b == nil || c == nil {
-		return nil
-	}
-	u := &Usage{Cores: procstat.Between(*b, *c).Cores, RSSBytes: c.RSSBytes}
-	if conns > 0 {
-		u.RSSPerConn = float64(b.RSSBytes-a.RSSBytes) / float64(conns)
-	}
-	return u
 }
 
 func mergeReasons(a, b map[string]int) map[string]int {

@@ -21,14 +21,15 @@ import (
 	"github.com/fluxbase/fluxbase/bench/realtime"
 )
 
-// The whole scenario against the in-process baseline: every message
-// reaches every subscriber, so nothing is lost and the counts add up.
+// The whole scenario against the in-process baseline, two steps on the
+// same connections: every message reaches every subscriber, so nothing is
+// lost and the counts add up step by step.
 func TestBaselineDeliversEverything(t *testing.T) {
 	t.Parallel()
-	const subs, rate = 40, 200
+	const subs = 40
 	rep, err := Run(context.Background(), Config{
-		Subscribers: subs, Rate: rate, Duration: time.Second, Targets: []string{TargetBaseline},
-		InProcess: true, Drain: 5 * time.Second,
+		Subscribers: subs, Deliveries: []float64{4000, 8000}, Duration: time.Second, Targets: []string{TargetBaseline},
+		InProcess: true, Drain: 5 * time.Second, Idle: 10 * time.Millisecond, Pause: 10 * time.Millisecond,
 	}, &harness.Env{}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -36,31 +37,80 @@ func TestBaselineDeliversEverything(t *testing.T) {
 	if len(rep.Targets) != 1 || rep.Targets[0].Status != bench.StatusOK {
 		t.Fatalf("targets %+v", rep.Targets)
 	}
-	res := rep.Data.([]*TargetResult)[0]
-	a := res.Accounting
-	if res.Connected != subs || a.Published != rate || a.Expected != subs*rate {
-		t.Fatalf("connected %d, published %d, expected %d", res.Connected, a.Published, a.Expected)
+	res := rep.Data.(*Data).Targets[0]
+	if res.Connected != subs || len(res.Steps) != 2 {
+		t.Fatalf("connected %d, %d steps", res.Connected, len(res.Steps))
 	}
-	if a.Delivered != a.Expected || a.Lost != 0 || a.SubscribersWithLoss != 0 || a.Duplicates != 0 {
-		t.Errorf("accounting %+v", a)
+	for i, rate := range []int{100, 200} { // messages/s: 4000 and 8000 deliveries/s over 40 subscribers
+		st := res.Steps[i]
+		a := st.Accounting
+		if st.Rate != float64(rate) || a.Published != rate || a.Expected != int64(subs*rate) {
+			t.Fatalf("step %d: rate %v, published %d, expected %d", i, st.Rate, a.Published, a.Expected)
+		}
+		if a.Delivered != a.Expected || a.Lost != 0 || a.SubscribersWithLoss != 0 || a.Duplicates != 0 || st.LateFrames != 0 {
+			t.Errorf("step %d: accounting %+v, late %d", i, a, st.LateFrames)
+		}
+		if st.Latency.Count != uint64(subs*rate) || st.Latency.P50 <= 0 || st.Latency.P50 > st.Latency.Max {
+			t.Errorf("step %d: latency %+v", i, st.Latency)
+		}
+		if a.Complete != rate || a.Spread.Count != uint64(rate) {
+			t.Errorf("step %d: complete %d, spread %+v", i, a.Complete, a.Spread)
+		}
+		if !st.Verdict.Pass || st.DeliveriesPerSec <= 0 || st.DeliveriesPerSec > st.Asked*1.0001 {
+			t.Errorf("step %d: verdict %+v, %.0f deliveries/s of %.0f asked", i, st.Verdict, st.DeliveriesPerSec, st.Asked)
+		}
+		var perSecond int64
+		for _, v := range st.PerSecond {
+			perSecond += v
+		}
+		// The series covers the whole seconds of the window; deliveries in a
+		// partial last second (late ones on a busy machine) are left out of it.
+		if perSecond <= 0 || perSecond > a.Delivered || len(st.PerSecond) != max(int(st.WindowSeconds), 1) {
+			t.Errorf("step %d: per-second series %v (sum %d) for %d deliveries in %.2f s", i, st.PerSecond, perSecond, a.Delivered, st.WindowSeconds)
+		}
 	}
-	if res.Latency.Count != uint64(subs*rate) || res.Latency.P50 <= 0 || res.Latency.P50 > res.Latency.Max {
-		t.Errorf("latency %+v", res.Latency)
+	if res.Steps[1].Offset <= res.Steps[0].Offset {
+		t.Errorf("offsets %v, %v", res.Steps[0].Offset, res.Steps[1].Offset)
 	}
-	if a.Complete != rate || a.Spread.Count != rate {
-		t.Errorf("complete %d, spread %+v", a.Complete, a.Spread)
+	md := rep.Markdown()
+	for _, want := range []string{"Step 1: 4000 deliveries/s", "Step 2: 8000 deliveries/s", "latency p99.9 (ms)", "server CPU per delivery (µs)"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
 	}
-	var perSecond int64
-	for _, v := range res.PerSecond {
-		perSecond += v
+	if len(rep.Plots) != 2 {
+		t.Errorf("%d plots", len(rep.Plots))
 	}
-	// The series covers the whole seconds of the window; deliveries in a
-	// partial last second (late ones on a busy machine) are left out of it.
-	if perSecond <= 0 || perSecond > a.Delivered || len(res.PerSecond) != max(int(res.WindowSeconds), 1) {
-		t.Errorf("per-second series %v (sum %d) for %d deliveries in %.2f s", res.PerSecond, perSecond, a.Delivered, res.WindowSeconds)
+}
+
+// The saturation ramp goes on after the listed step while steps pass and
+// ends at its bound; the point found is then a lower bound.
+func TestSaturationRampInProcess(t *testing.T) {
+	t.Parallel()
+	rep, err := Run(context.Background(), Config{
+		Subscribers: 20, Deliveries: []float64{1000}, Duration: 500 * time.Millisecond, Targets: []string{TargetBaseline},
+		InProcess: true, Idle: 10 * time.Millisecond, Pause: 10 * time.Millisecond,
+		Saturate: true, SaturateIncrement: 1000, SaturateDuration: 500 * time.Millisecond, SaturateSteps: 2,
+		// A busy test machine must not fail the steps on latency.
+		SaturateP99: time.Minute,
+	}, &harness.Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(rep.Tables) == 0 || len(rep.Plots) != 2 || !strings.Contains(rep.Markdown(), "latency p99 (ms)") {
-		t.Errorf("report lacks tables or plots:\n%s", rep.Markdown())
+	res := rep.Data.(*Data).Targets[0]
+	if len(res.Steps) != 3 || res.Steps[0].Ramp || !res.Steps[1].Ramp || res.Steps[2].Target != 3000 {
+		t.Fatalf("steps %+v", res.Steps)
+	}
+	for i, st := range res.Steps {
+		if st.Accounting.Lost != 0 || st.LateFrames != 0 {
+			t.Errorf("step %d lost %d, late %d", i, st.Accounting.Lost, st.LateFrames)
+		}
+	}
+	if s := res.Saturation; s == nil || !s.Found || s.Deliveries != 3000 || s.FailedAt != 0 {
+		t.Errorf("saturation %+v", res.Saturation)
+	}
+	if !strings.Contains(rep.Markdown(), "≥ 3000") {
+		t.Errorf("report lacks the lower bound:\n%s", rep.Markdown())
 	}
 }
 
@@ -116,16 +166,16 @@ func TestLossAndDuplicatesAreCounted(t *testing.T) {
 	srv := &lossyServer{messages: messages, lossy: lossy, start: make(chan struct{})}
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
-	g, err := NewGenerator(Spec{
-		URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http")}, Subscribers: subs, Messages: messages, Seconds: 10,
-	})
+	g, err := NewGenerator(Spec{URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http")}, Subscribers: subs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := g.Connect(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-	g.Start(time.Now())
+	if err := g.Start(Step{Index: 1, T0: time.Now().UnixNano(), Messages: messages, Seconds: 10}); err != nil {
+		t.Fatal(err)
+	}
 	close(srv.start)
 	// Every server goroutine has sent everything when deliveries stop
 	// growing at the expected total.
@@ -135,18 +185,19 @@ func TestLossAndDuplicatesAreCounted(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond) // the trailing frames
+	counts := g.Collect()
 	res := g.Stop()
 	srv.wg.Wait()
 
-	a := res.Counts.Account(sentAll(messages, messages))
+	a := counts.Account(sentAll(messages, messages))
 	if a.Expected != subs*messages || a.Delivered != want || a.Lost != lossy*messages/5 {
 		t.Errorf("expected %d delivered %d lost %d; want %d, %d, %d", a.Expected, a.Delivered, a.Lost, subs*messages, want, lossy*messages/5)
 	}
 	if a.SubscribersWithLoss != lossy || a.Duplicates != 1 {
 		t.Errorf("subscribers with loss %d, duplicates %d", a.SubscribersWithLoss, a.Duplicates)
 	}
-	if res.Counts.Control != subs || res.Counts.Unknown != subs {
-		t.Errorf("control %d unknown %d, want %d each", res.Counts.Control, res.Counts.Unknown, subs)
+	if counts.Control != subs || counts.Unknown != subs {
+		t.Errorf("control %d unknown %d, want %d each", counts.Control, counts.Unknown, subs)
 	}
 	// A seq every subscriber got counts as complete: the lossy connections
 	// miss seqs ≡ 0, 4, 3 and 2 (mod 5), so those ≡ 1 are complete.
@@ -158,15 +209,15 @@ func TestLossAndDuplicatesAreCounted(t *testing.T) {
 	}
 	// Stamps are (seq+1) ms old when sent: latencies span 1..100 ms plus
 	// the transfer, the median near 50 ms.
-	l := res.Counts.Latency
+	l := counts.Latency
 	if l.Count() != uint64(want) || l.Min() < int64(time.Millisecond) || l.Max() < int64(100*time.Millisecond) {
 		t.Errorf("latency count %d min %d max %d", l.Count(), l.Min(), l.Max())
 	}
 	if p50 := l.Quantile(0.5); p50 < int64(49*time.Millisecond) || p50 > int64(90*time.Millisecond) {
 		t.Errorf("latency p50 %v", time.Duration(p50))
 	}
-	if len(res.Disconnects) != 0 {
-		t.Errorf("disconnects %v", res.Disconnects)
+	if len(res.Disconnects) != 0 || counts.Disconnected != 0 {
+		t.Errorf("disconnects %v, %d", res.Disconnects, counts.Disconnected)
 	}
 }
 
@@ -189,24 +240,27 @@ func TestDisconnectsCountAsLoss(t *testing.T) {
 		c.Close()
 	}))
 	defer hs.Close()
-	g, err := NewGenerator(Spec{URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http")}, Subscribers: subs, Messages: messages, Seconds: 5})
+	g, err := NewGenerator(Spec{URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http")}, Subscribers: subs})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := g.Connect(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-	g.Start(time.Now())
+	if err := g.Start(Step{Index: 1, T0: time.Now().UnixNano(), Messages: messages, Seconds: 5}); err != nil {
+		t.Fatal(err)
+	}
 	close(start)
 	deadline := time.Now().Add(5 * time.Second)
 	for g.Progress().Deliveries < subs*messages/2 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond) // the closes
+	counts := g.Collect()
 	res := g.Stop()
-	a := res.Counts.Account(sentAll(messages, messages))
-	if a.Lost != subs*messages/2 || a.SubscribersWithLoss != subs {
-		t.Errorf("lost %d, subscribers with loss %d", a.Lost, a.SubscribersWithLoss)
+	a := counts.Account(sentAll(messages, messages))
+	if a.Lost != subs*messages/2 || a.SubscribersWithLoss != subs || counts.Disconnected != subs {
+		t.Errorf("lost %d, subscribers with loss %d, disconnected %d", a.Lost, a.SubscribersWithLoss, counts.Disconnected)
 	}
 	n := 0
 	for _, v := range res.Disconnects {
@@ -266,12 +320,13 @@ func TestProtocolJoinsAndProbe(t *testing.T) {
 		t.Fatalf("probe of a missing endpoint: %v", err)
 	}
 
-	g, err := NewGenerator(Spec{URLs: []string{ws + "/realtime/v1/websocket?vsn=2.0.0"}, Subscribers: 3, Messages: 3, Seconds: 2,
-		Protocol: true, JoinPayload: join})
+	g, err := NewGenerator(Spec{URLs: []string{ws + "/realtime/v1/websocket?vsn=2.0.0"}, Subscribers: 3, Protocol: true, JoinPayload: join})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.Start(time.Now())
+	if err := g.Start(Step{Index: 1, T0: time.Now().UnixNano(), Messages: 3, Seconds: 2}); err != nil {
+		t.Fatal(err)
+	}
 	if err := g.Connect(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -279,9 +334,10 @@ func TestProtocolJoinsAndProbe(t *testing.T) {
 	for g.Progress().Deliveries < 9 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
+	counts := g.Collect()
 	res := g.Stop()
-	if res.Connected != 3 || res.Counts.Deliveries != 9 || joins.Load() != 4 {
-		t.Errorf("connected %d deliveries %d joins %d", res.Connected, res.Counts.Deliveries, joins.Load())
+	if res.Connected != 3 || counts.Deliveries != 9 || joins.Load() != 4 {
+		t.Errorf("connected %d deliveries %d joins %d", res.Connected, counts.Deliveries, joins.Load())
 	}
 }
 
@@ -313,26 +369,40 @@ func TestWorkerProtocol(t *testing.T) {
 			}
 		}
 	}
-	if err := enc.Encode(Spec{URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}, Subscribers: 5, Messages: 10, Seconds: 5}); err != nil {
+	if err := enc.Encode(Spec{URLs: []string{"ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"}, Subscribers: 5}); err != nil {
 		t.Fatal(err)
 	}
 	if ev := next("ready"); ev.Progress.Connected != 5 {
 		t.Fatalf("ready %+v", ev.Progress)
 	}
-	_ = enc.Encode(command{Cmd: "start", T0: time.Now().UnixNano()})
-	if _, err := srv.Publish(context.Background(), baseline.PublishSpec{Count: 10, Rate: 1000}); err != nil {
-		t.Fatal(err)
-	}
-	// Progress events carry deliveries; wait for all 50.
-	for {
-		ev := next("progress")
-		if ev.Progress.Deliveries == 50 {
-			break
+	// Two steps on the same connections; the second's seqs follow the first's.
+	for i, first := range []int64{0, 10} {
+		_ = enc.Encode(command{Cmd: "start", Step: &Step{Index: i + 1, T0: time.Now().UnixNano(), First: first, Messages: 10, Seconds: 5}})
+		next("started")
+		if _, err := srv.Publish(context.Background(), baseline.PublishSpec{First: first, Count: 10, Rate: 1000}); err != nil {
+			t.Fatal(err)
 		}
+		// Progress events carry the step's deliveries; wait for all 50.
+		for {
+			ev := next("progress")
+			if ev.Progress.Step == i+1 && ev.Progress.Deliveries == 50 {
+				break
+			}
+		}
+		_ = enc.Encode(command{Cmd: "collect"})
+		ev := next("counts")
+		if a := ev.Counts.Account(sentAll(10, 10)); a.Lost != 0 || a.Delivered != 50 || ev.Counts.Latency.Count() != 50 || ev.Counts.Unknown != 0 {
+			t.Errorf("step %d: counts %+v", i+1, ev.Counts)
+		}
+	}
+	// A step the receipt bits cannot hold is refused, and the worker goes on.
+	_ = enc.Encode(command{Cmd: "start", Step: &Step{Index: 3, Messages: 1 << 40}})
+	if ev := next("error"); !strings.Contains(ev.Error, "receipt bits") {
+		t.Errorf("error %q", ev.Error)
 	}
 	_ = enc.Encode(command{Cmd: "stop"})
 	ev := next("result")
-	if ev.Result.Connected != 5 || ev.Result.Counts.Account(sentAll(10, 10)).Lost != 0 || ev.Result.Counts.Latency.Count() != 50 {
+	if ev.Result.Connected != 5 || len(ev.Result.Disconnects) != 0 {
 		t.Errorf("result %+v", ev.Result)
 	}
 	inW.Close()

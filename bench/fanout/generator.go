@@ -29,10 +29,9 @@ type Spec struct {
 	Protocol    bool            `json:"protocol"`
 	Topic       string          `json:"topic"`
 	JoinPayload json.RawMessage `json:"join_payload,omitempty"`
-	// Messages is how many messages (seq 0..Messages-1) may be published.
-	Messages int `json:"messages"`
-	// Seconds is the length of the per-second delivery series.
-	Seconds int `json:"seconds"`
+	// JoinPayloads, when set, holds one join payload per subscriber of this
+	// generator (each with its own access token), in place of JoinPayload.
+	JoinPayloads []json.RawMessage `json:"join_payloads,omitempty"`
 	// PerSource, when positive, dials subscriber i from 127.0.0.(1+i/PerSource)
 	// so no source address runs out of ephemeral ports.
 	PerSource       int           `json:"per_source"`
@@ -40,6 +39,19 @@ type Spec struct {
 	DialTimeout     time.Duration `json:"dial_timeout"`
 	JoinTimeout     time.Duration `json:"join_timeout"`
 	Heartbeat       time.Duration `json:"heartbeat"`
+}
+
+// Step is one measured publishing phase: the messages with seq
+// First..First+Messages-1, published from T0 on. Steps follow each other
+// on the same connections; seqs never repeat across them, so a late frame
+// of an earlier step is told apart.
+type Step struct {
+	Index    int   `json:"index"`
+	T0       int64 `json:"t0"` // Unix ns
+	First    int64 `json:"first"`
+	Messages int   `json:"messages"`
+	// Seconds is the length of the per-second delivery series.
+	Seconds int `json:"seconds"`
 }
 
 func (s *Spec) defaults() {
@@ -60,10 +72,12 @@ func (s *Spec) defaults() {
 	}
 }
 
-// Progress is a generator's state while it runs.
+// Progress is a generator's state while it runs; Deliveries are those of
+// step Step.
 type Progress struct {
 	Connected  int   `json:"connected"`
 	Failed     int   `json:"failed"`
+	Step       int   `json:"step"`
 	Deliveries int64 `json:"deliveries"`
 }
 
@@ -74,14 +88,14 @@ type Result struct {
 	FailReasons map[string]int `json:"fail_reasons,omitempty"`
 	// Disconnects are subscribers that lost their connection before Stop.
 	Disconnects map[string]int `json:"disconnects,omitempty"`
-	Counts      *Counts        `json:"counts"`
 }
 
 // Generator holds subscribers in this process and tallies what they
-// receive.
+// receive, one step at a time.
 type Generator struct {
 	spec  Spec
-	tally *Tally
+	tally atomic.Pointer[Tally] // the current step's; nil before the first
+	step  atomic.Int64          // the current step's index
 
 	mu   sync.Mutex // guards subs
 	subs []*subscriber
@@ -91,6 +105,7 @@ type Generator struct {
 	lost              disconnects
 	stopping          atomic.Bool
 
+	hbOnce   sync.Once
 	hbCancel context.CancelFunc
 	wg       sync.WaitGroup // readers and the heartbeat loop
 }
@@ -100,23 +115,25 @@ type subscriber struct {
 	c   *websocket.Conn
 }
 
-// NewGenerator validates spec and allocates the tally.
+// NewGenerator validates spec.
 func NewGenerator(spec Spec) (*Generator, error) {
 	spec.defaults()
-	if len(spec.URLs) == 0 || spec.Subscribers <= 0 || spec.Messages <= 0 {
-		return nil, errors.New("generator: need URLs, subscribers and messages")
+	if len(spec.URLs) == 0 || spec.Subscribers <= 0 {
+		return nil, errors.New("generator: need URLs and subscribers")
 	}
-	// One bit per (subscriber, message) pair must stay reasonable.
-	if bits := int64(spec.Subscribers) * int64(spec.Messages); bits > 8<<33 {
-		return nil, fmt.Errorf("generator: %d subscribers × %d messages needs %d MiB of receipt bits; lower the rate or the duration",
-			spec.Subscribers, spec.Messages, bits/8/(1<<20))
+	if spec.JoinPayloads != nil && len(spec.JoinPayloads) != spec.Subscribers {
+		return nil, fmt.Errorf("generator: %d join payloads for %d subscribers", len(spec.JoinPayloads), spec.Subscribers)
 	}
-	return &Generator{spec: spec, tally: NewTally(spec.Subscribers, spec.Messages, spec.Seconds)}, nil
+	return &Generator{spec: spec}, nil
 }
 
-// Progress reports connections and deliveries so far.
+// Progress reports connections so far and the current step's deliveries.
 func (g *Generator) Progress() Progress {
-	return Progress{Connected: int(g.connected.Load()), Failed: int(g.failed.Load()), Deliveries: g.tally.Deliveries()}
+	p := Progress{Connected: int(g.connected.Load()), Failed: int(g.failed.Load()), Step: int(g.step.Load())}
+	if t := g.tally.Load(); t != nil {
+		p.Deliveries = t.Deliveries()
+	}
+	return p
 }
 
 // Connect opens every subscriber (and joins, with Protocol), calling
@@ -158,6 +175,7 @@ feed:
 	}
 	close(idx)
 	wg.Wait()
+	g.startHeartbeats()
 	if progress != nil {
 		progress(g.Progress())
 	}
@@ -179,7 +197,11 @@ func (g *Generator) connect(ctx context.Context, i int) error {
 		return err
 	}
 	if g.spec.Protocol {
-		if err := realtime.Join(c, "1", g.spec.Topic, g.spec.JoinPayload, g.spec.JoinTimeout); err != nil {
+		join := g.spec.JoinPayload
+		if g.spec.JoinPayloads != nil {
+			join = g.spec.JoinPayloads[i]
+		}
+		if err := realtime.Join(c, "1", g.spec.Topic, join, g.spec.JoinTimeout); err != nil {
 			c.Close()
 			return err
 		}
@@ -218,7 +240,9 @@ func (g *Generator) read(s *subscriber) {
 			}
 			return
 		}
-		g.tally.Observe(s.idx, buf, time.Now())
+		if t := g.tally.Load(); t != nil {
+			t.Observe(s.idx, buf, time.Now())
+		}
 	}
 }
 
@@ -239,14 +263,52 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 	}
 }
 
-// Start marks the start of publishing and starts heartbeats, spread evenly
-// over the interval so they do not arrive in one burst.
-func (g *Generator) Start(t0 time.Time) {
-	g.tally.Start(t0)
-	ctx, cancel := context.WithCancel(context.Background())
-	g.hbCancel = cancel
-	g.wg.Add(1)
-	go g.heartbeats(ctx)
+// startHeartbeats sends heartbeats from now until Stop, as supabase-js
+// does, spread evenly over the interval so they do not arrive in one burst.
+func (g *Generator) startHeartbeats() {
+	g.hbOnce.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		g.mu.Lock()
+		g.hbCancel = cancel
+		g.mu.Unlock()
+		g.wg.Add(1)
+		go g.heartbeats(ctx)
+	})
+}
+
+// Start begins a step: from now on frames count toward a fresh tally.
+func (g *Generator) Start(step Step) error {
+	if step.Messages <= 0 {
+		return errors.New("generator: a step needs messages")
+	}
+	// One bit per (subscriber, message) pair must stay reasonable.
+	if bits := int64(g.spec.Subscribers) * int64(step.Messages); bits > 8<<33 {
+		return fmt.Errorf("generator: %d subscribers × %d messages needs %d MiB of receipt bits; lower the rate or the duration",
+			g.spec.Subscribers, step.Messages, bits/8/(1<<20))
+	}
+	t := NewTally(g.spec.Subscribers, step.First, step.Messages, step.Seconds)
+	t.Start(time.Unix(0, step.T0))
+	g.tally.Store(t)
+	g.step.Store(int64(step.Index))
+	return nil
+}
+
+// Collect reads the current step's tally for the subscribers that
+// connected; nil before the first step. Connections stay open.
+func (g *Generator) Collect() *Counts {
+	t := g.tally.Load()
+	if t == nil {
+		return nil
+	}
+	g.mu.Lock()
+	idx := make([]int, len(g.subs))
+	for i, s := range g.subs {
+		idx[i] = s.idx
+	}
+	g.mu.Unlock()
+	c := t.Counts(idx)
+	c.Disconnected = int64(g.lost.total())
+	return c
 }
 
 func (g *Generator) heartbeats(ctx context.Context) {
@@ -287,23 +349,19 @@ func (g *Generator) Stop() *Result {
 	g.mu.Lock()
 	g.stopping.Store(true)
 	subs := g.subs
+	cancel := g.hbCancel
 	g.mu.Unlock()
-	if g.hbCancel != nil {
-		g.hbCancel()
+	if cancel != nil {
+		cancel()
 	}
 	for _, s := range subs {
 		s.c.Close()
 	}
 	g.wg.Wait()
-	idx := make([]int, len(subs))
-	for i, s := range subs {
-		idx[i] = s.idx
-	}
 	return &Result{
 		Connected:   int(g.connected.Load()),
 		Failed:      int(g.failed.Load()),
 		FailReasons: g.failReasons.snapshot(),
 		Disconnects: g.lost.snapshot(),
-		Counts:      g.tally.Counts(idx),
 	}
 }

@@ -19,10 +19,10 @@ import (
 	"github.com/fluxbase/fluxbase/bench/realtime"
 )
 
-// publisher sends count messages (seq 0..count-1) at rate per second, each
-// stamped with its send time, and says which went out.
+// publisher sends count messages (seq first..first+count-1) at rate per
+// second, each stamped with its send time, and says which went out.
 type publisher interface {
-	Publish(ctx context.Context, count int, rate float64) (PublishStats, error)
+	Publish(ctx context.Context, first int64, count int, rate float64) (PublishStats, error)
 	Close()
 }
 
@@ -33,7 +33,7 @@ type PublishStats struct {
 	Seconds  float64  `json:"seconds"`
 	MaxLagMs float64  `json:"max_lag_ms"` // worst delay behind schedule
 	Errors   []string `json:"errors,omitempty"`
-	sent     []bool
+	sent     []bool   // by seq - first
 }
 
 // pace calls send(seq) for seq 0..count-1 at rate per second from one
@@ -70,8 +70,8 @@ type baselinePublisher struct {
 	payloadBytes int
 }
 
-func (b *baselinePublisher) Publish(ctx context.Context, count int, rate float64) (PublishStats, error) {
-	spec, _ := json.Marshal(baseline.PublishSpec{Count: count, Rate: rate, PayloadBytes: b.payloadBytes, Topic: b.topic})
+func (b *baselinePublisher) Publish(ctx context.Context, first int64, count int, rate float64) (PublishStats, error) {
+	spec, _ := json.Marshal(baseline.PublishSpec{First: first, Count: count, Rate: rate, PayloadBytes: b.payloadBytes, Topic: b.topic})
 	results := make([]baseline.PublishResult, len(b.urls))
 	errs := make([]error, len(b.urls))
 	var wg sync.WaitGroup
@@ -116,9 +116,10 @@ type insertPublisher struct {
 	table        string // quoted, schema-qualified
 	writers      int
 	payloadBytes int
+	room         int64 // written to room_id when positive (the row-level security mode)
 }
 
-func (p *insertPublisher) Publish(ctx context.Context, count int, rate float64) (PublishStats, error) {
+func (p *insertPublisher) Publish(ctx context.Context, first int64, count int, rate float64) (PublishStats, error) {
 	st := PublishStats{sent: make([]bool, count)}
 	pad := payloadPad(p.payloadBytes)
 	seqs := make(chan int, p.writers*4)
@@ -126,10 +127,15 @@ func (p *insertPublisher) Publish(ctx context.Context, count int, rate float64) 
 	var mu sync.Mutex // guards st.Errors
 	var wg sync.WaitGroup
 	sql := "insert into " + p.table + " (bench_seq, bench_ts, pad) values ($1, $2, $3)"
+	args := func(seq int) []any { return []any{first + int64(seq), time.Now().UnixNano(), pad} }
+	if p.room > 0 {
+		sql = "insert into " + p.table + " (bench_seq, bench_ts, pad, room_id) values ($1, $2, $3, $4)"
+		args = func(seq int) []any { return []any{first + int64(seq), time.Now().UnixNano(), pad, p.room} }
+	}
 	for range p.writers {
 		wg.Go(func() {
 			for seq := range seqs {
-				_, err := p.pool.Exec(ctx, sql, seq, time.Now().UnixNano(), pad)
+				_, err := p.pool.Exec(ctx, sql, args(seq)...)
 				if err != nil {
 					failed.Add(1)
 					mu.Lock()
@@ -197,14 +203,14 @@ func newBroadcastPublisher(ctx context.Context, url, topic, token string, payloa
 	return b, nil
 }
 
-func (b *broadcastPublisher) Publish(ctx context.Context, count int, rate float64) (PublishStats, error) {
+func (b *broadcastPublisher) Publish(ctx context.Context, first int64, count int, rate float64) (PublishStats, error) {
 	st := PublishStats{sent: make([]bool, count)}
 	pad := payloadPad(b.payloadBytes)
 	var ref uint64 = 1
 	start := time.Now()
 	lag, err := pace(ctx, count, rate, func(seq int) {
 		ref++
-		payload := fmt.Appendf(nil, `{"bench_seq":%d,"bench_ts":%d,"pad":"%s"}`, seq, time.Now().UnixNano(), pad)
+		payload := fmt.Appendf(nil, `{"bench_seq":%d,"bench_ts":%d,"pad":"%s"}`, first+int64(seq), time.Now().UnixNano(), pad)
 		_ = b.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		if werr := b.c.WriteMessage(websocket.TextMessage, realtime.BroadcastFrame("1", realtime.Ref(ref), b.topic, "tick", payload)); werr != nil {
 			st.Failed++

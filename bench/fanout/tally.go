@@ -14,10 +14,13 @@ var (
 	keyTS  = []byte(`"bench_ts":`)
 )
 
-// Tally counts what one generator's subscribers receive. Observe may be
-// called concurrently for different subscribers, never for the same one:
-// each subscriber's state belongs to its reader goroutine.
+// Tally counts what one generator's subscribers receive during one step:
+// messages with seq first..first+messages-1. Observe may be called
+// concurrently for different subscribers, never for the same one: each
+// subscriber's state is written by its reader goroutine only, and read
+// atomically, so Counts may be taken while frames still arrive.
 type Tally struct {
+	base     int64 // seq of the step's first message
 	messages int
 	t0       atomic.Int64 // Unix ns when publishing started; per-second buckets count from it
 
@@ -34,17 +37,18 @@ type Tally struct {
 	subs       []subTally
 }
 
-// subTally is one subscriber's record, owned by its reader.
+// subTally is one subscriber's record, written by its reader only.
 type subTally struct {
-	seen       []uint64 // bit per seq
-	unique     int64
-	duplicates int64
+	seen       []atomic.Uint64 // bit per seq
+	unique     atomic.Int64
+	duplicates atomic.Int64
 }
 
-// NewTally prepares for subscribers that each expect messages with seq
-// 0..messages-1, over about seconds seconds.
-func NewTally(subscribers, messages, seconds int) *Tally {
+// NewTally prepares for subscribers that each expect the messages with
+// seq first..first+messages-1, over about seconds seconds.
+func NewTally(subscribers int, first int64, messages, seconds int) *Tally {
 	t := &Tally{
+		base:     first,
 		messages: messages,
 		ts:       make([]atomic.Int64, messages),
 		first:    make([]atomic.Int64, messages),
@@ -54,7 +58,7 @@ func NewTally(subscribers, messages, seconds int) *Tally {
 		subs:     make([]subTally, subscribers),
 	}
 	words := (messages + 63) / 64
-	backing := make([]uint64, words*subscribers)
+	backing := make([]atomic.Uint64, words*subscribers)
 	for i := range t.subs {
 		t.subs[i].seen = backing[i*words : (i+1)*words : (i+1)*words]
 	}
@@ -68,25 +72,29 @@ func (t *Tally) Start(t0 time.Time) { t.t0.Store(t0.UnixNano()) }
 func (t *Tally) Deliveries() int64 { return t.deliveries.Load() }
 
 // Observe accounts for one frame that subscriber sub received at now.
-// Frames without a seq (replies, system messages) count as control.
+// Frames without a seq (replies, system messages) count as control; those
+// with a seq outside the step (late ones of an earlier step) as unknown.
 func (t *Tally) Observe(sub int, frame []byte, now time.Time) {
-	seq, ok := realtime.Int(frame, keySeq)
+	global, ok := realtime.Int(frame, keySeq)
 	if !ok {
 		t.control.Add(1)
 		return
 	}
+	seq := global - t.base
 	if seq < 0 || seq >= int64(t.messages) {
 		t.unknown.Add(1)
 		return
 	}
 	s := &t.subs[sub]
 	word, bit := seq/64, uint64(1)<<(seq%64)
-	if s.seen[word]&bit != 0 {
-		s.duplicates++
+	// Only this subscriber's reader writes its bits: load and store suffice.
+	w := s.seen[word].Load()
+	if w&bit != 0 {
+		s.duplicates.Add(1)
 		return
 	}
-	s.seen[word] |= bit
-	s.unique++
+	s.seen[word].Store(w | bit)
+	s.unique.Add(1)
 
 	n := now.UnixNano()
 	if ts, ok := realtime.Int(frame, keyTS); ok {
@@ -129,10 +137,23 @@ type Counts struct {
 	PerSecond   []int64         `json:"per_second"`
 	// PerSubscriber is each subscriber's number of distinct messages.
 	PerSubscriber []int64 `json:"per_subscriber"`
+	// Disconnected is how many subscribers have lost their connection
+	// since they connected (not only during this step).
+	Disconnected int64 `json:"disconnected"`
 }
 
-// Counts reads the tally for the given subscribers (those that connected);
-// call it once the readers have stopped.
+// LastReceipt is the latest receipt of any message, Unix ns; 0 when
+// nothing arrived.
+func (c *Counts) LastReceipt() int64 {
+	var last int64
+	for _, l := range c.SeqLast {
+		last = max(last, l)
+	}
+	return last
+}
+
+// Counts reads the tally for the given subscribers (those that connected).
+// Frames that arrive while it reads may or may not be included.
 func (t *Tally) Counts(subscribers []int) *Counts {
 	c := &Counts{
 		Subscribers: len(subscribers),
@@ -158,8 +179,8 @@ func (t *Tally) Counts(subscribers []int) *Counts {
 	}
 	c.PerSubscriber = make([]int64, len(subscribers))
 	for i, sub := range subscribers {
-		c.PerSubscriber[i] = t.subs[sub].unique
-		c.Duplicates += t.subs[sub].duplicates
+		c.PerSubscriber[i] = t.subs[sub].unique.Load()
+		c.Duplicates += t.subs[sub].duplicates.Load()
 	}
 	return c
 }
@@ -171,6 +192,7 @@ func (c *Counts) Merge(o *Counts) {
 	c.Duplicates += o.Duplicates
 	c.Control += o.Control
 	c.Unknown += o.Unknown
+	c.Disconnected += o.Disconnected
 	if c.Latency == nil {
 		c.Latency = hist.New()
 	}
@@ -291,6 +313,16 @@ func (d *disconnects) add(reason string) {
 		reason = reason[:120]
 	}
 	d.reasons[reason]++
+}
+
+func (d *disconnects) total() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, v := range d.reasons {
+		n += v
+	}
+	return n
 }
 
 func (d *disconnects) snapshot() map[string]int {

@@ -15,22 +15,25 @@ import (
 )
 
 // A generator process (`fluxbench fanout-worker`) talks JSON lines: it reads
-// its Spec, then commands, from stdin, and writes events to stdout.
+// its Spec, then commands, from stdin, and writes events to stdout. Each
+// "start" is answered by "started" (or "error"), each "collect" by
+// "counts", and "stop" by "result".
 type command struct {
-	Cmd string `json:"cmd"`          // "start" or "stop"
-	T0  int64  `json:"t0,omitempty"` // Unix ns, with start
+	Cmd  string `json:"cmd"`            // "start", "collect" or "stop"
+	Step *Step  `json:"step,omitempty"` // with start
 }
 
 type event struct {
-	Event    string    `json:"event"` // "progress", "ready", "result", "error"
+	Event    string    `json:"event"` // "progress", "ready", "started", "counts", "result", "error"
 	Progress *Progress `json:"progress,omitempty"`
+	Counts   *Counts   `json:"counts,omitempty"`
 	Result   *Result   `json:"result,omitempty"`
 	Error    string    `json:"error,omitempty"`
 }
 
 // ServeWorker runs one generator process: Spec from in, then connect,
-// report ready, start on command, stop on command (or when in closes) and
-// write the Result.
+// report ready, start steps and collect their counts on command, stop on
+// command (or when in closes) and write the Result.
 func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	var mu sync.Mutex // serializes writes to out
 	enc := json.NewEncoder(out)
@@ -76,12 +79,24 @@ func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		if err := dec.Decode(&c); err != nil {
 			break // stdin closed: stop
 		}
-		if c.Cmd == "start" {
-			g.Start(time.Unix(0, c.T0))
-			continue
-		}
 		if c.Cmd == "stop" {
 			break
+		}
+		switch c.Cmd {
+		case "start":
+			if c.Step == nil {
+				emit(event{Event: "error", Error: "start without a step"})
+				continue
+			}
+			if err := g.Start(*c.Step); err != nil {
+				emit(event{Event: "error", Error: err.Error()})
+				continue
+			}
+			emit(event{Event: "started"})
+		case "collect":
+			emit(event{Event: "counts", Counts: g.Collect()})
+		default:
+			emit(event{Event: "error", Error: fmt.Sprintf("unknown command %q", c.Cmd)})
 		}
 	}
 	close(done)
@@ -91,11 +106,14 @@ func ServeWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 }
 
 // generator is a set of subscribers the coordinator drives: in this
-// process (tests) or in a child process.
+// process or in a child process. Calls come from one goroutine at a time.
 type generator interface {
 	Connect(ctx context.Context, progress func(Progress)) error
-	Start(t0 time.Time) error
+	// Start begins a step and returns once frames count toward it.
+	Start(ctx context.Context, step Step) error
 	Progress() Progress
+	// Collect reads the current step's counts; connections stay open.
+	Collect(ctx context.Context) (*Counts, error)
 	Stop(ctx context.Context) (*Result, error)
 	// Usage samples the generator process; nil when it is this process.
 	Usage() procstat.Source
@@ -106,10 +124,11 @@ type localGenerator struct{ g *Generator }
 func (l localGenerator) Connect(ctx context.Context, progress func(Progress)) error {
 	return l.g.Connect(ctx, progress)
 }
-func (l localGenerator) Start(t0 time.Time) error              { l.g.Start(t0); return nil }
-func (l localGenerator) Progress() Progress                    { return l.g.Progress() }
-func (l localGenerator) Stop(context.Context) (*Result, error) { return l.g.Stop(), nil }
-func (l localGenerator) Usage() procstat.Source                { return nil }
+func (l localGenerator) Start(_ context.Context, step Step) error { return l.g.Start(step) }
+func (l localGenerator) Progress() Progress                       { return l.g.Progress() }
+func (l localGenerator) Collect(context.Context) (*Counts, error) { return l.g.Collect(), nil }
+func (l localGenerator) Stop(context.Context) (*Result, error)    { return l.g.Stop(), nil }
+func (l localGenerator) Usage() procstat.Source                   { return nil }
 
 // remoteGenerator is a `fluxbench fanout-worker` child.
 type remoteGenerator struct {
@@ -117,6 +136,7 @@ type remoteGenerator struct {
 	p        *harness.Process
 	progress atomic.Pointer[Progress]
 	ready    chan error   // the connect phase's outcome
+	replies  chan event   // answers to start and collect
 	result   chan *Result // the final result
 	wg       sync.WaitGroup
 }
@@ -126,7 +146,7 @@ func startRemote(self string, spec Spec) (*remoteGenerator, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &remoteGenerator{spec: spec, p: p, ready: make(chan error, 1), result: make(chan *Result, 1)}
+	r := &remoteGenerator{spec: spec, p: p, ready: make(chan error, 1), replies: make(chan event, 4), result: make(chan *Result, 1)}
 	r.progress.Store(&Progress{})
 	r.wg.Go(r.read)
 	return r, nil
@@ -153,7 +173,11 @@ func (r *remoteGenerator) read() {
 			if !readySent {
 				r.ready <- errors.New(ev.Error)
 				readySent = true
+				continue
 			}
+			r.replies <- ev
+		case "started", "counts":
+			r.replies <- ev
 		case "result":
 			r.result <- ev.Result
 		}
@@ -161,6 +185,7 @@ func (r *remoteGenerator) read() {
 	if !readySent {
 		r.ready <- fmt.Errorf("generator exited: %s", r.p.Stderr())
 	}
+	close(r.replies)
 	close(r.result)
 }
 
@@ -184,8 +209,38 @@ func (r *remoteGenerator) Connect(ctx context.Context, progress func(Progress)) 
 	}
 }
 
-func (r *remoteGenerator) Start(t0 time.Time) error {
-	return r.p.Send(command{Cmd: "start", T0: t0.UnixNano()})
+// ask sends a command and waits for the reply event named want.
+func (r *remoteGenerator) ask(ctx context.Context, c command, want string) (event, error) {
+	if err := r.p.Send(c); err != nil {
+		return event{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	select {
+	case ev, ok := <-r.replies:
+		if !ok {
+			return event{}, fmt.Errorf("generator exited: %s", r.p.Stderr())
+		}
+		if ev.Event == "error" {
+			return event{}, errors.New(ev.Error)
+		}
+		if ev.Event != want {
+			return event{}, fmt.Errorf("generator answered %s to %s", ev.Event, c.Cmd)
+		}
+		return ev, nil
+	case <-ctx.Done():
+		return event{}, fmt.Errorf("generator %s: %w", c.Cmd, ctx.Err())
+	}
+}
+
+func (r *remoteGenerator) Start(ctx context.Context, step Step) error {
+	_, err := r.ask(ctx, command{Cmd: "start", Step: &step}, "started")
+	return err
+}
+
+func (r *remoteGenerator) Collect(ctx context.Context) (*Counts, error) {
+	ev, err := r.ask(ctx, command{Cmd: "collect"}, "counts")
+	return ev.Counts, err
 }
 
 func (r *remoteGenerator) Progress() Progress { return *r.progress.Load() }

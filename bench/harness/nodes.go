@@ -46,7 +46,10 @@ type Cluster struct {
 	Nodes      []*Node
 	AnonKey    string
 	ServiceKey string
-	Version    string
+	// JWTSecret is the secret the nodes verify tokens with, for signing
+	// users' tokens; empty for nodes given by URL.
+	JWTSecret string
+	Version   string
 }
 
 // Usage samples every node as one.
@@ -115,7 +118,7 @@ func (e *Env) Fluxbase(ctx context.Context, dbURL string, n int) (*Cluster, erro
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{Version: Version(ctx, bin)}
+	c := &Cluster{Version: Version(ctx, bin), JWTSecret: secretHex}
 	if c.AnonKey, err = auth.APIKey(secretHex, auth.RoleAnon); err != nil {
 		return nil, err
 	}

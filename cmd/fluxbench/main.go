@@ -34,9 +34,11 @@ import (
 const usage = `usage: fluxbench <command> [flags]
 
 scenarios:
-  fanout          websocket subscribers on a channel, messages at a rate: deliveries/s,
-                  loss, latency, server CPU and memory per connection (bare broadcaster
-                  baseline beside Fluxbase)
+  fanout          websocket subscribers on a channel, messages in steps of deliveries/s
+                  (-deliveries) or at one -rate: deliveries/s, loss, latency, server CPU
+                  per delivery, memory per idle connection, the saturation point
+                  (-saturate), a row-level security mode (-rls-users), the realtime
+                  goals judged (bare broadcaster baseline beside Fluxbase)
   cdc-drain       drain a backlog of N changes: pg_recvlogical beside Fluxbase
   write-overhead  insert tps of W writers with no capture, trigger+pg_notify,
                   a pg_recvlogical slot, and Fluxbase

@@ -20,3 +20,22 @@ func TestShellJoin(t *testing.T) {
 		t.Errorf("shellJoin = %s, want %s", got, want)
 	}
 }
+
+func TestParseRates(t *testing.T) {
+	got, err := parseRates("50000, 100k,0.15M")
+	if err != nil || len(got) != 3 || got[0] != 50000 || got[1] != 100000 || got[2] != 150000 {
+		t.Errorf("parseRates = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", ",", "0", "-5", "fast", "10x", "NaN", "Infk"} {
+		if _, err := parseRates(bad); err == nil {
+			t.Errorf("parseRates(%q) took it", bad)
+		}
+	}
+}
+
+func TestRateAndDeliveriesConflict(t *testing.T) {
+	code := run([]string{"fanout", "-rate", "10", "-deliveries", "50000", "-no-write", "-work-dir", t.TempDir()})
+	if code != exitFailure {
+		t.Errorf("-rate with -deliveries exits %d, want %d", code, exitFailure)
+	}
+}

@@ -2,10 +2,15 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -18,9 +23,10 @@ import (
 // This file answers realtime's authorization questions from PostgreSQL,
 // so a subscriber receives only what its own REST SELECT would return:
 // table and column privileges (pg_catalog, cached by the hub), row-level
-// security (one query per table, claims group and batch of changes, run
-// as the subscriber's role with its claims), and the policies of private
-// channels on realtime.messages, checked as Supabase does.
+// security (one statement per table, role and chunk of claims groups for
+// a batch of changes, run as the role with each group's claims in turn),
+// and the policies of private channels on realtime.messages, checked as
+// Supabase does.
 
 // errNoTable is a binding on a table that does not exist.
 var errNoTable = errors.New("no such table")
@@ -29,6 +35,9 @@ var errNoTable = errors.New("no such table")
 // switch to the API roles (it is granted them by the roles migration).
 type pgAuthorizer struct {
 	pool *pgxpool.Pool
+
+	slotsOnce sync.Once
+	slots     chan struct{} // a token for each row-level check running
 }
 
 // Access reads what role may SELECT of schema.table: the columns it has
@@ -65,79 +74,169 @@ where n.nspname = $2 and c.relname = $3 and c.relkind in ('r', 'p', 'v', 'm', 'f
 	return acc, nil
 }
 
-// Visible runs, as role with claims, one query that returns which of the
-// keyed rows the role's SELECT can see.
-func (a *pgAuthorizer) Visible(ctx context.Context, role string, claims json.RawMessage, schema, table string, keys []json.RawMessage) ([]bool, error) {
-	if len(keys) == 0 {
-		return nil, nil
+// VisibleMany reports, for each of claims and each keyed row, whether a
+// SELECT on schema.table as role with those claims returns the row. All
+// the claims are answered by one statement, in one transaction as role
+// that is rolled back: it calls the connection's visibility function of
+// the table (see visibleFunc) once for each claims.
+func (a *pgAuthorizer) VisibleMany(ctx context.Context, role string, claims []json.RawMessage, schema, table string, keys []json.RawMessage) ([][]bool, error) {
+	out := make([][]bool, len(claims))
+	for c := range out {
+		out[c] = make([]bool, len(keys))
 	}
-	var cols []string
-	var first map[string]json.RawMessage
-	if err := json.Unmarshal(keys[0], &first); err != nil {
-		return nil, fmt.Errorf("primary key: %w", err)
+	if len(claims) == 0 || len(keys) == 0 {
+		return out, nil
 	}
-	for col := range first {
-		cols = append(cols, col)
-	}
-	if len(cols) == 0 {
-		return nil, fmt.Errorf("%s.%s has no primary key to check rows by", schema, table)
+	fn, ddl, err := visibleFunc(schema, table, keys[0])
+	if err != nil {
+		return nil, err
 	}
 	rel := pgx.Identifier{schema, table}.Sanitize()
-	conds := make([]string, len(cols))
-	for i, col := range cols {
-		id := pgx.Identifier{col}.Sanitize()
-		conds[i] = "t." + id + " = r." + id
+	texts := make([]string, len(claims))
+	for c, cl := range claims {
+		texts[c] = string(cl)
+		if len(cl) == 0 {
+			texts[c] = "{}"
+		}
 	}
 	arr, err := json.Marshal(keys)
 	if err != nil {
 		return nil, err
 	}
-	q := `select k.i from jsonb_array_elements($1::jsonb) with ordinality as k(v, i)
-where exists (select 1 from ` + rel + ` t, jsonb_populate_record(null::` + rel + `, k.v) r where ` + strings.Join(conds, " and ") + `)`
-	vis := make([]bool, len(keys))
-	err = a.asRole(ctx, role, claims, "", func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, q, arr)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var i int64
-			if err := rows.Scan(&i); err != nil {
-				return err
-			}
-			if i >= 1 && int(i) <= len(vis) {
-				vis[i-1] = true
-			}
-		}
-		return rows.Err()
-	})
+	release, err := a.acquireSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	conn, err := a.pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("row-level check on %s.%s: %w", schema, table, err)
 	}
-	return vis, nil
+	defer conn.Release()
+	// The keys become rows of the table's type once, not once per claims.
+	q := `select c.g, v.i from unnest($1::text[]) with ordinality as c(claims, g)
+cross join lateral ` + fn + `(c.claims, array(
+  select pg_catalog.jsonb_populate_record(null::` + rel + `, k.v)
+  from pg_catalog.jsonb_array_elements($2::jsonb) with ordinality as k(v, n) order by k.n)) as v(i)`
+	var pairs [][2]int64
+	for attempt := 0; ; attempt++ {
+		pairs, err = visiblePairs(ctx, conn.Conn(), role, q, texts, string(arr))
+		if attempt > 0 || !isMissingFunction(err) {
+			break
+		}
+		// A connection new to this table: make the function, then ask
+		// again.
+		if _, err = conn.Exec(ctx, ddl); err != nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("row-level check on %s.%s: %w", schema, table, err)
+	}
+	for _, p := range pairs {
+		if c, i := p[0]-1, p[1]-1; c >= 0 && c < int64(len(out)) && i >= 0 && i < int64(len(keys)) {
+			out[c][i] = true
+		}
+	}
+	return out, nil
 }
 
-// asRole runs fn in a transaction that is rolled back, as role, with the
-// claims set where auth.uid(), auth.jwt() and policies read them, and
-// realtime.topic() answering topic.
-func (a *pgAuthorizer) asRole(ctx context.Context, role string, claims json.RawMessage, topic string, fn func(pgx.Tx) error) error {
-	tx, err := a.pool.Begin(ctx)
+// visiblePairs runs the visibility query q as role in a transaction that
+// is rolled back, and returns its (claims, key) pairs, both numbered from
+// 1.
+func visiblePairs(ctx context.Context, conn *pgx.Conn, role, q string, claims []string, keys string) ([][2]int64, error) {
+	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // rolled back on purpose
-	if len(claims) == 0 {
-		claims = json.RawMessage("{}")
-	}
 	if _, err := tx.Exec(ctx, `select set_config('role', $1, true),
-  set_config('request.jwt.claims', $2, true),
-  set_config('request.jwt.claim.sub', coalesce($2::jsonb->>'sub', ''), true),
   set_config('request.jwt.claim.role', $1, true),
-  set_config('realtime.topic', $3, true)`, role, string(claims), topic); err != nil {
-		return fmt.Errorf("switch to role %s: %w", role, err)
+  set_config('realtime.topic', '', true)`, role); err != nil {
+		return nil, fmt.Errorf("switch to role %s: %w", role, err)
 	}
-	return fn(tx)
+	// Planned afresh each time: a plan kept by the connection would refer
+	// to the table's type by its oid, gone once the table is made again.
+	rows, err := tx.Query(ctx, q, pgx.QueryExecModeExec, claims, keys)
+	if err != nil {
+		return nil, err
+	}
+	var pairs [][2]int64
+	var p [2]int64
+	_, err = pgx.ForEachRow(rows, []any{&p[0], &p[1]}, func() error {
+		pairs = append(pairs, p)
+		return nil
+	})
+	return pairs, err
+}
+
+// visibleFunc returns the name and the definition of the temporary
+// function that tells which of an array of rows of schema.table (only
+// their key columns filled in) one claims may see, by their positions.
+// key is one of the keys, for the names of the key columns. The
+// function's first statement sets the claims where auth.uid(), auth.jwt()
+// and policies read them; its second selects the keyed rows, so
+// row-level security filters them as for those claims. The array is
+// polymorphic so that the function does not depend on the table's type,
+// which would keep the table from being dropped.
+//
+// A function, not a subquery of the calling statement, because each call
+// runs its statements afresh: within one statement PostgreSQL computes a
+// part of a policy that does not refer to the row once (an InitPlan such
+// as "(select auth.uid())", the hash table of "col in (select ...)", the
+// inner side of a hash join), and would answer every claims after the
+// first with the first one's rows.
+//
+// It lives in pg_temp, so on one connection until that closes; its name
+// is a digest of its body.
+func visibleFunc(schema, table string, key json.RawMessage) (name, ddl string, err error) {
+	var first map[string]json.RawMessage
+	if err := json.Unmarshal(key, &first); err != nil {
+		return "", "", fmt.Errorf("primary key: %w", err)
+	}
+	if len(first) == 0 {
+		return "", "", fmt.Errorf("%s.%s has no primary key to check rows by", schema, table)
+	}
+	cols := make([]string, 0, len(first))
+	for col := range first {
+		cols = append(cols, col)
+	}
+	sort.Strings(cols)
+	rel := pgx.Identifier{schema, table}.Sanitize()
+	conds := make([]string, len(cols))
+	for i, col := range cols {
+		id := pgx.Identifier{col}.Sanitize()
+		conds[i] = "t." + id + " = ($2)[s.i]." + id
+	}
+	body := `select pg_catalog.set_config('request.jwt.claims', $1, true),
+  pg_catalog.set_config('request.jwt.claim.sub', coalesce($1::jsonb ->> 'sub', ''), true);
+select s.i from pg_catalog.generate_subscripts($2, 1) as s(i)
+where exists (select 1 from ` + rel + ` t where ` + strings.Join(conds, " and ") + `)`
+	sum := sha256.Sum256([]byte(body))
+	name = "pg_temp.fluxbase_visible_" + hex.EncodeToString(sum[:12])
+	tag := "$body$"
+	for n := 0; strings.Contains(body, tag); n++ {
+		tag = "$body" + strconv.Itoa(n) + "$"
+	}
+	ddl = `create or replace function ` + name + `(claims text, keys anyarray) returns setof int
+language sql volatile as ` + tag + body + tag + `;
+grant execute on function ` + name + `(text, anyarray) to public`
+	return name, ddl, nil
+}
+
+// acquireSlot waits for one of the row-level checks that may run at once:
+// half the pool, so that the checks of a large batch leave connections
+// to other requests.
+func (a *pgAuthorizer) acquireSlot(ctx context.Context) (release func(), err error) {
+	a.slotsOnce.Do(func() {
+		a.slots = make(chan struct{}, max(1, int(a.pool.Config().MaxConns)/2))
+	})
+	select {
+	case a.slots <- struct{}{}:
+		return func() { <-a.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // channelPolicies is what a private channel's claims may do.
@@ -225,4 +324,11 @@ values ($1, 'broadcast', true), ($1, 'presence', true) returning id::text`, topi
 func isPermissionDenied(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == "42501"
+}
+
+// isMissingFunction reports a call of a function that does not exist,
+// or of one in pg_temp on a connection that has no temporary schema yet.
+func isMissingFunction(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "42883" || pe.Code == "3F000")
 }

@@ -6,10 +6,11 @@
 //
 // Each change of the log reaches the hub once per node, is decoded once,
 // matched by an index (schema.table → event → the eq condition of the
-// filter, scanning only bindings with nothing to index on), authorized per
-// group of subscribers that share claims (one batched check per table and
-// group, not one per subscriber), encoded once per distinct payload and
-// queued to each matching client. A client whose queue overflows is
+// filter, scanning only bindings with nothing to index on), authorized by
+// group of subscribers that share claims (one row-level check per table,
+// role and chunk of groups for a whole batch of changes, not one per
+// subscriber or group), encoded once per distinct payload and queued to
+// each matching client. A client whose queue overflows is
 // disconnected with a reason; it never stalls the others.
 //
 // It does not speak HTTP or websockets (api does), read the database
@@ -26,6 +27,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"math/bits"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,8 +50,14 @@ type Config struct {
 	QueueFrames int
 	QueueBytes  int
 	// BatchSize bounds how many changes are dispatched together (and so
-	// authorized with one query per table and claims group). Default 256.
+	// authorized together). Default 256.
 	BatchSize int
+	// AuthChunk bounds how many claims groups one row-level check asks
+	// about. Default 1000.
+	AuthChunk int
+	// AuthParallel bounds how many row-level checks of a batch run at
+	// once. Default 4.
+	AuthParallel int
 	// AccessTTL is how long a role's table access is cached. Default 10 s.
 	AccessTTL time.Duration
 	// PresenceInterval is how often a node re-announces its presences;
@@ -78,10 +86,11 @@ type Access struct {
 type Authorizer interface {
 	// Access returns what role may read of schema.table.
 	Access(ctx context.Context, role, schema, table string) (*Access, error)
-	// Visible reports, for each primary key (a JSON object of the key
-	// columns), whether a SELECT on schema.table as role with claims
-	// returns that row.
-	Visible(ctx context.Context, role string, claims json.RawMessage, schema, table string, keys []json.RawMessage) ([]bool, error)
+	// VisibleMany reports, for each of claims and each primary key (a
+	// JSON object of the key columns), whether a SELECT on schema.table as
+	// role with those claims returns that row: the answer for claims[c]
+	// and keys[k] is [c][k].
+	VisibleMany(ctx context.Context, role string, claims []json.RawMessage, schema, table string, keys []json.RawMessage) ([][]bool, error)
 }
 
 // Auth is the identity a channel reads as.
@@ -187,6 +196,12 @@ func New(cfg Config, source Source, bus Bus, authz Authorizer, log *zap.Logger) 
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 256
 	}
+	if cfg.AuthChunk <= 0 {
+		cfg.AuthChunk = 1000
+	}
+	if cfg.AuthParallel <= 0 {
+		cfg.AuthParallel = 4
+	}
 	if cfg.AccessTTL <= 0 {
 		cfg.AccessTTL = 10 * time.Second
 	}
@@ -285,6 +300,8 @@ func (h *Hub) Run(ctx context.Context) error {
 
 // consume is the change dispatcher: a reader goroutine feeds msgs, and
 // this loop dispatches whatever has gathered, up to BatchSize at a time.
+// What arrives while a batch is being authorized makes the next batch, so
+// the authorization cost follows the number of batches, not of changes.
 // The reader resumes after the last sequence it passed on when the log
 // fails, so a broken connection costs latency, not changes.
 func (h *Hub) consume(ctx context.Context) error {
@@ -938,8 +955,14 @@ type authGroup struct {
 	access  *Access
 	schema  string
 	table   string
-	changes []int // indexes into the batch needing a row check
-	visible map[int]bool
+	changes []int  // ascending indexes into the batch needing a row check
+	visible []bool // the answers, by position in changes; nil if unknown
+}
+
+// sees reports whether the row check let the group see change i.
+func (g *authGroup) sees(i int) bool {
+	n := sort.SearchInts(g.changes, i)
+	return n < len(g.changes) && g.changes[n] == i && n < len(g.visible) && g.visible[n]
 }
 
 // deliver authorizes, encodes and queues the deliveries of a batch.
@@ -949,6 +972,7 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 		schema, table string
 	}
 	groups := map[gk]*authGroup{}
+	var order []*authGroup // groups in the order they were made
 	// verdicts[i][j] is how delivery j of change i may be seen.
 	type verdict struct {
 		g     *authGroup
@@ -973,6 +997,7 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 				}
 				g = &authGroup{auth: a, access: acc, schema: c.Schema, table: c.Table}
 				groups[k] = g
+				order = append(order, g)
 			}
 			verdicts[i][j] = verdict{g: g}
 			if g.access == nil || len(g.access.Columns) == 0 {
@@ -987,23 +1012,7 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 			}
 		}
 	}
-	for _, g := range groups {
-		if len(g.changes) == 0 {
-			continue
-		}
-		keys := make([]json.RawMessage, len(g.changes))
-		for n, i := range g.changes {
-			keys[n] = changes[i].PK.object()
-		}
-		vis, err := h.authz.Visible(ctx, g.auth.Role, g.auth.Claims, g.schema, g.table, keys)
-		if err != nil {
-			h.log.Warn("row-level check failed; not delivering", zap.String("table", g.schema+"."+g.table), zap.String("role", g.auth.Role), zap.Error(err))
-		}
-		g.visible = make(map[int]bool, len(g.changes))
-		for n, i := range g.changes {
-			g.visible[i] = err == nil && n < len(vis) && vis[n]
-		}
-	}
+	h.checkRows(ctx, changes, order)
 	for i, c := range changes {
 		enc := newChangeEncoder(c)
 		n := 0
@@ -1013,8 +1022,8 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 			var acc *Access
 			if v.g != nil {
 				acc = v.g.access
-				if !allow && v.g.visible != nil {
-					allow = v.g.visible[i]
+				if !allow {
+					allow = v.g.sees(i)
 				}
 			}
 			if !allow {
@@ -1030,6 +1039,111 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 			h.cfg.OnChange(n)
 		}
 	}
+}
+
+// rowCheck is one VisibleMany call: claims groups of one role that need
+// the same changes of one table checked.
+type rowCheck struct {
+	role, schema, table string
+	keys                []json.RawMessage
+	groups              []*authGroup
+}
+
+// checkRows answers the row-level checks of a batch: the groups of one
+// role that need the same changes of one table checked are asked about
+// together, AuthChunk groups a call, with up to AuthParallel calls at
+// once. It returns when every answer is in.
+func (h *Hub) checkRows(ctx context.Context, changes []*Change, groups []*authGroup) {
+	type setKey struct{ role, schema, table, changes string }
+	sets := map[setKey]*rowCheck{}
+	var order []*rowCheck
+	var buf []byte
+	for _, g := range groups {
+		if len(g.changes) == 0 {
+			continue
+		}
+		buf = buf[:0]
+		for _, i := range g.changes {
+			buf = strconv.AppendInt(append(buf, ','), int64(i), 10)
+		}
+		k := setKey{g.auth.Role, g.schema, g.table, string(buf)}
+		rc := sets[k]
+		if rc == nil {
+			rc = &rowCheck{role: g.auth.Role, schema: g.schema, table: g.table, keys: make([]json.RawMessage, len(g.changes))}
+			for n, i := range g.changes {
+				rc.keys[n] = changes[i].PK.object()
+			}
+			sets[k] = rc
+			order = append(order, rc)
+		}
+		rc.groups = append(rc.groups, g)
+	}
+	var calls []rowCheck
+	for _, rc := range order {
+		for lo := 0; lo < len(rc.groups); lo += h.cfg.AuthChunk {
+			c := *rc
+			c.groups = rc.groups[lo:min(lo+h.cfg.AuthChunk, len(rc.groups))]
+			calls = append(calls, c)
+		}
+	}
+	if len(calls) == 1 {
+		h.checkChunk(ctx, calls[0], splitBudget(len(calls[0].groups)))
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(h.cfg.AuthParallel, len(calls)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n := int(next.Add(1)) - 1
+				if n >= len(calls) {
+					return
+				}
+				h.checkChunk(ctx, calls[n], splitBudget(len(calls[n].groups)))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// splitBudget is how many times a failing check of n groups may be split:
+// enough to single out a couple of groups whose claims make the policy
+// fail, few enough that a policy failing for everyone costs a few dozen
+// calls, not one per group.
+func splitBudget(n int) int { return 2 * bits.Len(uint(n)) }
+
+// checkChunk makes one VisibleMany call and files its answers in the
+// groups. A call that fails is split in halves and each retried, while
+// the budget lasts, so one group whose claims make the policy fail (a sub
+// that is not a uuid, say) does not cost the others their changes; the
+// groups left without an answer see nothing.
+func (h *Hub) checkChunk(ctx context.Context, c rowCheck, budget int) int {
+	claims := make([]json.RawMessage, len(c.groups))
+	for n, g := range c.groups {
+		claims[n] = g.auth.Claims
+	}
+	vis, err := h.authz.VisibleMany(ctx, c.role, claims, c.schema, c.table, c.keys)
+	if err == nil && len(vis) != len(claims) {
+		err = fmt.Errorf("%d answers for %d claims", len(vis), len(claims))
+	}
+	if err == nil {
+		for n, g := range c.groups {
+			g.visible = vis[n]
+		}
+		return budget
+	}
+	if len(c.groups) > 1 && budget > 0 && ctx.Err() == nil {
+		half := len(c.groups) / 2
+		a, b := c, c
+		a.groups, b.groups = c.groups[:half], c.groups[half:]
+		budget = h.checkChunk(ctx, a, budget-1)
+		return h.checkChunk(ctx, b, budget)
+	}
+	h.log.Warn("row-level check failed; not delivering", zap.String("table", c.schema+"."+c.table),
+		zap.String("role", c.role), zap.Int("claims_groups", len(c.groups)), zap.Error(err))
+	return budget
 }
 
 func (h *Hub) tableAccess(ctx context.Context, role, schema, table string) (*Access, error) {

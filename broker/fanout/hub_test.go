@@ -205,12 +205,27 @@ func TestHubSlowConsumerDoesNotStallOthers(t *testing.T) {
 	}
 }
 
-// fakeAuthz lets rows with even ids through to role "authenticated" and
-// hides column "secret"; it counts Visible calls.
+// fakeAuthz lets rows whose id is even through to claims {"sub":"0"},
+// odd ones to {"sub":"1"}, and row n to {"sub":"u<n>"}, under role
+// "authenticated"; it hides column "secret". It counts VisibleMany calls,
+// the claims and keys they asked about, and the most calls at once; a
+// call including a claims with sub "fail" fails. Its first call waits
+// for gate, when there is one.
 type fakeAuthz struct {
 	mu      sync.Mutex
-	visible int
+	calls   int
+	claims  int
 	keys    int
+	running int
+	most    int
+	delay   time.Duration
+	gate    chan struct{}
+}
+
+func (f *fakeAuthz) count() (calls, keys int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls, f.keys
 }
 
 func (f *fakeAuthz) Access(_ context.Context, role, _, _ string) (*Access, error) {
@@ -220,18 +235,37 @@ func (f *fakeAuthz) Access(_ context.Context, role, _, _ string) (*Access, error
 	return &Access{Columns: map[string]bool{"id": true, "owner": true, "n": true}, RLS: role == "authenticated"}, nil
 }
 
-func (f *fakeAuthz) Visible(_ context.Context, _ string, claims json.RawMessage, _, _ string, keys []json.RawMessage) ([]bool, error) {
+func (f *fakeAuthz) VisibleMany(_ context.Context, _ string, claims []json.RawMessage, _, _ string, keys []json.RawMessage) ([][]bool, error) {
 	f.mu.Lock()
-	f.visible++
+	f.calls++
+	f.claims += len(claims)
 	f.keys += len(keys)
+	f.running++
+	f.most = max(f.most, f.running)
+	first := f.calls == 1
 	f.mu.Unlock()
-	var c struct{ Sub string }
-	_ = json.Unmarshal(claims, &c)
-	out := make([]bool, len(keys))
-	for i, k := range keys {
-		var pk struct{ ID int }
-		_ = json.Unmarshal(k, &pk)
-		out[i] = fmt.Sprint(pk.ID%2) == c.Sub
+	if first && f.gate != nil {
+		<-f.gate
+	}
+	time.Sleep(f.delay)
+	defer func() {
+		f.mu.Lock()
+		f.running--
+		f.mu.Unlock()
+	}()
+	out := make([][]bool, len(claims))
+	for c, cl := range claims {
+		var cc struct{ Sub string }
+		_ = json.Unmarshal(cl, &cc)
+		if cc.Sub == "fail" {
+			return nil, errors.New("invalid input syntax for type uuid")
+		}
+		out[c] = make([]bool, len(keys))
+		for i, k := range keys {
+			var pk struct{ ID int }
+			_ = json.Unmarshal(k, &pk)
+			out[c][i] = fmt.Sprint(pk.ID%2) == cc.Sub || fmt.Sprintf("u%d", pk.ID) == cc.Sub
+		}
 	}
 	return out, nil
 }
@@ -263,8 +297,8 @@ func TestHubAuthorizationBatchesByClaims(t *testing.T) {
 		batch = append(batch, Msg{Seq: seq, Data: changeJSON("insert", "todos", int(seq), map[string]any{"secret": "s"})})
 	}
 	h.Dispatch(context.Background(), batch)
-	if az.visible != 2 || az.keys != 20 {
-		t.Fatalf("%d Visible calls for %d keys, want 2 calls (one per claims group) for 20", az.visible, az.keys)
+	if az.calls != 1 || az.claims != 2 || az.keys != 10 {
+		t.Fatalf("%d VisibleMany calls for %d claims and %d keys, want 1 call for both claims groups and the 10 keys", az.calls, az.claims, az.keys)
 	}
 	for _, c := range evens {
 		got := drain(t, c)
@@ -291,6 +325,75 @@ func TestHubAuthorizationBatchesByClaims(t *testing.T) {
 	}
 	if n := len(drain(t, nobody)); n != 0 {
 		t.Fatalf("a role without SELECT got %d rows", n)
+	}
+}
+
+// Claims groups are checked AuthChunk at a time, at most AuthParallel
+// calls at once; groups that need other changes are asked about apart;
+// a failing call is split so that only the group that makes it fail goes
+// without its changes.
+func TestHubAuthorizationChunks(t *testing.T) {
+	t.Parallel()
+	az := &fakeAuthz{delay: 5 * time.Millisecond}
+	h := New(Config{AuthChunk: 16, AuthParallel: 3}, nil, nil, az, nil)
+	defer h.Close()
+	join := func(claims, filter string) *Client {
+		f, err := ParseFilter(filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := h.NewClient(V2)
+		_, err = c.Join(JoinSpec{Topic: "realtime:t", Changes: []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos", Filter: f}},
+			Auth: Auth{Role: "authenticated", Claims: json.RawMessage(claims)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	const users = 100
+	clients := make([]*Client, users+1)
+	for n := 1; n <= users; n++ {
+		clients[n] = join(fmt.Sprintf(`{"sub":"u%d"}`, n), "")
+	}
+	failing := join(`{"sub":"fail"}`, "")
+	five := join(`{"sub":"u5","filtered":true}`, "id=eq.5")
+	none := join(`{"sub":"u6","filtered":true}`, "id=eq.7")
+	var batch []Msg
+	for id := 1; id <= users; id++ {
+		batch = append(batch, Msg{Seq: uint64(id), Data: changeJSON("insert", "todos", id, nil)})
+	}
+	h.Dispatch(context.Background(), batch)
+
+	for n := 1; n <= users; n++ {
+		got := drain(t, clients[n])
+		if len(got) != 1 {
+			t.Fatalf("user %d got %d rows, want its own 1", n, len(got))
+		}
+		if id := got[0]["data"].(map[string]any)["record"].(map[string]any)["id"]; id != float64(n) {
+			t.Fatalf("user %d got row %v", n, id)
+		}
+	}
+	for _, tc := range []struct {
+		who  string
+		c    *Client
+		want int
+	}{
+		{"the group whose check fails", failing, 0},
+		{"a user filtering on its row", five, 1},
+		{"a user filtering on another's row", none, 0},
+	} {
+		if n := len(drain(t, tc.c)); n != tc.want {
+			t.Fatalf("%s got %d rows, want %d", tc.who, n, tc.want)
+		}
+	}
+	// 101 groups needing every change: 7 calls of at most 16, the one
+	// with the failing group split 4 times down to it (8 more); one call
+	// for each filtered group.
+	if az.calls > 7+8+2 {
+		t.Errorf("%d VisibleMany calls, want at most 17", az.calls)
+	}
+	if az.most > 3 {
+		t.Errorf("%d calls at once, want at most 3", az.most)
 	}
 }
 
@@ -413,6 +516,52 @@ func TestHubReadyMeansLive(t *testing.T) {
 	got := drainWait(t, c, time.After(5*time.Second))
 	if len(got) != 1 || got[0]["data"].(map[string]any)["log_seq"] != float64(2) {
 		t.Fatalf("after Ready got %v, want exactly log_seq 2", got)
+	}
+}
+
+// The changes that arrive while a batch is being authorized make the
+// next batch together: one row-level check for all of them, not one
+// each.
+func TestHubBatchesWhatArrivesWhileAuthorizing(t *testing.T) {
+	t.Parallel()
+	log := NewMemLog()
+	az := &fakeAuthz{gate: make(chan struct{})}
+	h := New(Config{}, log, nil, az, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	defer func() { cancel(); <-done; h.Close() }()
+	for deadline := time.Now().Add(5 * time.Second); h.Ready() != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("hub not ready after 5 s")
+		}
+	}
+	c := h.NewClient(V2)
+	_, err := c.Join(JoinSpec{Topic: "realtime:t", Changes: []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}},
+		Auth: Auth{Role: "authenticated", Claims: json.RawMessage(`{"sub":"0"}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Append(changeJSON("insert", "todos", 2, nil))
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if calls, _ := az.count(); calls == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no row-level check after 5 s")
+		}
+	}
+	for id := 3; id <= 22; id++ {
+		log.Append(changeJSON("insert", "todos", id, nil))
+	}
+	time.Sleep(100 * time.Millisecond) // for the dispatcher's reader to take them in
+	close(az.gate)
+	var got []map[string]any
+	for deadline := time.After(5 * time.Second); len(got) < 11; {
+		got = append(got, drainWait(t, c, deadline)...)
+	}
+	if calls, keys := az.count(); calls != 2 || keys != 21 {
+		t.Fatalf("%d row-level checks for %d keys, want 2 for 21: one for the first change, one for the 20 that came meanwhile", calls, keys)
 	}
 }
 

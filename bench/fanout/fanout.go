@@ -258,6 +258,7 @@ type target struct {
 	rls           *RLSInfo
 	pub           publisher
 	server        procstat.Source // nil when not measurable
+	database      procstat.Source // PostgreSQL, when it runs here; nil otherwise
 	stop          func()
 }
 
@@ -275,11 +276,17 @@ func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (
 			"then messages are published in steps, one per deliveries/s target, at target ÷ S messages/s, on the same connections. " +
 			"Latency runs from the send stamp in each message (taken just before the INSERT, or before the broadcast frame is queued) " +
 			"to its receipt by a subscriber on the same machine. Deliveries/s count from the start of publishing to the later of the " +
-			"last receipt and the scheduled end. Server CPU is that of the server processes alone (the Fluxbase nodes, not PostgreSQL). " +
-			"The baseline is a bare websocket broadcaster (one prepared frame written to every connection, no protocol): " +
-			"the limit of this machine and load generator.",
+			"last receipt and the scheduled end. Server CPU is that of the server processes alone (the Fluxbase nodes); " +
+			"PostgreSQL's (its server and backends, when fluxbench started it) is shown apart. " +
+			"The baseline is a bare websocket broadcaster (one prepared frame written to every connection, each in a write call of its own, " +
+			"no protocol): what this machine and load generator do with no protocol at all, up to the baseline's own saturation " +
+			"(a note says when it falls behind where Fluxbase keeps up).",
 		Started: time.Now(),
 		Machine: bench.DescribeMachine(),
+	}
+	if cfg.RLSUsers > 0 {
+		// Its own report files: a plain run of the same day keeps its own.
+		rep.Scenario, rep.Title = "fanout-rls", "Realtime fan-out with row-level security"
 	}
 	plan := cfg.plan()
 	rep.AddParam("subscribers", cfg.Subscribers)
@@ -341,6 +348,9 @@ func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (
 		}
 	}
 	data := &Data{Targets: results, Goals: checkGoals(cfg, results)}
+	if n := baselineNote(results); n != "" {
+		rep.Notes = append(rep.Notes, n)
+	}
 	rep.Data = data
 	addTables(rep, cfg, data)
 	rep.Elapsed = time.Since(rep.Started).Seconds()
@@ -509,8 +519,11 @@ func fluxbaseTarget(ctx context.Context, cfg Config, env *harness.Env, rep *benc
 		return fail(err)
 	}
 	t.server = cluster.Usage()
+	if env.DatabaseURL == "" {
+		t.database = postmaster(ctx, pool)
+	}
 	if cfg.InProcess {
-		t.server = nil
+		t.server, t.database = nil, nil
 	}
 	switch cfg.Mode {
 	case ModeChanges:
@@ -527,6 +540,20 @@ func fluxbaseTarget(ctx context.Context, cfg Config, env *harness.Env, rep *benc
 		t.pub = bp
 	}
 	return t, nil
+}
+
+// postmaster finds the local PostgreSQL server (the parent of a backend)
+// to sample with its backends; nil when it cannot.
+func postmaster(ctx context.Context, pool *pgxpool.Pool) procstat.Source {
+	var backend int
+	if err := pool.QueryRow(ctx, `select pg_backend_pid()`).Scan(&backend); err != nil {
+		return nil
+	}
+	pid, err := procstat.Parent(backend)
+	if err != nil || pid <= 1 {
+		return nil
+	}
+	return procstat.Tree(pid)
 }
 
 // probe connects and joins once; a missing endpoint or an unanswered join

@@ -254,3 +254,24 @@ func outsiderGoal(flux *TargetResult) Check {
 	}
 	return c
 }
+
+// baselineNote says when the baseline fell behind where Fluxbase kept up:
+// past its own saturation the bare broadcaster is no limit any more (it
+// writes every frame to every connection in a write call of its own), so
+// ratios to it flatter Fluxbase. Empty when it never did.
+func baselineNote(results []*TargetResult) string {
+	flux, base := find(results, TargetFluxbase), find(results, TargetBaseline)
+	if flux == nil || base == nil {
+		return ""
+	}
+	for _, b := range base.Steps {
+		f := flux.step(b.Target)
+		if b.Ramp || f == nil || b.Verdict.Pass || !f.Verdict.Pass {
+			continue
+		}
+		return fmt.Sprintf("At %.0f deliveries/s the baseline fell behind (%s) while Fluxbase kept up: past its saturation the bare "+
+			"broadcaster, which writes every frame to every connection in a write call of its own, is no limit of this machine, "+
+			"and ratios to it (latency, saturation) flatter Fluxbase.", b.Target, b.Verdict.Reason)
+	}
+	return ""
+}

@@ -159,3 +159,21 @@ func TestRLSGoals(t *testing.T) {
 		t.Errorf("no outsider joined: %v", got)
 	}
 }
+
+func TestBaselineNote(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	base := fakeTarget(TargetBaseline, fakeStep(50000, 50000, 0, 10*ms), fakeStep(100000, 60000, 0, 3000*ms))
+	flux := fakeTarget(TargetFluxbase, fakeStep(50000, 50000, 0, 10*ms), fakeStep(100000, 100000, 0, 90*ms))
+	if n := baselineNote([]*TargetResult{base, flux}); !strings.Contains(n, "At 100000 deliveries/s the baseline fell behind") {
+		t.Errorf("note %q", n)
+	}
+	// Both fell behind, or only Fluxbase did: nothing to say.
+	flux = fakeTarget(TargetFluxbase, fakeStep(50000, 50000, 0, 10*ms), fakeStep(100000, 50000, 0, 90*ms))
+	if n := baselineNote([]*TargetResult{base, flux}); n != "" {
+		t.Errorf("note %q", n)
+	}
+	if n := baselineNote([]*TargetResult{flux}); n != "" {
+		t.Errorf("note without a baseline %q", n)
+	}
+}

@@ -216,6 +216,7 @@ func stepTable(title string, results []*TargetResult, steps []*StepResult) bench
 	server := func(s *StepResult) *StepUsage { return s.Server }
 	usage("server CPU (cores)", server, func(u *StepUsage) float64 { return u.Cores }, "%.2f")
 	usage("server CPU per delivery (µs)", server, func(u *StepUsage) float64 { return u.MicrosPerDelivery }, "%.2f")
+	usage("PostgreSQL CPU (cores)", func(s *StepResult) *StepUsage { return s.Database }, func(u *StepUsage) float64 { return u.Cores }, "%.2f")
 	usage("generator CPU (cores)", func(s *StepResult) *StepUsage { return s.Generator }, func(u *StepUsage) float64 { return u.Cores }, "%.2f")
 	for _, s := range steps {
 		if s != nil && s.Outsiders != nil {

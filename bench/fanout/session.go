@@ -226,6 +226,7 @@ func (s *session) step(ctx context.Context, pl stepPlan) error {
 	st := &StepResult{Target: pl.Deliveries, Rate: pl.Rate, Ramp: pl.Ramp, Asked: pl.Rate * float64(s.res.Connected),
 		Offset: t0.Sub(s.start).Seconds()}
 	srvA := sample(ctx, s.t.server)
+	dbA := sample(ctx, s.t.database)
 	genA := sample(ctx, sourceOrNil(s.usage))
 
 	label := fmt.Sprintf("%s %s/s", s.t.name, fmtRate(pl.Deliveries))
@@ -264,6 +265,7 @@ func (s *session) step(ctx context.Context, pl stepPlan) error {
 		sleep(ctx, 20*time.Millisecond)
 	}
 	srvB := sample(ctx, s.t.server)
+	dbB := sample(ctx, s.t.database)
 	genB := sample(ctx, sourceOrNil(s.usage))
 
 	counts := &Counts{Latency: hist.New()}
@@ -293,6 +295,7 @@ func (s *session) step(ctx context.Context, pl stepPlan) error {
 	st.DeliveriesPerSec, st.WindowSeconds = achieved(st.Accounting.Delivered, step.T0, counts.LastReceipt(), scheduled)
 	st.PerSecond = trimSeries(counts.PerSecond, st.WindowSeconds)
 	st.Server = usageBetween(srvA, srvB, st.Accounting.Delivered)
+	st.Database = usageBetween(dbA, dbB, st.Accounting.Delivered)
 	st.Generator = usageBetween(genA, genB, st.Accounting.Delivered)
 	st.Verdict = judge(st, cfg.SaturateP99)
 	s.res.Steps = append(s.res.Steps, st)

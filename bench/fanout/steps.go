@@ -75,6 +75,7 @@ type StepResult struct {
 	Disconnects int64      `json:"disconnects"`
 	LateFrames  int64      `json:"late_frames"`
 	Server      *StepUsage `json:"server,omitempty"`
+	Database    *StepUsage `json:"postgresql,omitempty"`
 	Generator   *StepUsage `json:"generator,omitempty"`
 	// Outsiders counts what subscribers outside the row-level policy got.
 	Outsiders *Outsiders `json:"outsiders,omitempty"`

@@ -39,23 +39,11 @@ type PID int
 // Sample reads utime+stime from /proc/<pid>/stat and VmRSS from status.
 func (p PID) Sample(context.Context) (Sample, error) {
 	now := time.Now()
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", int(p)))
+	st, err := readStat(int(p))
 	if err != nil {
-		return Sample{}, fmt.Errorf("read process stat: %w", err)
+		return Sample{}, err
 	}
-	// The command name may hold spaces; fields start after its ')'.
-	i := strings.LastIndexByte(string(stat), ')')
-	if i < 0 {
-		return Sample{}, fmt.Errorf("process %d: malformed stat", int(p))
-	}
-	f := strings.Fields(string(stat[i+1:]))
-	// After ')': state(3) ... utime is field 14 and stime 15 of the whole line.
-	if len(f) < 13 {
-		return Sample{}, fmt.Errorf("process %d: short stat", int(p))
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	s := Sample{At: now, CPUSeconds: (ut + st) / clockTicks}
+	s := Sample{At: now, CPUSeconds: st.cpu()}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", int(p)))
 	if err != nil {
 		return Sample{}, fmt.Errorf("read process status: %w", err)
@@ -64,6 +52,83 @@ func (p PID) Sample(context.Context) (Sample, error) {
 		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
 			s.RSSBytes = kb * 1024
+		}
+	}
+	return s, nil
+}
+
+// stat is what /proc/<pid>/stat says of a process's parent and CPU time,
+// in clock ticks.
+type stat struct {
+	ppid           int
+	utime, stime   float64
+	cutime, cstime float64 // of the children it has waited for
+}
+
+func (s stat) cpu() float64 { return (s.utime + s.stime) / clockTicks }
+
+func readStat(pid int) (stat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return stat{}, fmt.Errorf("read process stat: %w", err)
+	}
+	// The command name may hold spaces; fields start after its ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return stat{}, fmt.Errorf("process %d: malformed stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// After ')': state is field 3 of the whole line, ppid 4, utime 14,
+	// stime 15, cutime 16 and cstime 17.
+	if len(f) < 15 {
+		return stat{}, fmt.Errorf("process %d: short stat", pid)
+	}
+	var s stat
+	s.ppid, _ = strconv.Atoi(f[1])
+	s.utime, _ = strconv.ParseFloat(f[11], 64)
+	s.stime, _ = strconv.ParseFloat(f[12], 64)
+	s.cutime, _ = strconv.ParseFloat(f[13], 64)
+	s.cstime, _ = strconv.ParseFloat(f[14], 64)
+	return s, nil
+}
+
+// Parent is the parent process id of a local process.
+func Parent(pid int) (int, error) {
+	s, err := readStat(pid)
+	return s.ppid, err
+}
+
+// Tree samples a local process with its children, such as a PostgreSQL
+// postmaster with its backends: CPU of the process, of its live children
+// and of the children it has waited for (so a backend that ended still
+// counts); resident memory of the process alone, since its children share
+// much of theirs with it.
+type Tree int
+
+// Sample adds the live children found in /proc to the process's own.
+func (t Tree) Sample(ctx context.Context) (Sample, error) {
+	s, err := PID(t).Sample(ctx)
+	if err != nil {
+		return Sample{}, err
+	}
+	root, err := readStat(int(t))
+	if err != nil {
+		return Sample{}, err
+	}
+	s.CPUSeconds += (root.cutime + root.cstime) / clockTicks
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return Sample{}, fmt.Errorf("list processes: %w", err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == int(t) {
+			continue
+		}
+		// A child may end between the listing and the read: skip it; its
+		// time moves to the parent's cutime.
+		if c, err := readStat(pid); err == nil && c.ppid == int(t) {
+			s.CPUSeconds += c.cpu()
 		}
 	}
 	return s, nil

@@ -99,16 +99,21 @@ type Auth struct {
 	Claims json.RawMessage
 	// Bypass skips every check (the service role).
 	Bypass bool
+
+	k string // key, made once when a channel takes the Auth on
 }
 
-// key groups channels that may read the same rows.
+// key groups channels that may read the same rows: those with the same
+// role and claims. The whole claims are the key, not a digest of them,
+// so two users can never share answers by a collision.
 func (a *Auth) key() string {
-	h := fnv.New64a()
-	h.Write([]byte(a.Role))
-	h.Write([]byte{0})
-	h.Write(a.Claims)
-	return a.Role + "/" + strconv.FormatUint(h.Sum64(), 16)
+	if a.k == "" {
+		return a.makeKey()
+	}
+	return a.k
 }
+
+func (a *Auth) makeKey() string { return a.Role + "\x00" + string(a.Claims) }
 
 // Hub is one node's fan-out hub. Create it with New, run it with Run,
 // release it with Close.
@@ -578,6 +583,7 @@ func (c *Client) Join(spec JoinSpec) (*Channel, error) {
 		c.Leave(spec.Topic)
 	}
 	auth := spec.Auth
+	auth.k = auth.makeKey()
 	ch := &Channel{hub: h, client: c, id: h.nextID.Add(1), spec: spec,
 		topic: topicKey{name: spec.Topic, private: spec.Private}}
 	ch.auth.Store(&auth)
@@ -685,7 +691,10 @@ func (ch *Channel) Spec() JoinSpec { return ch.spec }
 
 // SetAuth changes the identity the channel reads as, from the next
 // change on.
-func (ch *Channel) SetAuth(a Auth) { ch.auth.Store(&a) }
+func (ch *Channel) SetAuth(a Auth) {
+	a.k = a.makeKey()
+	ch.auth.Store(&a)
+}
 
 // Closed reports whether the channel left.
 func (ch *Channel) Closed() bool { return ch.closed.Load() }

@@ -54,8 +54,11 @@ func createTable(ctx context.Context, pool *pgxpool.Pool, rls bool, users, outsi
 			`create table public.` + Table + ` (
 				id bigserial primary key, bench_seq bigint not null, bench_ts bigint not null, pad text not null default '',
 				room_id bigint not null)`,
-			// The primary key is the index the policy's lookup uses.
+			// The policy looks members up by auth.uid(): user_id needs an
+			// index of its own (as Supabase's guide to row-level security
+			// advises), or every check scans the whole primary key.
 			`create table public.` + MembersTable + ` (room_id bigint not null, user_id uuid not null, primary key (room_id, user_id))`,
+			`create index on public.` + MembersTable + ` (user_id)`,
 			`alter table public.` + Table + ` enable row level security`,
 			`create policy fluxbench_room_members on public.` + Table + ` for select to authenticated ` + Policy,
 			`grant select on public.` + Table + `, public.` + MembersTable + ` to authenticated`,

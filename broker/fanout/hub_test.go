@@ -270,6 +270,61 @@ func (f *fakeAuthz) VisibleMany(_ context.Context, _ string, claims []json.RawMe
 	return out, nil
 }
 
+// Deliveries leave as their chunk of checks is answered, chunks answered
+// in any order, yet every channel gets its changes in log order: deletes
+// (which need no check) wait behind the checked inserts before them.
+func TestHubRowChecksKeepChannelOrder(t *testing.T) {
+	t.Parallel()
+	az := &fakeAuthz{delay: 2 * time.Millisecond}
+	h := New(Config{AuthChunk: 1, AuthParallel: 4}, nil, nil, az, nil)
+	defer h.Close()
+	bind := []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}}
+	var evens, odds []*Client
+	for i := 0; i < 10; i++ {
+		for _, sub := range []string{"0", "1"} {
+			c := h.NewClient(V2)
+			claims := json.RawMessage(fmt.Sprintf(`{"sub":%q,"session":%d}`, sub, i)) // a group each
+			if _, err := c.Join(JoinSpec{Topic: "realtime:t", Changes: bind, Auth: Auth{Role: "authenticated", Claims: claims}}); err != nil {
+				t.Fatal(err)
+			}
+			if sub == "0" {
+				evens = append(evens, c)
+			} else {
+				odds = append(odds, c)
+			}
+		}
+	}
+	batch := []Msg{
+		{Seq: 1, Data: changeJSON("insert", "todos", 2, nil)},
+		{Seq: 2, Data: changeJSON("delete", "todos", 3, nil)},
+		{Seq: 3, Data: changeJSON("insert", "todos", 4, nil)},
+		{Seq: 4, Data: changeJSON("delete", "todos", 5, nil)},
+		{Seq: 5, Data: changeJSON("insert", "todos", 6, nil)},
+		{Seq: 6, Data: changeJSON("insert", "todos", 7, nil)},
+	}
+	h.Dispatch(context.Background(), batch)
+	if calls, _ := az.count(); calls != 20 {
+		t.Fatalf("%d checks, want one per group (chunks of 1)", calls)
+	}
+	seqs := func(c *Client) []float64 {
+		var out []float64
+		for _, p := range drain(t, c) {
+			out = append(out, p["data"].(map[string]any)["log_seq"].(float64))
+		}
+		return out
+	}
+	for _, c := range evens {
+		if got := seqs(c); fmt.Sprint(got) != "[1 2 3 4 5]" {
+			t.Fatalf("even subscriber got log_seq %v, want [1 2 3 4 5]", got)
+		}
+	}
+	for _, c := range odds {
+		if got := seqs(c); fmt.Sprint(got) != "[2 4 6]" {
+			t.Fatalf("odd subscriber got log_seq %v, want [2 4 6]", got)
+		}
+	}
+}
+
 func TestHubAuthorizationBatchesByClaims(t *testing.T) {
 	t.Parallel()
 	az := &fakeAuthz{}

@@ -1021,97 +1021,30 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 			}
 		}
 	}
-	// Deliveries go out as soon as their checks are answered, chunk by
-	// chunk, so the first users get a change while the rows of the last
-	// are still being checked. Order within a channel holds: a channel
-	// with any check pending in this batch waits for all of its checks,
-	// then gets its deliveries in change order; the others go out first.
-	type held struct {
-		waits int      // its groups with checks not answered yet
-		ds    [][2]int // (change, delivery), in change order
-	}
-	var (
-		mu      sync.Mutex // guards what follows once checks run
-		holds   = map[*Channel]*held{}
-		waiters = map[*authGroup][]*held{}
-		encs    = make([]*changeEncoder, len(changes))
-		counts  = make([]int, len(changes))
-	)
-	send := func(i, j int) {
-		d := perChange[i][j]
-		v := verdicts[i][j]
-		allow := v.allow
-		var acc *Access
-		if v.g != nil {
-			acc = v.g.access
+	h.checkRows(ctx, changes, order)
+	for i, c := range changes {
+		enc := newChangeEncoder(c)
+		n := 0
+		for j, d := range perChange[i] {
+			v := verdicts[i][j]
+			allow := v.allow
+			var acc *Access
+			if v.g != nil {
+				acc = v.g.access
+				if !allow {
+					allow = v.g.sees(i)
+				}
+			}
 			if !allow {
-				allow = v.g.sees(i)
-			}
-		}
-		if !allow {
-			return
-		}
-		c := changes[i]
-		if encs[i] == nil {
-			encs[i] = newChangeEncoder(c)
-		}
-		rlsDelete := acc != nil && acc.RLS && c.event() == "DELETE"
-		if d.ch.client.Push(encs[i].frame(d.ch.client.Vsn, d.ch.spec.Topic, d.ids, acc, rlsDelete)) {
-			counts[i]++
-		}
-	}
-	for i := range changes {
-		for j, d := range perChange[i] {
-			if g := verdicts[i][j].g; g != nil && len(g.changes) > 0 {
-				hd := holds[d.ch]
-				if hd == nil {
-					hd = &held{}
-					holds[d.ch] = hd
-				}
-				if ws := waiters[g]; len(ws) == 0 || ws[len(ws)-1] != hd {
-					waiters[g] = append(ws, hd)
-					hd.waits++
-				}
-			}
-		}
-	}
-	for i := range changes {
-		for j, d := range perChange[i] {
-			if hd := holds[d.ch]; hd != nil {
-				hd.ds = append(hd.ds, [2]int{i, j})
 				continue
 			}
-			send(i, j)
-		}
-	}
-	release := func(hd *held) {
-		for _, ij := range hd.ds {
-			send(ij[0], ij[1])
-		}
-		hd.ds = nil
-	}
-	h.checkRows(ctx, changes, order, func(answered []*authGroup) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, g := range answered {
-			for _, hd := range waiters[g] {
-				if hd.waits--; hd.waits == 0 {
-					release(hd)
-				}
+			rlsDelete := acc != nil && acc.RLS && c.event() == "DELETE"
+			f := enc.frame(d.ch.client.Vsn, d.ch.spec.Topic, d.ids, acc, rlsDelete)
+			if d.ch.client.Push(f) {
+				n++
 			}
-			delete(waiters, g)
 		}
-	})
-	mu.Lock()
-	for _, hd := range holds {
-		if hd.waits > 0 { // a check that never answered: its groups see nothing
-			hd.waits = 0
-			release(hd)
-		}
-	}
-	mu.Unlock()
-	if h.cfg.OnChange != nil {
-		for _, n := range counts {
+		if h.cfg.OnChange != nil {
 			h.cfg.OnChange(n)
 		}
 	}
@@ -1123,14 +1056,13 @@ type rowCheck struct {
 	role, schema, table string
 	keys                []json.RawMessage
 	groups              []*authGroup
-	answered            func([]*authGroup) // called once the groups' answers are in (or given up)
 }
 
 // checkRows answers the row-level checks of a batch: the groups of one
 // role that need the same changes of one table checked are asked about
 // together, AuthChunk groups a call, with up to AuthParallel calls at
 // once. It returns when every answer is in.
-func (h *Hub) checkRows(ctx context.Context, changes []*Change, groups []*authGroup, answered func([]*authGroup)) {
+func (h *Hub) checkRows(ctx context.Context, changes []*Change, groups []*authGroup) {
 	type setKey struct{ role, schema, table, changes string }
 	sets := map[setKey]*rowCheck{}
 	var order []*rowCheck
@@ -1146,7 +1078,7 @@ func (h *Hub) checkRows(ctx context.Context, changes []*Change, groups []*authGr
 		k := setKey{g.auth.Role, g.schema, g.table, string(buf)}
 		rc := sets[k]
 		if rc == nil {
-			rc = &rowCheck{role: g.auth.Role, schema: g.schema, table: g.table, keys: make([]json.RawMessage, len(g.changes)), answered: answered}
+			rc = &rowCheck{role: g.auth.Role, schema: g.schema, table: g.table, keys: make([]json.RawMessage, len(g.changes))}
 			for n, i := range g.changes {
 				rc.keys[n] = changes[i].PK.object()
 			}
@@ -1209,7 +1141,6 @@ func (h *Hub) checkChunk(ctx context.Context, c rowCheck, budget int) int {
 		for n, g := range c.groups {
 			g.visible = vis[n]
 		}
-		c.answered(c.groups)
 		return budget
 	}
 	if len(c.groups) > 1 && budget > 0 && ctx.Err() == nil {
@@ -1221,7 +1152,6 @@ func (h *Hub) checkChunk(ctx context.Context, c rowCheck, budget int) int {
 	}
 	h.log.Warn("row-level check failed; not delivering", zap.String("table", c.schema+"."+c.table),
 		zap.String("role", c.role), zap.Int("claims_groups", len(c.groups)), zap.Error(err))
-	c.answered(c.groups)
 	return budget
 }
 

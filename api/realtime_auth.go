@@ -187,6 +187,11 @@ func visiblePairs(ctx context.Context, conn *pgx.Conn, role, q string, claims []
 // inner side of a hash join), and would answer every claims after the
 // first with the first one's rows.
 //
+// The EXISTS has "offset 0" so that it stays a probe of the primary key
+// for each key: pulled up into a semi-join, PostgreSQL may plan a hash
+// join over a scan of the whole table, the policy evaluated on every row
+// — cheap on a small table, and as slow as the table is large.
+//
 // It lives in pg_temp, so on one connection until that closes; its name
 // is a digest of its body.
 func visibleFunc(schema, table string, key json.RawMessage) (name, ddl string, err error) {
@@ -211,7 +216,7 @@ func visibleFunc(schema, table string, key json.RawMessage) (name, ddl string, e
 	body := `select pg_catalog.set_config('request.jwt.claims', $1, true),
   pg_catalog.set_config('request.jwt.claim.sub', coalesce($1::jsonb ->> 'sub', ''), true);
 select s.i from pg_catalog.generate_subscripts($2, 1) as s(i)
-where exists (select 1 from ` + rel + ` t where ` + strings.Join(conds, " and ") + `)`
+where exists (select 1 from ` + rel + ` t where ` + strings.Join(conds, " and ") + ` offset 0)`
 	sum := sha256.Sum256([]byte(body))
 	name = "pg_temp.fluxbase_visible_" + hex.EncodeToString(sum[:12])
 	tag := "$body$"

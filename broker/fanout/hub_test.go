@@ -519,6 +519,23 @@ func waitFrame(t *testing.T, c *Client, ok func(string) bool) {
 	}
 }
 
+// runLive runs h until the returned function is called, and returns once
+// the hub reads the log.
+func runLive(t *testing.T, h *Hub) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- h.Run(ctx) }()
+	stop = func() { cancel(); <-done; h.Close() }
+	for deadline := time.Now().Add(5 * time.Second); h.Ready() != nil; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatal("hub not ready after 5 s")
+		}
+	}
+	return stop
+}
+
 // A change whose subject names a table no binding follows is passed
 // over without being decoded; the same change under its own subject is
 // delivered.
@@ -554,15 +571,7 @@ func TestHubReadyMeansLive(t *testing.T) {
 	if err := h.Ready(); !errors.Is(err, ErrNotLive) {
 		t.Fatalf("Ready before Run = %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() { cancel(); <-done; h.Close() }()
-	for deadline := time.Now().Add(5 * time.Second); h.Ready() != nil; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("hub not ready after 5 s")
-		}
-	}
+	defer runLive(t, h)()
 	c := h.NewClient(V2)
 	if _, err := c.Join(JoinSpec{Topic: "realtime:t", Changes: []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}}}); err != nil {
 		t.Fatal(err)
@@ -582,15 +591,7 @@ func TestHubBatchesWhatArrivesWhileAuthorizing(t *testing.T) {
 	log := NewMemLog()
 	az := &fakeAuthz{gate: make(chan struct{})}
 	h := New(Config{}, log, nil, az, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- h.Run(ctx) }()
-	defer func() { cancel(); <-done; h.Close() }()
-	for deadline := time.Now().Add(5 * time.Second); h.Ready() != nil; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("hub not ready after 5 s")
-		}
-	}
+	defer runLive(t, h)()
 	c := h.NewClient(V2)
 	_, err := c.Join(JoinSpec{Topic: "realtime:t", Changes: []Binding{{ID: 1, Event: "*", Schema: "public", Table: "todos"}},
 		Auth: Auth{Role: "authenticated", Claims: json.RawMessage(`{"sub":"0"}`)}})

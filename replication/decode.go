@@ -604,13 +604,6 @@ func (d *decoder) release(last bool) error {
 	return d.out.event(ev)
 }
 
-// reset forgets a transaction cut off by a lost connection; the relation
-// cache stays valid only within a session, so it is dropped too.
-func (d *decoder) reset() {
-	d.inTx, d.heldSet, d.heldEv = false, false, event{}
-	d.rels = make(map[uint32]*relation)
-}
-
 func (r *relation) String() string {
 	return r.schema + "." + r.table + "(" + strconv.FormatUint(uint64(r.id), 10) + ")"
 }

@@ -421,7 +421,7 @@ func (s *session) sendStatus(reply bool) error {
 	b = binary.BigEndian.AppendUint64(b, uint64(received))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.ck.confirmed))
 	b = binary.BigEndian.AppendUint64(b, uint64(s.ck.confirmed))
-	b = binary.BigEndian.AppendUint64(b, uint64(time.Now().Sub(pgEpoch)/time.Microsecond))
+	b = binary.BigEndian.AppendUint64(b, uint64(time.Since(pgEpoch)/time.Microsecond))
 	if reply {
 		b = append(b, 1)
 	} else {

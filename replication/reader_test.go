@@ -363,6 +363,25 @@ func TestPublicationFollowsConfig(t *testing.T) {
 			t.Fatalf("changes: %+v", got)
 		}
 	})
+	t.Run("identity at creation", func(t *testing.T) {
+		t.Parallel()
+		url := pgtest.NewDB(t)
+		conn := connect(t, url)
+		log := newFakeLog()
+		cfg := testConfig(url)
+		cfg.ReplicaIdentityFull = true
+		r := start(t, cfg, log)
+		waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+		// No pause between creating the table and updating it: the event
+		// trigger, not a later reconciliation, gives it its identity.
+		mustExec(t, conn, "create table fresh (id int primary key, what text)",
+			"insert into fresh values (1, 'x')", "update fresh set what = 'y'")
+		waitFor(t, 10*time.Second, "two changes", func() bool { return log.len() >= 2 })
+		got := log.changes(t)
+		if old, _ := got[1].OldRecord.Get("what"); got[1].Op != OpUpdate || string(old) != `"x"` {
+			t.Errorf("old record of the first update of a new table: %s", got[1].OldRecord.appendJSON(nil))
+		}
+	})
 	t.Run("list", func(t *testing.T) {
 		t.Parallel()
 		url := pgtest.NewDB(t)

@@ -265,6 +265,50 @@ func ensureReplicaIdentityFull(ctx context.Context, db querier, publication stri
 	return nil
 }
 
+// identityTrigger is the event trigger that gives a table REPLICA
+// IDENTITY FULL in the statement that creates it, when the publication
+// already covers it (FOR TABLES IN SCHEMA), so even its first update
+// carries the old row; reconciliation covers the rest (tables added to a
+// listed publication, and databases where Fluxbase may not create event
+// triggers, which needs a superuser).
+const identityTrigger = "fluxbase_replica_identity_full"
+
+// ensureIdentityTrigger creates (on) or drops (off) identityTrigger.
+func ensureIdentityTrigger(ctx context.Context, db querier, publication string, on bool) error {
+	if !on {
+		_, err := db.Exec(ctx, "drop event trigger if exists "+identityTrigger)
+		return err
+	}
+	pub := "'" + strings.ReplaceAll(publication, "'", "''") + "'" // a string literal in the function's body
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		body := `create or replace function fluxbase.replica_identity_full() returns event_trigger
+language plpgsql as $fn$
+declare
+  cmd record;
+begin
+  for cmd in select * from pg_catalog.pg_event_trigger_ddl_commands() where object_type = 'table' loop
+    if exists (select 1 from pg_catalog.pg_publication_tables pt
+               join pg_catalog.pg_class c on c.relname = pt.tablename
+               join pg_catalog.pg_namespace n on n.oid = c.relnamespace and n.nspname = pt.schemaname
+               where pt.pubname = ` + pub + ` and c.oid = cmd.objid and c.relreplident <> 'f') then
+      execute 'alter table ' || cmd.object_identity || ' replica identity full';
+    end if;
+  end loop;
+end $fn$`
+		for _, q := range []string{
+			"create schema if not exists fluxbase",
+			body,
+			"drop event trigger if exists " + identityTrigger,
+			"create event trigger " + identityTrigger + " on ddl_command_end when tag in ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO') execute function fluxbase.replica_identity_full()",
+		} {
+			if _, err := tx.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // maintain runs the holder's chores until ctx ends: heartbeats, lag
 // measurement and reconciliation. recheck asks for a reconciliation now (a
 // Relation message showed a table without REPLICA IDENTITY FULL).
@@ -305,6 +349,9 @@ func (r *Replicator) maintain(ctx context.Context, db querier, recheck <-chan st
 		}
 	}
 
+	if err := ensureIdentityTrigger(ctx, db, r.cfg.PublicationName, r.cfg.ReplicaIdentityFull); err != nil && ctx.Err() == nil {
+		r.log.Warn("replica identity event trigger (new tables get it at the next reconciliation instead)", zap.Error(err))
+	}
 	doReconcile()
 	measure()
 	for {

@@ -194,11 +194,23 @@ func (r Row) appendJSON(dst []byte) []byte {
 	if r == nil {
 		return append(dst, "null"...)
 	}
+	return r.AppendObject(dst, nil)
+}
+
+// AppendObject appends the row as a JSON object of the columns keep
+// allows (every column when keep is nil), in column order; a nil row is
+// the empty object.
+func (r Row) AppendObject(dst []byte, keep map[string]bool) []byte {
 	dst = append(dst, '{')
-	for i, f := range r {
-		if i > 0 {
+	first := true
+	for _, f := range r {
+		if keep != nil && !keep[f.Name] {
+			continue
+		}
+		if !first {
 			dst = append(dst, ',')
 		}
+		first = false
 		dst = AppendJSONString(dst, f.Name)
 		dst = append(dst, ':')
 		if len(f.Value) == 0 {

@@ -1,65 +1,16 @@
 package fanout
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fluxbase/fluxbase/replication"
 )
 
 // This file decodes the change event of DESIGN.md ("The change event") as
-// the hub needs it. The hub reads the JSON contract itself rather than the
-// replication package's types so that it depends on the contract, not on
-// the producer.
-
-// field is one column value of a row, raw JSON.
-type field struct {
-	Name  string
-	Value json.RawMessage
-}
-
-// row is an ordered list of fields; nil is JSON null.
-type row []field
-
-func (r row) get(name string) (json.RawMessage, bool) {
-	for i := range r {
-		if r[i].Name == name {
-			return r[i].Value, true
-		}
-	}
-	return nil, false
-}
-
-func (r *row) UnmarshalJSON(b []byte) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	tok, err := d.Token()
-	if err != nil {
-		return err
-	}
-	if tok == nil {
-		*r = nil
-		return nil
-	}
-	if tok != json.Delim('{') {
-		return errors.New("row is not a JSON object")
-	}
-	out := row{}
-	for d.More() {
-		tok, err := d.Token()
-		if err != nil {
-			return err
-		}
-		name, _ := tok.(string)
-		var v json.RawMessage
-		if err := d.Decode(&v); err != nil {
-			return fmt.Errorf("column %s: %w", name, err)
-		}
-		out = append(out, field{Name: name, Value: v})
-	}
-	*r = out
-	return nil
-}
+// the hub needs it. Rows are the contract's replication.Row: column values
+// kept as raw JSON, in column order.
 
 // Column is a column of a changed table: its name and type name.
 type Column struct {
@@ -69,15 +20,15 @@ type Column struct {
 
 // Change is one decoded change event, with its position in the log.
 type Change struct {
-	Seq       uint64    `json:"-"`
-	CommitTS  time.Time `json:"commit_ts"`
-	Schema    string    `json:"schema"`
-	Table     string    `json:"table"`
-	Op        string    `json:"op"`
-	PK        row       `json:"pk"`
-	Record    row       `json:"record"`
-	OldRecord row       `json:"old_record"`
-	Columns   []Column  `json:"columns"`
+	Seq       uint64          `json:"-"`
+	CommitTS  time.Time       `json:"commit_ts"`
+	Schema    string          `json:"schema"`
+	Table     string          `json:"table"`
+	Op        string          `json:"op"`
+	PK        replication.Row `json:"pk"`
+	Record    replication.Row `json:"record"`
+	OldRecord replication.Row `json:"old_record"`
+	Columns   []Column        `json:"columns"`
 
 	// texts caches column values as text for filters; only the goroutine
 	// matching the change uses it.
@@ -117,11 +68,11 @@ func (c *Change) lookup(name string) (Value, bool) {
 	var raw json.RawMessage
 	var ok bool
 	if c.event() == "DELETE" {
-		raw, ok = c.OldRecord.get(name)
+		raw, ok = c.OldRecord.Get(name)
 	} else {
-		raw, ok = c.Record.get(name)
+		raw, ok = c.Record.Get(name)
 		if !ok {
-			raw, ok = c.OldRecord.get(name)
+			raw, ok = c.OldRecord.Get(name)
 		}
 	}
 	if !ok {

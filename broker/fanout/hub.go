@@ -1080,7 +1080,7 @@ func (h *Hub) checkRows(ctx context.Context, changes []*Change, groups []*authGr
 		if rc == nil {
 			rc = &rowCheck{role: g.auth.Role, schema: g.schema, table: g.table, keys: make([]json.RawMessage, len(g.changes))}
 			for n, i := range g.changes {
-				rc.keys[n] = changes[i].PK.object()
+				rc.keys[n] = changes[i].PK.AppendObject(nil, nil)
 			}
 			sets[k] = rc
 			order = append(order, rc)
@@ -1181,33 +1181,6 @@ func (h *Hub) InvalidateAccess() {
 	h.accessMu.Lock()
 	clear(h.access)
 	h.accessMu.Unlock()
-}
-
-// object is the row as a JSON object.
-func (r row) object() json.RawMessage { return r.appendJSON(nil, nil) }
-
-// appendJSON writes the row as a JSON object with only the columns keep
-// allows (all when keep is nil).
-func (r row) appendJSON(dst []byte, keep map[string]bool) []byte {
-	dst = append(dst, '{')
-	first := true
-	for _, f := range r {
-		if keep != nil && !keep[f.Name] {
-			continue
-		}
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = AppendString(dst, f.Name)
-		dst = append(dst, ':')
-		if len(f.Value) == 0 {
-			dst = append(dst, "null"...)
-		} else {
-			dst = append(dst, f.Value...)
-		}
-	}
-	return append(dst, '}')
 }
 
 // changeEncoder encodes one change's postgres_changes frames, each
@@ -1338,7 +1311,7 @@ func (e *changeEncoder) encodeData(acc *Access, rlsDelete bool) []byte {
 	d = append(d, ']')
 	if ev == "INSERT" || ev == "UPDATE" {
 		d = append(d, `,"record":`...)
-		d = c.Record.appendJSON(d, keep)
+		d = c.Record.AppendObject(d, keep)
 	}
 	if ev == "UPDATE" || ev == "DELETE" {
 		d = append(d, `,"old_record":`...)
@@ -1346,7 +1319,7 @@ func (e *changeEncoder) encodeData(acc *Access, rlsDelete bool) []byte {
 		if rlsDelete || (ev == "DELETE" && old == nil) {
 			old = c.PK
 		}
-		d = old.appendJSON(d, keep)
+		d = old.AppendObject(d, keep)
 	}
 	d = append(d, `,"errors":null,"log_seq":`...)
 	d = appendUint(d, c.Seq)

@@ -454,6 +454,21 @@ create policy write_own_room on realtime.messages for insert to authenticated
 	}
 }
 
+// seenThenGone joins realtime:items on url, sees the change of one row
+// written to db, disconnects, and returns that change's log_seq: the
+// position a resuming client gives.
+func seenThenGone(t *testing.T, url, key string, db *pgxpool.Pool) float64 {
+	t.Helper()
+	c := dial(t, url, key)
+	c.mustJoin("realtime:items", changes("items"), "")
+	if _, err := db.Exec(context.Background(), `insert into public.items values (0, 'seen')`); err != nil {
+		t.Fatal(err)
+	}
+	m := c.expect("first change", isChange)
+	c.ws.Close()
+	return m.Payload["data"].(map[string]any)["log_seq"].(float64)
+}
+
 // A client that reconnects with the last position it saw receives exactly
 // what it missed, in order, then live changes.
 func TestRealtimeResume(t *testing.T) {
@@ -461,14 +476,7 @@ func TestRealtimeResume(t *testing.T) {
 	n := startNode(t, `create table public.items (id int primary key, v text);`)
 	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
 	ctx := context.Background()
-	c := dial(t, n.url, service)
-	c.mustJoin("realtime:items", changes("items"), "")
-	if _, err := n.db.Exec(ctx, `insert into public.items values (0, 'seen')`); err != nil {
-		t.Fatal(err)
-	}
-	m := c.expect("first change", isChange)
-	last := m.Payload["data"].(map[string]any)["log_seq"].(float64)
-	c.ws.Close()
+	last := seenThenGone(t, n.url, service, n.db)
 
 	if _, err := n.db.Exec(ctx, `insert into public.items select g, 'missed' from generate_series(1, 500) g`); err != nil {
 		t.Fatal(err)
@@ -478,7 +486,7 @@ func TestRealtimeResume(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c = dial(t, n.url, service)
+	c := dial(t, n.url, service)
 	cfg := changes("items")
 	cfg["postgres_changes_resume"] = map[string]any{"log_seq": last}
 	c.mustJoin("realtime:items", cfg, "")
@@ -498,7 +506,7 @@ func TestRealtimeResume(t *testing.T) {
 	if _, err := n.db.Exec(ctx, `insert into public.items values (1001, 'live')`); err != nil {
 		t.Fatal(err)
 	}
-	m = c.expect("live row", isChange)
+	m := c.expect("live row", isChange)
 	if rec := record(m); rec["id"] != float64(1001) {
 		t.Fatalf("after the replay got %s, want row 1001 (a duplicate?)", m.Raw)
 	}

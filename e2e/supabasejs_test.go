@@ -257,14 +257,7 @@ func TestRealtimeClusterResume(t *testing.T) {
 	c := startCluster(t, `create table public.items (id int primary key, v text)`)
 	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
 	ctx := context.Background()
-	a := dial(t, c.a, service)
-	a.mustJoin("realtime:items", changes("items"), "")
-	if _, err := c.db.Exec(ctx, `insert into public.items values (0, 'seen')`); err != nil {
-		t.Fatal(err)
-	}
-	m := a.expect("first change", isChange)
-	last := m.Payload["data"].(map[string]any)["log_seq"].(float64)
-	a.ws.Close()
+	last := seenThenGone(t, c.a, service, c.db)
 	if _, err := c.db.Exec(ctx, `insert into public.items select g, 'missed' from generate_series(1, 1000) g`); err != nil {
 		t.Fatal(err)
 	}

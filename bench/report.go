@@ -32,6 +32,17 @@ type Report struct {
 	Data any `json:"data,omitempty"`
 }
 
+// AddOutcome records how target ended (see OutcomeOf), logs it to p
+// unless it measured, and reports whether it did.
+func (r *Report) AddOutcome(p *Progress, target string, err error) bool {
+	o := OutcomeOf(target, err)
+	r.Targets = append(r.Targets, o)
+	if o.Status != StatusOK {
+		p.Logf("%s %s: %s: %s", r.Scenario, target, o.Status, o.Reason)
+	}
+	return o.Status == StatusOK
+}
+
 // Param is one setting of the run.
 type Param struct {
 	Name  string `json:"name"`

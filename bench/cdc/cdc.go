@@ -121,11 +121,7 @@ func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (
 		}
 		res, err := drain(ctx, cfg, env, p, d, rep)
 		d.Close()
-		o := bench.OutcomeOf(name, err)
-		rep.Targets = append(rep.Targets, o)
-		if o.Status != bench.StatusOK {
-			p.Logf("cdc-drain %s: %s: %s", name, o.Status, o.Reason)
-		} else {
+		if rep.AddOutcome(p, name, err) {
 			results = append(results, res)
 		}
 		if ctx.Err() != nil {

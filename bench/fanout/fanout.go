@@ -334,11 +334,7 @@ func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (
 		default:
 			err = fmt.Errorf("unknown target %q (want baseline or fluxbase)", name)
 		}
-		o := bench.OutcomeOf(name, err)
-		rep.Targets = append(rep.Targets, o)
-		if o.Status != bench.StatusOK {
-			p.Logf("fanout %s: %s: %s", name, o.Status, o.Reason)
-		}
+		rep.AddOutcome(p, name, err)
 		// A run cut short keeps the steps it measured.
 		if res != nil {
 			results = append(results, res)

@@ -149,11 +149,7 @@ func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (
 		default:
 			err = fmt.Errorf("unknown target %q (want postgres or fluxbase)", name)
 		}
-		o := bench.OutcomeOf(name, err)
-		rep.Targets = append(rep.Targets, o)
-		if o.Status != bench.StatusOK {
-			p.Logf("rest %s: %s: %s", name, o.Status, o.Reason)
-		} else {
+		if rep.AddOutcome(p, name, err) {
 			results = append(results, res)
 		}
 		if ctx.Err() != nil {

@@ -112,11 +112,7 @@ func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (
 		if err == nil {
 			res, err = measure(ctx, cfg, env, p, c, rep)
 		}
-		o := bench.OutcomeOf(name, err)
-		rep.Targets = append(rep.Targets, o)
-		if o.Status != bench.StatusOK {
-			p.Logf("write-overhead %s: %s: %s", name, o.Status, o.Reason)
-		} else {
+		if rep.AddOutcome(p, name, err) {
 			results = append(results, res)
 		}
 		if ctx.Err() != nil {

@@ -457,13 +457,8 @@ func TestHubBroadcastAndPresenceAcrossNodes(t *testing.T) {
 	bus := NewLocalBus()
 	a := New(Config{NodeID: "a", PresenceInterval: 50 * time.Millisecond}, nil, bus, nil, nil)
 	b := New(Config{NodeID: "b", PresenceInterval: 50 * time.Millisecond}, nil, bus, nil, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, h := range []*Hub{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = h.Run(ctx) }()
-	}
-	defer func() { cancel(); wg.Wait(); a.Close(); b.Close() }()
+	defer runLive(t, a)()
+	defer runLive(t, b)()
 
 	ca, cb := a.NewClient(V1), b.NewClient(V2)
 	cha, err := ca.Join(JoinSpec{Topic: "realtime:room", Presence: true, PresenceKey: "ann"})
@@ -706,13 +701,8 @@ func TestHubForgetsPresenceOfASilentNode(t *testing.T) {
 	busA := &cutBus{Bus: shared}
 	a := New(Config{NodeID: "a", PresenceInterval: 30 * time.Millisecond}, nil, busA, nil, nil)
 	b := New(Config{NodeID: "b", PresenceInterval: 30 * time.Millisecond}, nil, shared, nil, nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, h := range []*Hub{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = h.Run(ctx) }()
-	}
-	defer func() { cancel(); wg.Wait(); a.Close(); b.Close() }()
+	defer runLive(t, a)()
+	defer runLive(t, b)()
 
 	cb := b.NewClient(V2)
 	if _, err := cb.Join(JoinSpec{Topic: "realtime:room", Presence: true, PresenceKey: "bob"}); err != nil {

@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"context"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -54,33 +52,6 @@ func BenchmarkPublishR1Interval(b *testing.B) {
 // BenchmarkPublishR3: three nodes on loopback, the stream replicated three
 // ways; published through node 1.
 func BenchmarkPublishR3(b *testing.B) {
-	ports := []int{freePort(b), freePort(b), freePort(b)}
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
-	}
-	base := b.TempDir()
-	nodes := make([]*Broker, 3)
-	errs := make(chan error, 3)
-	for i := range nodes {
-		go func() {
-			var err error
-			nodes[i], err = Start(context.Background(), Config{
-				DataDir: filepath.Join(base, strconv.Itoa(i)), NodeName: "n" + strconv.Itoa(i),
-				ClusterHost: "127.0.0.1", ClusterPort: ports[i], Routes: routes, RouteSecret: "bench",
-			})
-			errs <- err
-		}()
-	}
-	for range nodes {
-		if err := <-errs; err != nil {
-			b.Fatal(err)
-		}
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-	}()
+	nodes, _ := startCluster(b, 3, "bench")
 	benchPublish(b, nodes[0].Conn(), 4096)
 }

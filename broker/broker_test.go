@@ -182,41 +182,7 @@ func TestRestartUpdatesLimits(t *testing.T) {
 // catches up; nothing lost or duplicated.
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	ports := []int{freePort(t), freePort(t), freePort(t)}
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(p))
-	}
-	base := t.TempDir()
-	cfg := func(i int) Config {
-		return Config{
-			DataDir:     filepath.Join(base, strconv.Itoa(i)),
-			NodeName:    "n" + strconv.Itoa(i),
-			ClusterHost: "127.0.0.1",
-			ClusterPort: ports[i],
-			Routes:      routes,
-			RouteSecret: "cluster-secret",
-		}
-	}
-	nodes := make([]*Broker, 3)
-	errs := make(chan error, 3)
-	for i := range nodes {
-		go func() {
-			var err error
-			nodes[i], err = Start(context.Background(), cfg(i))
-			errs <- err
-		}()
-	}
-	for range nodes {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	defer func() {
-		for _, n := range nodes {
-			n.Close()
-		}
-	}()
+	nodes, cfg := startCluster(t, 3, "cluster-secret")
 	if r := nodes[0].Replicas(); r != 3 {
 		t.Fatalf("replicas %d, want 3", r)
 	}
@@ -232,6 +198,56 @@ func TestCluster(t *testing.T) {
 	for _, i := range []int{1, 2, 0} {
 		expectSequence(t, readAll(t, nodes[i].JetStream()), [2]any{"a", 200}, [2]any{"b", 200}, [2]any{"c", 100})
 	}
+}
+
+// startCluster starts n brokers clustered by routes on loopback, all at
+// once (the cluster starts once a majority is up), and closes them when
+// tb ends. cfg(i) is node i's configuration, to restart it.
+func startCluster(tb testing.TB, n int, secret string) (nodes []*Broker, cfg func(i int) Config) {
+	tb.Helper()
+	ports := make([]int, n)
+	routes := make([]string, n)
+	for i := range ports {
+		ports[i] = freePort(tb)
+		routes[i] = "nats://127.0.0.1:" + strconv.Itoa(ports[i])
+	}
+	base := tb.TempDir()
+	cfg = func(i int) Config {
+		return Config{
+			DataDir:     filepath.Join(base, strconv.Itoa(i)),
+			NodeName:    "n" + strconv.Itoa(i),
+			ClusterHost: "127.0.0.1",
+			ClusterPort: ports[i],
+			Routes:      routes,
+			RouteSecret: secret,
+		}
+	}
+	nodes = make([]*Broker, n)
+	errs := make(chan error, n)
+	for i := range nodes {
+		go func() {
+			var err error
+			nodes[i], err = Start(context.Background(), cfg(i))
+			errs <- err
+		}()
+	}
+	var first error
+	for range nodes {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	tb.Cleanup(func() {
+		for _, b := range nodes {
+			if b != nil {
+				b.Close()
+			}
+		}
+	})
+	if first != nil {
+		tb.Fatal(first)
+	}
+	return nodes, cfg
 }
 
 // An external client reads the change stream on the client port with the

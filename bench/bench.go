@@ -17,8 +17,10 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrNotAvailable marks a target whose feature is missing: the endpoint is
@@ -64,4 +66,32 @@ func OutcomeOf(target string, err error) Outcome {
 	default:
 		return Outcome{Target: target, Status: StatusFailed, Reason: err.Error()}
 	}
+}
+
+// Pace calls send(seq) for seq 0..count-1 at rate per second from one
+// goroutine, never bursting to catch up, and returns the worst lag behind
+// the schedule. It stops at the first error send returns, or when ctx
+// ends (returning ctx's error).
+func Pace(ctx context.Context, count int, rate float64, send func(seq int) error) (time.Duration, error) {
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	var worst time.Duration
+	for i := range count {
+		due := start.Add(time.Duration(i) * interval)
+		if d := time.Until(due); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return worst, ctx.Err()
+			}
+		} else if -d > worst {
+			worst = -d
+		}
+		if err := send(i); err != nil {
+			return worst, err
+		}
+	}
+	return worst, nil
 }

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/fluxbase/fluxbase/bench"
 )
 
 // Config sets up a Server; zero values mean defaults.
@@ -227,41 +229,39 @@ func (s *Server) Publish(ctx context.Context, spec PublishSpec) (PublishResult, 
 		spec.Event = "tick"
 	}
 	pad := strings.Repeat("x", max(spec.PayloadBytes-40, 0))
-	interval := time.Duration(float64(time.Second) / spec.Rate)
+	errClosing := errors.New("publish: server closing")
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-s.closing:
+			cancel(errClosing)
+		case <-ctx.Done():
+		}
+	}()
 	start := time.Now()
 	res := PublishResult{Connections: s.conns.Load()}
-	var maxLag time.Duration
-	for i := range spec.Count {
-		due := start.Add(time.Duration(i) * interval)
-		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return res, ctx.Err()
-			case <-s.closing:
-				t.Stop()
-				return res, errors.New("publish: server closing")
-			}
-		} else if lag := -d; lag > maxLag {
-			maxLag = lag
-		}
+	maxLag, err := bench.Pace(ctx, spec.Count, spec.Rate, func(i int) error {
 		now := time.Now()
 		pm, err := websocket.NewPreparedMessage(websocket.TextMessage, Frame(spec.Topic, spec.Event, int(spec.First)+i, now.UnixNano(), pad))
 		if err != nil {
-			return res, fmt.Errorf("prepare frame: %w", err)
+			return fmt.Errorf("prepare frame: %w", err)
 		}
 		for _, sh := range s.shards {
 			select {
 			case sh.queue <- pm:
 			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-s.closing:
-				return res, errors.New("publish: server closing")
+				return ctx.Err()
 			}
 		}
 		res.Sent++
+		return nil
+	})
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
+			err = cause // the caller's cancellation, or the server closing
+		}
+		return res, err
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.MaxLagMs = float64(maxLag) / float64(time.Millisecond)

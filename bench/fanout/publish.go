@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/fluxbase/fluxbase/bench"
 	"github.com/fluxbase/fluxbase/bench/baseline"
 	"github.com/fluxbase/fluxbase/bench/realtime"
 )
@@ -34,30 +35,6 @@ type PublishStats struct {
 	MaxLagMs float64  `json:"max_lag_ms"` // worst delay behind schedule
 	Errors   []string `json:"errors,omitempty"`
 	sent     []bool   // by seq - first
-}
-
-// pace calls send(seq) for seq 0..count-1 at rate per second from one
-// goroutine, never bursting to catch up, and returns the worst lag.
-func pace(ctx context.Context, count int, rate float64, send func(seq int)) (time.Duration, error) {
-	interval := time.Duration(float64(time.Second) / rate)
-	start := time.Now()
-	var worst time.Duration
-	for i := range count {
-		due := start.Add(time.Duration(i) * interval)
-		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				t.Stop()
-				return worst, ctx.Err()
-			}
-		} else if -d > worst {
-			worst = -d
-		}
-		send(i)
-	}
-	return worst, nil
 }
 
 func payloadPad(payloadBytes int) string { return strings.Repeat("x", max(payloadBytes-40, 0)) }
@@ -150,11 +127,12 @@ func (p *insertPublisher) Publish(ctx context.Context, first int64, count int, r
 		})
 	}
 	start := time.Now()
-	lag, err := pace(ctx, count, rate, func(seq int) {
+	lag, err := bench.Pace(ctx, count, rate, func(seq int) error {
 		select {
 		case seqs <- seq:
 		case <-ctx.Done():
 		}
+		return nil
 	})
 	close(seqs)
 	wg.Wait()
@@ -208,7 +186,7 @@ func (b *broadcastPublisher) Publish(ctx context.Context, first int64, count int
 	pad := payloadPad(b.payloadBytes)
 	var ref uint64 = 1
 	start := time.Now()
-	lag, err := pace(ctx, count, rate, func(seq int) {
+	lag, err := bench.Pace(ctx, count, rate, func(seq int) error {
 		ref++
 		payload := fmt.Appendf(nil, `{"bench_seq":%d,"bench_ts":%d,"pad":"%s"}`, first+int64(seq), time.Now().UnixNano(), pad)
 		_ = b.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -217,10 +195,11 @@ func (b *broadcastPublisher) Publish(ctx context.Context, first int64, count int
 			if len(st.Errors) < 5 {
 				st.Errors = append(st.Errors, werr.Error())
 			}
-			return
+			return nil
 		}
 		st.sent[seq] = true
 		st.Sent++
+		return nil
 	})
 	st.Seconds = time.Since(start).Seconds()
 	st.MaxLagMs = float64(lag) / float64(time.Millisecond)

@@ -81,6 +81,25 @@ func connect(t *testing.T, url string) *pgx.Conn {
 	return conn
 }
 
+// holding starts a replicator on a fresh database after the setup
+// statements, with configure's changes to testConfig (nil for none), and
+// returns once it holds the slot: a connection to the database, the log
+// it publishes to, and the replicator (its configuration is r.cfg).
+func holding(t *testing.T, configure func(*Config), setup ...string) (*pgx.Conn, *fakeLog, *running) {
+	t.Helper()
+	url := pgtest.NewDB(t)
+	conn := connect(t, url)
+	mustExec(t, conn, setup...)
+	log := newFakeLog()
+	cfg := testConfig(url)
+	if configure != nil {
+		configure(&cfg)
+	}
+	r := start(t, cfg, log)
+	waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+	return conn, log, r
+}
+
 func mustExec(t *testing.T, conn *pgx.Conn, sqls ...string) {
 	t.Helper()
 	for _, s := range sqls {
@@ -130,12 +149,7 @@ func TestReaderMatchesGolden(t *testing.T) {
 			if err := json.Unmarshal(want, &wantChanges); err != nil {
 				t.Fatal(err)
 			}
-			url := pgtest.NewDB(t)
-			conn := connect(t, url)
-			mustExec(t, conn, sc.setup...)
-			log := newFakeLog()
-			r := start(t, testConfig(url), log)
-			waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+			conn, log, _ := holding(t, nil, sc.setup...)
 			mustExec(t, conn, sc.run...)
 			waitFor(t, 10*time.Second, "every change", func() bool { return log.len() >= len(wantChanges) })
 			time.Sleep(100 * time.Millisecond) // nothing more may come
@@ -156,13 +170,8 @@ func TestReaderMatchesGolden(t *testing.T) {
 // by the log's de-duplication.
 func TestExactlyOnceAcrossRestart(t *testing.T) {
 	t.Parallel()
-	url := pgtest.NewDB(t)
-	conn := connect(t, url)
-	mustExec(t, conn, "create table t (id int primary key, v text)")
-	log := newFakeLog()
-	cfg := testConfig(url)
-	r := start(t, cfg, log)
-	waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+	conn, log, r := holding(t, nil, "create table t (id int primary key, v text)")
+	cfg := r.cfg
 	mustExec(t, conn, "insert into t values (1, 'a')")
 	waitFor(t, 10*time.Second, "the first change", func() bool { return log.len() == 1 })
 	waitFor(t, 10*time.Second, "the slot to confirm the first commit", func() bool {
@@ -287,15 +296,11 @@ func TestIdleSlotAdvances(t *testing.T) {
 	for _, heartbeat := range []time.Duration{-1, 200 * time.Millisecond} {
 		t.Run("heartbeat="+heartbeat.String(), func(t *testing.T) {
 			t.Parallel()
-			url := pgtest.NewDB(t)
-			conn := connect(t, url)
-			mustExec(t, conn, "create schema other", "create table other.t (id int)")
-			log := newFakeLog()
-			cfg := testConfig(url)
-			cfg.Tables = []string{"public.*"}
-			cfg.HeartbeatInterval = heartbeat
-			r := start(t, cfg, log)
-			waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+			conn, log, r := holding(t, func(cfg *Config) {
+				cfg.Tables = []string{"public.*"}
+				cfg.HeartbeatInterval = heartbeat
+			}, "create schema other", "create table other.t (id int)")
+			cfg := r.cfg
 			mustExec(t, conn, "set synchronous_commit = on", "insert into other.t select generate_series(1, 1000)")
 			target := currentLSN(t, conn)
 			waitFor(t, 10*time.Second, "the slot to pass unpublished WAL", func() bool {
@@ -313,14 +318,8 @@ func TestIdleSlotAdvances(t *testing.T) {
 // take the slot again once PostgreSQL lets go of it.
 func TestSilentServerIsLeft(t *testing.T) {
 	t.Parallel()
-	url := pgtest.NewDB(t)
-	conn := connect(t, url)
-	mustExec(t, conn, "create table t (id int primary key)")
-	log := newFakeLog()
-	cfg := testConfig(url)
-	cfg.ReceiveTimeout = time.Second
-	r := start(t, cfg, log)
-	waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+	conn, log, r := holding(t, func(cfg *Config) { cfg.ReceiveTimeout = time.Second }, "create table t (id int primary key)")
+	cfg := r.cfg
 	var pid int
 	if err := conn.QueryRow(context.Background(), "select active_pid from pg_replication_slots where slot_name = $1", cfg.SlotName).Scan(&pid); err != nil {
 		t.Fatal(err)
@@ -348,12 +347,7 @@ func TestPublicationFollowsConfig(t *testing.T) {
 	t.Parallel()
 	t.Run("default", func(t *testing.T) {
 		t.Parallel()
-		url := pgtest.NewDB(t)
-		conn := connect(t, url)
-		mustExec(t, conn, "create schema storage", "create table storage.objects (id int primary key)", "create table storage.buckets (id int primary key)")
-		log := newFakeLog()
-		r := start(t, testConfig(url), log)
-		waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+		conn, log, _ := holding(t, nil, "create schema storage", "create table storage.objects (id int primary key)", "create table storage.buckets (id int primary key)")
 		mustExec(t, conn, "create table later (id int primary key)",
 			"insert into later values (1)", "insert into storage.objects values (2)", "insert into storage.buckets values (3)")
 		waitFor(t, 10*time.Second, "two changes", func() bool { return log.len() >= 2 })
@@ -365,13 +359,7 @@ func TestPublicationFollowsConfig(t *testing.T) {
 	})
 	t.Run("identity at creation", func(t *testing.T) {
 		t.Parallel()
-		url := pgtest.NewDB(t)
-		conn := connect(t, url)
-		log := newFakeLog()
-		cfg := testConfig(url)
-		cfg.ReplicaIdentityFull = true
-		r := start(t, cfg, log)
-		waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+		conn, log, _ := holding(t, func(cfg *Config) { cfg.ReplicaIdentityFull = true })
 		// No pause between creating the table and updating it: the event
 		// trigger, not a later reconciliation, gives it its identity.
 		mustExec(t, conn, "create table fresh (id int primary key, what text)",
@@ -384,15 +372,10 @@ func TestPublicationFollowsConfig(t *testing.T) {
 	})
 	t.Run("list", func(t *testing.T) {
 		t.Parallel()
-		url := pgtest.NewDB(t)
-		conn := connect(t, url)
-		mustExec(t, conn, "create schema audit", "create table a (id int primary key)", "create table b (id int primary key)")
-		log := newFakeLog()
-		cfg := testConfig(url)
-		cfg.Tables = []string{"a", "audit.events"}
-		cfg.ReplicaIdentityFull = true
-		r := start(t, cfg, log)
-		waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+		conn, log, _ := holding(t, func(cfg *Config) {
+			cfg.Tables = []string{"a", "audit.events"}
+			cfg.ReplicaIdentityFull = true
+		}, "create schema audit", "create table a (id int primary key)", "create table b (id int primary key)")
 		mustExec(t, conn, "create table audit.events (id int primary key, what text)")
 		waitFor(t, 10*time.Second, "audit.events in the publication with replica identity full", func() bool {
 			var ident string
@@ -478,14 +461,7 @@ func metricValue(m prometheus.Metric) float64 {
 // a publish that fails after every restart.
 func TestOversizedRowIsShrunk(t *testing.T) {
 	t.Parallel()
-	url := pgtest.NewDB(t)
-	conn := connect(t, url)
-	mustExec(t, conn, "create table blobs (id int primary key, name text, a text, b text)")
-	log := newFakeLog()
-	cfg := testConfig(url)
-	cfg.MaxEventBytes = 300 << 10
-	r := start(t, cfg, log)
-	waitFor(t, 10*time.Second, "the slot", r.IsHolder)
+	conn, log, _ := holding(t, func(cfg *Config) { cfg.MaxEventBytes = 300 << 10 }, "create table blobs (id int primary key, name text, a text, b text)")
 	mustExec(t, conn, "insert into blobs values (1, 'small', repeat(md5('a'), 8192), repeat(md5('b'), 4096))",
 		"insert into blobs values (2, 'fits', 'x', 'y')")
 	waitFor(t, 10*time.Second, "two changes", func() bool { return log.len() == 2 })

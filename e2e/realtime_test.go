@@ -77,9 +77,28 @@ type node struct {
 	anon string
 }
 
+// serveNode runs rep and rt, with rt behind the real HTTP edge, until the
+// test ends (then closes pool too), and returns the edge's base URL.
+func serveNode(t *testing.T, rep *replication.Replicator, rt *api.Realtime, v *auth.Verifier, pool *pgxpool.Pool) string {
+	t.Helper()
+	srv := httptest.NewServer(api.New(api.Config{Mounts: map[string]http.Handler{"/realtime/v1": rt}}, v, zap.NewNop(), prometheus.NewRegistry()))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = rep.Run(ctx) }()
+	go func() { defer wg.Done(); _ = rt.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		srv.Close()
+		pool.Close()
+	})
+	return srv.URL
+}
+
 func startNode(t *testing.T, setupSQL string) *node {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
 	if err := migrate(ctx, dbURL); err != nil {
 		t.Fatal(err)
@@ -101,19 +120,8 @@ func startNode(t *testing.T, setupSQL string) *node {
 		t.Fatal(err)
 	}
 	rt := api.NewRealtime(api.RealtimeConfig{Verifier: v, Pool: pool, Source: ml.log, Registerer: prometheus.NewRegistry()})
-	srv := httptest.NewServer(api.New(api.Config{Mounts: map[string]http.Handler{"/realtime/v1": rt}}, v, zap.NewNop(), prometheus.NewRegistry()))
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = rep.Run(ctx) }()
-	go func() { defer wg.Done(); _ = rt.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		srv.Close()
-		pool.Close()
-	})
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
-	n := &node{url: srv.URL, db: pool, anon: anon}
+	n := &node{url: serveNode(t, rep, rt, v, pool), db: pool, anon: anon}
 	n.waitReplicating(t)
 	return n
 }

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +16,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
@@ -109,19 +106,7 @@ func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL, s
 		Hub:        fanout.Config{NodeID: name, PresenceInterval: time.Second},
 		Registerer: prometheus.NewRegistry(),
 	})
-	srv := httptest.NewServer(api.New(api.Config{Mounts: map[string]http.Handler{"/realtime/v1": rt}}, v, zap.NewNop(), prometheus.NewRegistry()))
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = rep.Run(runCtx) }()
-	go func() { defer wg.Done(); _ = rt.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		srv.Close()
-		pool.Close()
-	})
-	return srv.URL
+	return serveNode(t, rep, rt, v, pool)
 }
 
 // cluster is two nodes sharing one PostgreSQL and a two-server NATS

@@ -179,7 +179,7 @@ func NewRealtime(cfg RealtimeConfig) *Realtime {
 			}, func() float64 { return float64(rt.hub.Channels()) }),
 		)
 	}
-	rt.writers = newWriterPool(rt.log, 0)
+	rt.writers = newWriterPool(0)
 	rt.upgrader = websocket.Upgrader{
 		// Client messages are small; a larger one is read in pieces.
 		ReadBufferSize: 1024,

@@ -33,8 +33,6 @@ import (
 
 // writerPool runs the writers and their run list.
 type writerPool struct {
-	log *zap.Logger
-
 	mu     sync.Mutex
 	cond   sync.Cond
 	run    []*rtConn // connections with frames to write, oldest first, from head
@@ -49,11 +47,11 @@ type writerPool struct {
 // writers share a fan-out's connections.
 const writerChunk = 64
 
-func newWriterPool(log *zap.Logger, writers int) *writerPool {
+func newWriterPool(writers int) *writerPool {
 	if writers <= 0 {
 		writers = runtime.GOMAXPROCS(0)
 	}
-	p := &writerPool{log: log}
+	p := &writerPool{}
 	p.cond.L = &p.mu
 	p.wg.Add(writers)
 	for range writers {
@@ -112,7 +110,8 @@ func (p *writerPool) writer() {
 	}
 }
 
-// connWriter is one writer's scratch space, reused for every connection.
+// connWriter is one writer's scratch space, reused for every connection
+// (Queue.Take clears the frames it is handed back).
 type connWriter struct {
 	frames []fanout.Frame
 	buf    []byte
@@ -125,7 +124,6 @@ func (w *connWriter) write(c *rtConn) {
 	q := c.client.Queue
 	w.frames = q.Take(w.frames)
 	if q.Closed() {
-		clear(w.frames)
 		go c.finish(q.Reason())
 		return
 	}
@@ -140,7 +138,6 @@ func (w *connWriter) write(c *rtConn) {
 		w.buf = appendWSFrame(w.buf, f)
 	}
 	sent := len(w.frames)
-	clear(w.frames)
 	n, err := c.writeNow(w.buf)
 	if err != nil {
 		c.rt.log.Debug("realtime write failed", zap.Error(err))

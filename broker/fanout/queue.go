@@ -11,19 +11,16 @@ import (
 // queue full closes it with a slow-consumer reason instead of waiting: one
 // slow client never stalls the others.
 //
-// A writer learns of work in one of two ways. By default it waits on
-// Ready. With Notify, the queue instead calls a function when it needs a
-// writer — once, when a push finds it idle or when it closes — and the
-// writer owns the queue until Release succeeds; a pool of writers can
-// serve many queues this way without a goroutine parked on each.
+// A writer learns of work through Notify: the queue calls a function
+// when it needs a writer — once, when a push finds it unowned or when it
+// closes unowned — and that writer owns the queue until Release
+// succeeds, so a pool of writers serves many queues without a goroutine
+// parked on each. Without Notify the queue only holds frames for Take.
 type Queue struct {
 	maxFrames  int
 	maxBytes   int
 	onOverflow func()
 	notify     func() // set by Notify before the first push
-
-	ready chan struct{} // capacity 1: a pending wake-up for the writer
-	done  chan struct{} // closed by Close
 
 	mu        sync.Mutex // guards the fields below; never held while calling out
 	frames    []Frame
@@ -56,8 +53,6 @@ func NewQueue(maxFrames, maxBytes int, onOverflow func()) *Queue {
 		maxFrames:  maxFrames,
 		maxBytes:   maxBytes,
 		onOverflow: onOverflow,
-		ready:      make(chan struct{}, 1),
-		done:       make(chan struct{}),
 	}
 }
 
@@ -82,19 +77,13 @@ func (q *Queue) Push(f Frame) bool {
 	}
 	q.frames = append(q.frames, f)
 	q.bytes += f.Len()
-	if q.notify != nil {
-		wake := !q.scheduled
+	wake := q.notify != nil && !q.scheduled
+	if wake {
 		q.scheduled = true
-		q.mu.Unlock()
-		if wake {
-			q.notify()
-		}
-		return true
 	}
 	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
+	if wake {
+		q.notify()
 	}
 	return true
 }
@@ -146,12 +135,6 @@ func (q *Queue) Closed() bool {
 	return q.closed
 }
 
-// Ready signals that frames may be waiting.
-func (q *Queue) Ready() <-chan struct{} { return q.ready }
-
-// Done is closed when the queue is.
-func (q *Queue) Done() <-chan struct{} { return q.done }
-
 // Close closes the queue with a reason; later pushes fail. Idempotent: the
 // first reason stays.
 func (q *Queue) Close(reason string) {
@@ -171,7 +154,6 @@ func (q *Queue) closeLocked(reason string) (wake bool) {
 	}
 	q.closed = true
 	q.reason = reason
-	close(q.done)
 	if q.notify != nil && !q.scheduled {
 		q.scheduled = true
 		return true

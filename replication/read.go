@@ -115,6 +115,11 @@ func (r *Replicator) session(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	began := time.Now()
+	// Before the node calls itself the holder, so that a table created
+	// once it does gets its identity in the statement that creates it.
+	if err := ensureIdentityTrigger(ctx, pool, r.cfg.PublicationName, r.cfg.ReplicaIdentityFull); err != nil && ctx.Err() == nil {
+		r.log.Warn("replica identity event trigger (new tables get it at the next reconciliation instead)", zap.Error(err))
+	}
 	r.setHolder(true)
 	defer r.setHolder(false)
 

@@ -349,9 +349,6 @@ func (r *Replicator) maintain(ctx context.Context, db querier, recheck <-chan st
 		}
 	}
 
-	if err := ensureIdentityTrigger(ctx, db, r.cfg.PublicationName, r.cfg.ReplicaIdentityFull); err != nil && ctx.Err() == nil {
-		r.log.Warn("replica identity event trigger (new tables get it at the next reconciliation instead)", zap.Error(err))
-	}
 	doReconcile()
 	measure()
 	for {

@@ -353,6 +353,9 @@ func TestWorkerProtocol(t *testing.T) {
 	outR, outW := io.Pipe()
 	done := make(chan error, 1)
 	go func() { done <- ServeWorker(context.Background(), inR, outW); outW.Close() }()
+	// A worker that falls silent fails the test instead of hanging it.
+	watchdog := time.AfterFunc(30*time.Second, func() { outW.CloseWithError(errors.New("the worker did not finish the test in 30 s")) })
+	defer watchdog.Stop()
 	enc := json.NewEncoder(inW)
 	dec := json.NewDecoder(outR)
 	next := func(want string) event {
@@ -374,6 +377,11 @@ func TestWorkerProtocol(t *testing.T) {
 	}
 	if ev := next("ready"); ev.Progress.Connected != 5 {
 		t.Fatalf("ready %+v", ev.Progress)
+	}
+	// The client side is ready once the handshake is answered; the server
+	// counts a connection a moment later, and publishes only to those.
+	for srv.Connections() < 5 {
+		time.Sleep(time.Millisecond)
 	}
 	// Two steps on the same connections; the second's seqs follow the first's.
 	for i, first := range []int64{0, 10} {

@@ -214,9 +214,12 @@ func drain(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress,
 	return res, nil
 }
 
+// currentLSN is where the next WAL record goes: the insert position, not
+// the write position, which lags behind it by whatever sits in the WAL
+// buffers when commits do not wait for a flush (synchronous_commit=off).
 func currentLSN(ctx context.Context, conn *pgx.Conn) (pglogrepl.LSN, error) {
 	var s string
-	if err := conn.QueryRow(ctx, `select pg_current_wal_lsn()::text`).Scan(&s); err != nil {
+	if err := conn.QueryRow(ctx, `select pg_current_wal_insert_lsn()::text`).Scan(&s); err != nil {
 		return 0, fmt.Errorf("read WAL position: %w", err)
 	}
 	lsn, err := pglogrepl.ParseLSN(s)

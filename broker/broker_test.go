@@ -37,7 +37,10 @@ func start(t testing.TB, cfg Config) *Broker {
 // publish stores n messages with ids prefix-0..n-1, each acknowledged.
 func publish(t testing.TB, js jetstream.JetStream, prefix string, n int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Generous: after a node stops, the stream's leader is elected again
+	// by timeouts of several seconds each, slower still under -race on a
+	// loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	for i := range n {
 		id := fmt.Sprintf("%s-%d", prefix, i)
@@ -45,14 +48,16 @@ func publish(t testing.TB, js jetstream.JetStream, prefix string, n int) {
 		msg.Header.Set(jetstream.MsgIDHeader, id)
 		// Publish one at a time with retries, as the replication log does
 		// after a failure: the message id makes a retry harmless.
+		var failed error // the last failure that was not the deadline's
 		for {
 			_, err := js.PublishMsg(ctx, msg)
 			if err == nil {
 				break
 			}
 			if ctx.Err() != nil {
-				t.Fatalf("publish %s: %v", id, err)
+				t.Fatalf("publish %s: %v (before that: %v)", id, err, failed)
 			}
+			failed = err
 			time.Sleep(50 * time.Millisecond)
 		}
 	}

@@ -81,7 +81,10 @@ type node struct {
 // test ends (then closes pool too), and returns the edge's base URL.
 func serveNode(t *testing.T, rep *replication.Replicator, rt *api.Realtime, v *auth.Verifier, pool *pgxpool.Pool) string {
 	t.Helper()
-	srv := httptest.NewServer(api.New(api.Config{Mounts: map[string]http.Handler{"/realtime/v1": rt}}, v, zap.NewNop(), prometheus.NewRegistry()))
+	srv := httptest.NewServer(api.New(api.Config{Mounts: map[string]http.Handler{
+		"/rest/v1":     api.NewREST(api.RESTConfig{Pool: pool}),
+		"/realtime/v1": rt,
+	}}, v, zap.NewNop(), prometheus.NewRegistry()))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(2)

@@ -107,7 +107,7 @@ func TestSupabaseJSServe(t *testing.T) {
 	// reconcile pass; the table is made with it here so the UPDATE below
 	// carries its old row whatever the timing.
 	if _, err := pool.Exec(ctx, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);
-		alter table public.todos replica identity full`); err != nil {
+		alter table public.todos replica identity full;`+restItemsSQL); err != nil {
 		t.Fatal(err)
 	}
 	runNodeTests(t, nodeBin, dir, urls[0], urls[1], anon, dbURL)

@@ -130,7 +130,10 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 			{Name: "replication", Check: func(context.Context) error { return repl.Ready() }},
 			{Name: "realtime", Check: func(context.Context) error { return rt.Hub().Ready() }},
 		},
-		Mounts: map[string]http.Handler{"/realtime/v1": rt},
+		Mounts: map[string]http.Handler{
+			"/rest/v1":     api.NewREST(api.RESTConfig{Pool: pool, Log: log.Named("rest")}),
+			"/realtime/v1": rt,
+		},
 	}, verifier, log, reg)
 
 	g, ctx := errgroup.WithContext(ctx)

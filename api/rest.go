@@ -1,0 +1,539 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/auth"
+)
+
+// This file serves /rest/v1 in PostgREST's dialect: GET, HEAD, POST,
+// PATCH and DELETE on the tables and views of the exposed schemas. Each
+// request runs in one transaction as the token's role with its claims in
+// request.jwt.claims, so grants and row-level security decide what it
+// sees and changes, exactly as for PostgREST.
+
+// RESTConfig configures the REST API; zero values mean defaults.
+type RESTConfig struct {
+	// Pool runs every request.
+	Pool *pgxpool.Pool
+	// Schemas are the schemas clients may name with Accept-Profile and
+	// Content-Profile; the first is the default. Default ["public"].
+	Schemas []string
+	// MaxBodyBytes bounds a request body. Default 10 MiB.
+	MaxBodyBytes int64
+	Log          *zap.Logger
+}
+
+// REST is the /rest/v1 handler.
+type REST struct {
+	cfg    RESTConfig
+	router chi.Router
+}
+
+// NewREST returns the handler; mount it under /rest/v1 behind the guard.
+func NewREST(cfg RESTConfig) *REST {
+	if len(cfg.Schemas) == 0 {
+		cfg.Schemas = []string{"public"}
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 10 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	h := &REST{cfg: cfg}
+	r := chi.NewRouter()
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrMethodNotAllow) })
+	r.Get("/{table}", h.read)
+	r.Head("/{table}", h.read)
+	r.Post("/{table}", h.insert)
+	r.Patch("/{table}", h.update)
+	r.Delete("/{table}", h.delete)
+	h.router = r
+	return h
+}
+
+func (h *REST) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.router.ServeHTTP(w, r) }
+
+// The REST surface's own errors, in PostgREST's codes.
+var (
+	errRESTParse       = &Error{Status: http.StatusBadRequest, Code: "PGRST100", Message: "Could not parse the request"}
+	errRESTBody        = &Error{Status: http.StatusBadRequest, Code: "PGRST102", Message: "Empty or invalid json"}
+	errRESTRange       = &Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: "PGRST103", Message: "Requested range not satisfiable"}
+	errRESTSchema      = &Error{Status: http.StatusNotAcceptable, Code: "PGRST106", Message: "The schema must be one of the exposed schemas"}
+	errRESTMediaType   = &Error{Status: http.StatusUnsupportedMediaType, Code: "PGRST107", Message: "The request body must be application/json"}
+	errRESTSingle      = &Error{Status: http.StatusNotAcceptable, Code: "PGRST116", Message: "JSON object requested, multiple (or no) rows returned"}
+	errRESTTooLarge    = &Error{Status: http.StatusRequestEntityTooLarge, Code: "PGRST413", Message: "Request body too large"}
+	errRESTNoPK        = &Error{Status: http.StatusBadRequest, Code: "PGRST120", Message: "An upsert needs on_conflict or a primary key"}
+	mediaSingleObject  = "application/vnd.pgrst.object+json"
+	restContentTypeOut = "application/json; charset=utf-8"
+)
+
+// request is what every method needs from an HTTP request.
+type request struct {
+	claims *auth.Claims
+	rel    string // the quoted, schema-qualified table
+	q      *restQuery
+	prefs  prefer
+	single bool
+}
+
+// prefer holds the Prefer header's settings that change the answer.
+type prefer struct {
+	ret        string // "representation", "minimal" or "headers-only"
+	count      bool
+	resolution string // "merge-duplicates" or "ignore-duplicates"
+	applied    []string
+}
+
+func parsePrefer(values []string) prefer {
+	var p prefer
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ",") {
+			k, val, _ := strings.Cut(strings.TrimSpace(part), "=")
+			switch {
+			case k == "return" && (val == "representation" || val == "minimal" || val == "headers-only"):
+				p.ret = val
+			case k == "count" && (val == "exact" || val == "planned" || val == "estimated"):
+				p.count = true // every count is exact
+			case k == "resolution" && (val == "merge-duplicates" || val == "ignore-duplicates"):
+				p.resolution = val
+			default:
+				continue
+			}
+			p.applied = append(p.applied, k+"="+val)
+		}
+	}
+	return p
+}
+
+// prepare parses what every method shares; profile is the header that
+// names the schema (Accept-Profile for reads, Content-Profile for writes).
+func (h *REST) prepare(w http.ResponseWriter, r *http.Request, profile string) (*request, bool) {
+	schema := h.cfg.Schemas[0]
+	if p := r.Header.Get(profile); p != "" {
+		if !slices.Contains(h.cfg.Schemas, p) {
+			writeError(w, errRESTSchema.With(fmt.Sprintf("exposed schemas: %s", strings.Join(h.cfg.Schemas, ", "))))
+			return nil, false
+		}
+		schema = p
+	}
+	q, err := parseRestQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, parseFailure(err))
+		return nil, false
+	}
+	req := &request{
+		claims: Claims(r),
+		rel:    pgx.Identifier{schema, chi.URLParam(r, "table")}.Sanitize(),
+		q:      q,
+		prefs:  parsePrefer(r.Header.Values("Prefer")),
+		single: strings.Contains(r.Header.Get("Accept"), mediaSingleObject),
+	}
+	if len(req.prefs.applied) > 0 {
+		w.Header().Set("Preference-Applied", strings.Join(req.prefs.applied, ", "))
+	}
+	return req, true
+}
+
+func parseFailure(err error) *Error {
+	var pe *parseError
+	if errors.As(err, &pe) {
+		e := errRESTParse.With(pe.msg)
+		if pe.details != "" {
+			e.Hint = pe.details
+		}
+		return e
+	}
+	return errRESTParse.With(err.Error())
+}
+
+func (h *REST) read(w http.ResponseWriter, r *http.Request) {
+	req, ok := h.prepare(w, r, "Accept-Profile")
+	if !ok {
+		return
+	}
+	limit, offset, err := pageOf(req.q, r.Header.Get("Range"))
+	if err != nil {
+		writeError(w, errRESTRange.With(err.Error()))
+		return
+	}
+	var rows []byte
+	var n, total int64 = 0, -1
+	err = h.run(r.Context(), h.cfg.Pool, req.claims, pgx.ReadOnly, func(tx pgx.Tx) error {
+		if err := queryPair(r.Context(), tx, readSQL(req.rel, req.q, limit, offset), &rows, &n); err != nil {
+			return err
+		}
+		if req.prefs.count {
+			s := countSQL(req.rel, req.q)
+			return tx.QueryRow(r.Context(), s.b.String(), append([]any{pgx.QueryExecModeExec}, s.args...)...).Scan(&total)
+		}
+		return nil
+	})
+	if err != nil {
+		h.fail(w, req, err)
+		return
+	}
+	status := http.StatusOK
+	if total >= 0 && n < total && (offset > 0 || n > 0) {
+		status = http.StatusPartialContent
+	}
+	if total >= 0 && offset > 0 && int64(offset) >= total && total > 0 {
+		writeError(w, errRESTRange.With(fmt.Sprintf("offset %d is past the %d rows", offset, total)))
+		return
+	}
+	w.Header().Set("Content-Range", contentRange(offset, n, total))
+	h.answer(w, r, req, status, rows, n, true)
+}
+
+// pageOf is the page asked for by limit and offset, or else by a Range
+// header ("first-last" items).
+func pageOf(q *restQuery, rangeHeader string) (limit, offset int, err error) {
+	limit, offset = q.limit, q.offset
+	if rangeHeader == "" || q.limit >= 0 || q.offset > 0 {
+		return limit, offset, nil
+	}
+	spec := strings.TrimPrefix(rangeHeader, "items=")
+	first, last, ok := strings.Cut(spec, "-")
+	a, err := strconv.Atoi(first)
+	if !ok || err != nil || a < 0 {
+		return 0, 0, fmt.Errorf("malformed Range %q", rangeHeader)
+	}
+	if last == "" {
+		return -1, a, nil
+	}
+	b, err := strconv.Atoi(last)
+	if err != nil || b < a {
+		return 0, 0, fmt.Errorf("malformed Range %q", rangeHeader)
+	}
+	return b - a + 1, a, nil
+}
+
+// contentRange is PostgREST's Content-Range: first-last/total, with * for
+// an empty page or an unknown total.
+func contentRange(offset int, n, total int64) string {
+	t := "*"
+	if total >= 0 {
+		t = strconv.FormatInt(total, 10)
+	}
+	if n == 0 {
+		return "*/" + t
+	}
+	return fmt.Sprintf("%d-%d/%s", offset, int64(offset)+n-1, t)
+}
+
+func (h *REST) insert(w http.ResponseWriter, r *http.Request) {
+	req, ok := h.prepare(w, r, "Content-Profile")
+	if !ok {
+		return
+	}
+	body, ok := h.body(w, r)
+	if !ok {
+		return
+	}
+	rows, cols, err := rowsOf(body, req.q.columns)
+	if err != nil {
+		writeError(w, errRESTBody.With(err.Error()))
+		return
+	}
+	var c *conflict
+	if req.prefs.resolution != "" {
+		c = &conflict{target: req.q.onConflict, ignore: req.prefs.resolution == "ignore-duplicates"}
+	}
+	h.mutate(w, r, req, http.StatusCreated, func(ctx context.Context, tx pgx.Tx) (*sqlText, error) {
+		if c != nil && len(c.target) == 0 {
+			pk, err := primaryKey(ctx, tx, req.rel)
+			if err != nil {
+				return nil, err
+			}
+			if len(pk) == 0 {
+				return nil, errRESTNoPK
+			}
+			c.target = pk
+		}
+		return insertSQL(req.rel, cols, rows, c, req.q, req.representation()), nil
+	})
+}
+
+func (h *REST) update(w http.ResponseWriter, r *http.Request) {
+	req, ok := h.prepare(w, r, "Content-Profile")
+	if !ok {
+		return
+	}
+	body, ok := h.body(w, r)
+	if !ok {
+		return
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+		writeError(w, errRESTBody.With("PATCH takes one JSON object"))
+		return
+	}
+	cols := req.q.columns
+	if len(cols) == 0 {
+		cols = sortedKeys(obj)
+	}
+	if len(cols) == 0 {
+		writeError(w, errRESTBody.With("nothing to update: the object has no keys"))
+		return
+	}
+	h.mutate(w, r, req, http.StatusOK, func(context.Context, pgx.Tx) (*sqlText, error) {
+		return updateSQL(req.rel, cols, body, req.q, req.representation()), nil
+	})
+}
+
+func (h *REST) delete(w http.ResponseWriter, r *http.Request) {
+	req, ok := h.prepare(w, r, "Content-Profile")
+	if !ok {
+		return
+	}
+	h.mutate(w, r, req, http.StatusOK, func(context.Context, pgx.Tx) (*sqlText, error) {
+		return deleteSQL(req.rel, req.q, req.representation()), nil
+	})
+}
+
+// representation reports whether the changed rows are sent back.
+func (req *request) representation() bool { return req.prefs.ret == "representation" || req.single }
+
+// mutate runs a data-changing statement built by build in a transaction
+// and answers with its rows or its count. With a single object asked for,
+// anything but one row rolls the change back.
+func (h *REST) mutate(w http.ResponseWriter, r *http.Request, req *request, status int, build func(context.Context, pgx.Tx) (*sqlText, error)) {
+	var rows []byte
+	var n int64
+	err := h.run(r.Context(), h.cfg.Pool, req.claims, pgx.ReadWrite, func(tx pgx.Tx) error {
+		s, err := build(r.Context(), tx)
+		if err != nil {
+			return err
+		}
+		if err := queryPair(r.Context(), tx, s, &rows, &n); err != nil {
+			return err
+		}
+		if req.single && n != 1 {
+			return errRESTSingle.With(fmt.Sprintf("The result contains %d rows", n))
+		}
+		return nil
+	})
+	if err != nil {
+		h.fail(w, req, err)
+		return
+	}
+	w.Header().Set("Content-Range", contentRange(0, n, -1))
+	if !req.representation() {
+		if status == http.StatusOK {
+			status = http.StatusNoContent
+		}
+		w.WriteHeader(status)
+		return
+	}
+	h.answer(w, r, req, status, rows, n, false)
+}
+
+// answer writes rows (a JSON array of n rows) as an array or, when a
+// single object was asked for, as that object.
+func (h *REST) answer(w http.ResponseWriter, r *http.Request, req *request, status int, rows []byte, n int64, checkSingle bool) {
+	if req.single {
+		if checkSingle && n != 1 {
+			writeError(w, errRESTSingle.With(fmt.Sprintf("The result contains %d rows", n)))
+			return
+		}
+		rows = bytes.TrimSpace(rows)
+		rows = bytes.TrimSuffix(bytes.TrimPrefix(rows, []byte("[")), []byte("]"))
+		w.Header().Set("Content-Type", mediaSingleObject+"; charset=utf-8")
+	} else {
+		w.Header().Set("Content-Type", restContentTypeOut)
+	}
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(rows)
+	}
+}
+
+// queryPair runs s, which answers one row of (JSON text, count).
+func queryPair(ctx context.Context, tx pgx.Tx, s *sqlText, rows *[]byte, n *int64) error {
+	var text string
+	args := append([]any{pgx.QueryExecModeExec}, s.args...)
+	if err := tx.QueryRow(ctx, s.b.String(), args...).Scan(&text, n); err != nil {
+		return err
+	}
+	*rows = []byte(text)
+	return nil
+}
+
+// run runs fn in a transaction as the claims' role, with the claims in
+// request.jwt.claims (what auth.uid() and auth.jwt() read), and commits
+// when fn succeeds. Statements are planned afresh each time
+// (QueryExecModeExec): a cached plan would outlive a table made again.
+func (h *REST) run(ctx context.Context, pool *pgxpool.Pool, claims *auth.Claims, mode pgx.TxAccessMode, fn func(pgx.Tx) error) error {
+	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{AccessMode: mode}, func(tx pgx.Tx) error {
+		raw := claims.Raw
+		if len(raw) == 0 {
+			raw = json.RawMessage("{}")
+		}
+		if _, err := tx.Exec(ctx, `select pg_catalog.set_config('role', $1, true),
+  pg_catalog.set_config('request.jwt.claims', $2, true),
+  pg_catalog.set_config('request.jwt.claim.sub', coalesce($2::jsonb->>'sub', ''), true),
+  pg_catalog.set_config('request.jwt.claim.role', $1, true)`, pgx.QueryExecModeExec, claims.Role, string(raw)); err != nil {
+			return fmt.Errorf("switch to role %s: %w", claims.Role, err)
+		}
+		return fn(tx)
+	})
+}
+
+// body reads a JSON request body within MaxBodyBytes.
+func (h *REST) body(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			writeError(w, errRESTMediaType.With(fmt.Sprintf("got %q", ct)))
+			return nil, false
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, errRESTTooLarge.With(fmt.Sprintf("the limit is %d bytes", h.cfg.MaxBodyBytes)))
+		} else {
+			writeError(w, errRESTBody.With("could not read the body"))
+		}
+		return nil, false
+	}
+	if !json.Valid(body) {
+		writeError(w, errRESTBody)
+		return nil, false
+	}
+	return body, true
+}
+
+// rowsOf checks an insert's body (an object or an array of objects) and
+// returns it as an array with the columns to insert: those of columns=,
+// or the keys of the objects, which must then all have the same keys.
+func rowsOf(body []byte, columns []string) ([]byte, []string, error) {
+	body = bytes.TrimSpace(body)
+	var objs []map[string]json.RawMessage
+	if len(body) > 0 && body[0] == '{' {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(body, &obj); err != nil {
+			return nil, nil, errors.New("the body must be a JSON object or an array of objects")
+		}
+		objs = []map[string]json.RawMessage{obj}
+		body = append(append([]byte("["), body...), ']')
+	} else if err := json.Unmarshal(body, &objs); err != nil {
+		return nil, nil, errors.New("the body must be a JSON object or an array of objects")
+	}
+	for _, o := range objs {
+		if o == nil {
+			return nil, nil, errors.New("the body must be a JSON object or an array of objects")
+		}
+	}
+	if len(columns) > 0 {
+		return body, columns, nil
+	}
+	if len(objs) == 0 {
+		return body, nil, nil
+	}
+	cols := sortedKeys(objs[0])
+	for _, o := range objs[1:] {
+		if !slices.Equal(sortedKeys(o), cols) {
+			return nil, nil, errors.New("All object keys must match")
+		}
+	}
+	if len(cols) == 0 && len(objs) > 1 {
+		return nil, nil, errors.New("objects without keys can only be inserted one at a time")
+	}
+	return body, cols, nil
+}
+
+func sortedKeys(m map[string]json.RawMessage) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// primaryKey lists rel's primary key columns, for an upsert without
+// on_conflict.
+func primaryKey(ctx context.Context, tx pgx.Tx, rel string) ([]string, error) {
+	rows, err := tx.Query(ctx, `select a.attname from pg_catalog.pg_index i
+		join pg_catalog.pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey)
+		where i.indrelid = $1::regclass and i.indisprimary order by array_position(i.indkey, a.attnum)`,
+		pgx.QueryExecModeExec, rel)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// fail answers err: the REST surface's own errors as they are, database
+// errors in PostgREST's shape with its status for their SQLSTATE.
+func (h *REST) fail(w http.ResponseWriter, req *request, err error) {
+	var e *Error
+	if errors.As(err, &e) {
+		writeError(w, e)
+		return
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		writeError(w, &Error{Status: pgStatus(pg, req.claims), Code: pg.Code, Message: pg.Message,
+			Details: nullIfEmpty(pg.Detail), Hint: nullIfEmpty(pg.Hint)})
+		return
+	}
+	if errors.Is(err, context.Canceled) {
+		return // the client went away
+	}
+	h.cfg.Log.Error("rest request failed", zap.Error(err))
+	writeError(w, ErrInternal)
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// pgStatus is PostgREST's HTTP status for a SQLSTATE.
+func pgStatus(pg *pgconn.PgError, claims *auth.Claims) int {
+	switch pg.Code {
+	case "42501": // insufficient privilege
+		if claims.Role == auth.RoleAnon {
+			return http.StatusUnauthorized
+		}
+		return http.StatusForbidden
+	case "42P01", "42883": // undefined table, undefined function
+		return http.StatusNotFound
+	case "23505", "23503", "40001", "40P01": // unique, foreign key, serialization, deadlock
+		return http.StatusConflict
+	case "25006": // read-only transaction
+		return http.StatusMethodNotAllowed
+	case "57014": // statement timeout
+		return http.StatusGatewayTimeout
+	}
+	switch pg.Code[:2] {
+	case "08", "53", "57": // connection, resources, operator intervention
+		return http.StatusServiceUnavailable
+	case "XX": // internal
+		return http.StatusInternalServerError
+	}
+	return http.StatusBadRequest // data, integrity, syntax, raised exceptions
+}

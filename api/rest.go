@@ -177,17 +177,7 @@ func (h *REST) read(w http.ResponseWriter, r *http.Request) {
 	}
 	var rows []byte
 	var n, total int64 = 0, -1
-	err = h.run(r.Context(), h.cfg.Pool, req.claims, pgx.ReadOnly, func(tx pgx.Tx) error {
-		if err := queryPair(r.Context(), tx, readSQL(req.rel, req.q, limit, offset), &rows, &n); err != nil {
-			return err
-		}
-		if req.prefs.count {
-			s := countSQL(req.rel, req.q)
-			return tx.QueryRow(r.Context(), s.b.String(), append([]any{pgx.QueryExecModeExec}, s.args...)...).Scan(&total)
-		}
-		return nil
-	})
-	if err != nil {
+	if err := h.readOnce(r.Context(), req, limit, offset, &rows, &n, &total); err != nil {
 		h.fail(w, req, err)
 		return
 	}
@@ -201,6 +191,39 @@ func (h *REST) read(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Range", contentRange(offset, n, total))
 	h.answer(w, r, req, status, rows, n, true)
+}
+
+// readOnce runs a read in one round trip: the role and claims, the page
+// and its count are sent as one pipeline with one Sync, which PostgreSQL
+// runs as one implicit transaction, so the settings made local to it hold
+// for the statements after them and end with it. The answer's columns are
+// always (text, bigint), so a statement the connection keeps prepared
+// stays valid when the table changes.
+func (h *REST) readOnce(ctx context.Context, req *request, limit, offset int, rows *[]byte, n, total *int64) error {
+	page := readSQL(req.rel, req.q, limit, offset)
+	b := &pgx.Batch{}
+	b.Queue(setClaimsSQL+",\n  pg_catalog.set_config('transaction_read_only', 'on', true)", req.claims.Role, claimsJSON(req.claims))
+	b.Queue(page.b.String(), page.args...)
+	if req.prefs.count {
+		c := countSQL(req.rel, req.q)
+		b.Queue(c.b.String(), c.args...)
+	}
+	br := h.cfg.Pool.SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return fmt.Errorf("switch to role %s: %w", req.claims.Role, err)
+	}
+	var text string
+	if err := br.QueryRow().Scan(&text, n); err != nil {
+		return err
+	}
+	*rows = []byte(text)
+	if req.prefs.count {
+		if err := br.QueryRow().Scan(total); err != nil {
+			return err
+		}
+	}
+	return br.Close()
 }
 
 // pageOf is the page asked for by limit and offset, or else by a Range
@@ -383,18 +406,25 @@ func queryPair(ctx context.Context, tx pgx.Tx, s *sqlText, rows *[]byte, n *int6
 // (QueryExecModeExec): a cached plan would outlive a table made again.
 func (h *REST) run(ctx context.Context, pool *pgxpool.Pool, claims *auth.Claims, mode pgx.TxAccessMode, fn func(pgx.Tx) error) error {
 	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{AccessMode: mode}, func(tx pgx.Tx) error {
-		raw := claims.Raw
-		if len(raw) == 0 {
-			raw = json.RawMessage("{}")
-		}
-		if _, err := tx.Exec(ctx, `select pg_catalog.set_config('role', $1, true),
-  pg_catalog.set_config('request.jwt.claims', $2, true),
-  pg_catalog.set_config('request.jwt.claim.sub', coalesce($2::jsonb->>'sub', ''), true),
-  pg_catalog.set_config('request.jwt.claim.role', $1, true)`, pgx.QueryExecModeExec, claims.Role, string(raw)); err != nil {
+		if _, err := tx.Exec(ctx, setClaimsSQL, pgx.QueryExecModeExec, claims.Role, claimsJSON(claims)); err != nil {
 			return fmt.Errorf("switch to role %s: %w", claims.Role, err)
 		}
 		return fn(tx)
 	})
+}
+
+// setClaimsSQL makes $1 the role and $2 the claims for the rest of the
+// transaction.
+const setClaimsSQL = `select pg_catalog.set_config('role', $1, true),
+  pg_catalog.set_config('request.jwt.claims', $2, true),
+  pg_catalog.set_config('request.jwt.claim.sub', coalesce($2::jsonb->>'sub', ''), true),
+  pg_catalog.set_config('request.jwt.claim.role', $1, true)`
+
+func claimsJSON(c *auth.Claims) string {
+	if len(c.Raw) == 0 {
+		return "{}"
+	}
+	return string(c.Raw)
 }
 
 // body reads a JSON request body within MaxBodyBytes.

@@ -278,6 +278,25 @@ func TestRESTRoles(t *testing.T) {
 	if n != 0 {
 		t.Error("a user changed another's row")
 	}
+	// The role and claims end with each request's transaction: no
+	// connection of the pool keeps them.
+	for range 4 {
+		e.do(t, "GET", "/todos", me, "", "Prefer", "count=exact")
+		e.do(t, "GET", "/nope", me, "")
+	}
+	conns := e.pool.AcquireAllIdle(context.Background())
+	if len(conns) == 0 {
+		t.Fatal("no idle connection to check")
+	}
+	for _, c := range conns {
+		var user, claims string
+		var readOnly string
+		err := c.QueryRow(context.Background(), "select current_user, coalesce(current_setting('request.jwt.claims', true), ''), current_setting('transaction_read_only')").Scan(&user, &claims, &readOnly)
+		c.Release()
+		if err != nil || user == "authenticated" || claims != "" || readOnly != "off" {
+			t.Errorf("a connection kept a request's settings: user %q claims %q read-only %q (%v)", user, claims, readOnly, err)
+		}
+	}
 }
 
 func TestRESTWrite(t *testing.T) {

@@ -341,7 +341,7 @@ func (req *request) representation() bool { return req.prefs.ret == "representat
 func (h *REST) mutate(w http.ResponseWriter, r *http.Request, req *request, status int, build func(context.Context, pgx.Tx) (*sqlText, error)) {
 	var rows []byte
 	var n int64
-	err := h.run(r.Context(), h.cfg.Pool, req.claims, pgx.ReadWrite, func(tx pgx.Tx) error {
+	err := h.write(r.Context(), req.claims, func(tx pgx.Tx) error {
 		s, err := build(r.Context(), tx)
 		if err != nil {
 			return err
@@ -400,12 +400,13 @@ func queryPair(ctx context.Context, tx pgx.Tx, s *sqlText, rows *[]byte, n *int6
 	return nil
 }
 
-// run runs fn in a transaction as the claims' role, with the claims in
+// write runs fn in a transaction as the claims' role, with the claims in
 // request.jwt.claims (what auth.uid() and auth.jwt() read), and commits
-// when fn succeeds. Statements are planned afresh each time
-// (QueryExecModeExec): a cached plan would outlive a table made again.
-func (h *REST) run(ctx context.Context, pool *pgxpool.Pool, claims *auth.Claims, mode pgx.TxAccessMode, fn func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, pool, pgx.TxOptions{AccessMode: mode}, func(tx pgx.Tx) error {
+// when fn succeeds. Its statements go unprepared (QueryExecModeExec), one
+// round trip each, so connections keep nothing for the many shapes
+// writes take.
+func (h *REST) write(ctx context.Context, claims *auth.Claims, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, h.cfg.Pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, setClaimsSQL, pgx.QueryExecModeExec, claims.Role, claimsJSON(claims)); err != nil {
 			return fmt.Errorf("switch to role %s: %w", claims.Role, err)
 		}
@@ -483,7 +484,7 @@ func rowsOf(body []byte, columns []string) ([]byte, []string, error) {
 	cols := sortedKeys(objs[0])
 	for _, o := range objs[1:] {
 		if !slices.Equal(sortedKeys(o), cols) {
-			return nil, nil, errors.New("All object keys must match")
+			return nil, nil, errors.New("all object keys must match")
 		}
 	}
 	if len(cols) == 0 && len(objs) > 1 {

@@ -14,9 +14,6 @@ import (
 // turns the result into SQL, where every name is quoted and every value is
 // a parameter.
 
-// reservedParams are the query parameters that are not filters.
-var reservedParams = map[string]bool{"select": true, "order": true, "limit": true, "offset": true, "on_conflict": true, "columns": true}
-
 // field is a column, optionally followed by a JSON path: data->a->>b.
 type field struct {
 	column string

@@ -95,15 +95,6 @@ type restResp struct {
 	body   []byte
 }
 
-func (r restResp) json(t *testing.T) any {
-	t.Helper()
-	var v any
-	if err := json.Unmarshal(r.body, &v); err != nil {
-		t.Fatalf("body is not JSON: %q", r.body)
-	}
-	return v
-}
-
 // rows decodes an array of objects.
 func (r restResp) rows(t *testing.T) []map[string]any {
 	t.Helper()

@@ -66,6 +66,8 @@ func NewREST(cfg RESTConfig) *REST {
 	r.Post("/{table}", h.insert)
 	r.Patch("/{table}", h.update)
 	r.Delete("/{table}", h.delete)
+	r.Post("/rpc/{fn}", h.rpc)
+	r.Get("/rpc/{fn}", h.rpc)
 	h.router = r
 	return h
 }
@@ -89,7 +91,7 @@ var (
 // request is what every method needs from an HTTP request.
 type request struct {
 	claims *auth.Claims
-	rel    string // the quoted, schema-qualified table
+	rel    string // the quoted, schema-qualified table or function
 	q      *restQuery
 	prefs  prefer
 	single bool
@@ -127,30 +129,51 @@ func parsePrefer(values []string) prefer {
 // prepare parses what every method shares; profile is the header that
 // names the schema (Accept-Profile for reads, Content-Profile for writes).
 func (h *REST) prepare(w http.ResponseWriter, r *http.Request, profile string) (*request, bool) {
-	schema := h.cfg.Schemas[0]
-	if p := r.Header.Get(profile); p != "" {
-		if !slices.Contains(h.cfg.Schemas, p) {
-			writeError(w, errRESTSchema.With(fmt.Sprintf("exposed schemas: %s", strings.Join(h.cfg.Schemas, ", "))))
-			return nil, false
+	schema, e := h.schemaOf(r, profile)
+	if e == nil {
+		var req *request
+		if req, e = newRequest(r, schema, chi.URLParam(r, "table"), r.URL.RawQuery); e == nil {
+			req.applyPreferences(w)
+			return req, true
 		}
-		schema = p
 	}
-	q, err := parseRestQuery(r.URL.RawQuery)
+	writeError(w, e)
+	return nil, false
+}
+
+// schemaOf is the schema the profile header names, or the default.
+func (h *REST) schemaOf(r *http.Request, profile string) (string, *Error) {
+	p := r.Header.Get(profile)
+	if p == "" {
+		return h.cfg.Schemas[0], nil
+	}
+	if !slices.Contains(h.cfg.Schemas, p) {
+		return "", errRESTSchema.With(fmt.Sprintf("exposed schemas: %s", strings.Join(h.cfg.Schemas, ", ")))
+	}
+	return p, nil
+}
+
+// newRequest is the request on schema.name with the filters and
+// modifiers of query.
+func newRequest(r *http.Request, schema, name, query string) (*request, *Error) {
+	q, err := parseRestQuery(query)
 	if err != nil {
-		writeError(w, parseFailure(err))
-		return nil, false
+		return nil, parseFailure(err)
 	}
-	req := &request{
+	return &request{
 		claims: Claims(r),
-		rel:    pgx.Identifier{schema, chi.URLParam(r, "table")}.Sanitize(),
+		rel:    pgx.Identifier{schema, name}.Sanitize(),
 		q:      q,
 		prefs:  parsePrefer(r.Header.Values("Prefer")),
 		single: strings.Contains(r.Header.Get("Accept"), mediaSingleObject),
-	}
+	}, nil
+}
+
+// applyPreferences tells the client which of its preferences were taken.
+func (req *request) applyPreferences(w http.ResponseWriter) {
 	if len(req.prefs.applied) > 0 {
 		w.Header().Set("Preference-Applied", strings.Join(req.prefs.applied, ", "))
 	}
-	return req, true
 }
 
 func parseFailure(err error) *Error {
@@ -267,7 +290,7 @@ func (h *REST) insert(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, ok := h.body(w, r)
+	body, ok := h.body(w, r, "")
 	if !ok {
 		return
 	}
@@ -300,7 +323,7 @@ func (h *REST) update(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, ok := h.body(w, r)
+	body, ok := h.body(w, r, "")
 	if !ok {
 		return
 	}
@@ -428,8 +451,9 @@ func claimsJSON(c *auth.Claims) string {
 	return string(c.Raw)
 }
 
-// body reads a JSON request body within MaxBodyBytes.
-func (h *REST) body(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+// body reads a JSON request body within MaxBodyBytes; an empty one is
+// empty, when that is not "", and invalid otherwise.
+func (h *REST) body(w http.ResponseWriter, r *http.Request, empty string) ([]byte, bool) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
@@ -446,6 +470,9 @@ func (h *REST) body(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 			writeError(w, errRESTBody.With("could not read the body"))
 		}
 		return nil, false
+	}
+	if len(bytes.TrimSpace(body)) == 0 && empty != "" {
+		return []byte(empty), true
 	}
 	if !json.Valid(body) {
 		writeError(w, errRESTBody)

@@ -411,3 +411,73 @@ func TestRESTBadInput(t *testing.T) {
 		t.Errorf("todos after bad input: %d rows, %v", n, err)
 	}
 }
+
+const rpcSchema = `
+create function add(a int, b int default 10) returns int language sql immutable as $$ select a + b $$;
+create function tag_count(tags text[]) returns int language sql immutable as $$ select cardinality(tags) $$;
+create function my_todos() returns setof todos language sql stable as $$ select * from todos where owner = auth.uid() $$;
+create function titles_like(pattern text) returns table (id bigint, title text) language sql stable
+  as $$ select id, title from todos where title like pattern order by id $$;
+create function numbers(n int) returns setof int language sql immutable as $$ select generate_series(1, n) $$;
+create function first_todo() returns todos language sql stable as $$ select * from todos order by id limit 1 $$;
+create function touch() returns void language sql as $$ update todos set done = done $$;
+create function whoami() returns json language sql stable as $$ select json_build_object('role', current_user, 'sub', auth.uid()) $$;
+create function pick(x int) returns text language sql as $$ select 'int' $$;
+create function pick(x text) returns text language sql as $$ select 'text' $$;
+create function secret_fn() returns int language sql as $$ select 42 $$;
+revoke execute on function secret_fn() from public, anon, authenticated;
+`
+
+func TestRESTRPC(t *testing.T) {
+	t.Parallel()
+	e := newRESTEnv(t)
+	if _, err := e.pool.Exec(context.Background(), rpcSchema); err != nil {
+		t.Fatal(err)
+	}
+	me := userToken(t, "11111111-1111-1111-1111-111111111111")
+	cases := []struct {
+		name, method, path, key, body string
+		status                        int
+		want                          string // the body, or the error code
+	}{
+		{"scalar", "POST", "/rpc/add", e.anon, `{"a":1,"b":2}`, 200, `3`},
+		{"default argument", "POST", "/rpc/add", e.anon, `{"a":1}`, 200, `11`},
+		{"get", "GET", "/rpc/add?a=2&b=3", e.anon, "", 200, `5`},
+		{"array argument", "POST", "/rpc/tag_count", e.anon, `{"tags":["a","b","c"]}`, 200, `3`},
+		{"set of rows as the caller", "POST", "/rpc/my_todos?select=title", me, `{}`, 200, `[{"title":"mine"}]`},
+		{"table with filters", "GET", "/rpc/titles_like?pattern=public%25&id=gt.1&select=title&order=id.desc", e.service, "", 200, `[{"title":"public three"}, ` + "\n" + ` {"title":"public two"}]`},
+		{"set of scalars", "POST", "/rpc/numbers", e.anon, `{"n":3}`, 200, `[1, 2, 3]`},
+		{"one row", "POST", "/rpc/first_todo?select=title", e.service, `{}`, 200, `{"title":"public one"}`},
+		{"json result with claims", "POST", "/rpc/whoami", me, "", 200, `{"role" : "authenticated", "sub" : "11111111-1111-1111-1111-111111111111"}`},
+		{"void", "POST", "/rpc/touch", e.service, `{}`, 204, ``},
+		{"write in a GET", "GET", "/rpc/touch", e.service, "", 405, "25006"},
+		{"unknown argument", "POST", "/rpc/add", e.anon, `{"c":1}`, 404, "PGRST202"},
+		{"missing argument", "POST", "/rpc/add", e.anon, `{"b":1}`, 404, "PGRST202"},
+		{"unknown function", "POST", "/rpc/nope", e.anon, `{}`, 404, "PGRST202"},
+		{"overloads", "POST", "/rpc/pick", e.anon, `{"x":1}`, 300, "PGRST203"},
+		{"bad argument value", "POST", "/rpc/add", e.anon, `{"a":"x"}`, 400, "22P02"},
+		{"arguments not an object", "POST", "/rpc/add", e.anon, `[1]`, 400, "PGRST102"},
+		{"filters on a scalar", "GET", "/rpc/add?a=1&b=eq.2", e.anon, "", 400, "22P02"},
+		{"no execute privilege", "POST", "/rpc/secret_fn", e.anon, `{}`, 401, "42501"},
+		{"injection in argument name", "POST", "/rpc/add", e.anon, `{"a":1,"b\"); drop table todos; --":2}`, 404, "PGRST202"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.do(t, c.method, c.path, c.key, c.body)
+			if r.status != c.status {
+				t.Fatalf("status %d body %s, want %d", r.status, r.body, c.status)
+			}
+			if c.status >= 300 {
+				if got := r.code(t); got != c.want {
+					t.Errorf("code %s, want %s (%s)", got, c.want, r.body)
+				}
+			} else if string(r.body) != c.want {
+				t.Errorf("body %s\nwant %s", r.body, c.want)
+			}
+		})
+	}
+	var n int
+	if err := e.pool.QueryRow(context.Background(), "select count(*) from todos").Scan(&n); err != nil || n != 5 {
+		t.Errorf("todos after the calls: %d, %v", n, err)
+	}
+}

@@ -222,6 +222,9 @@ create table public.rest_items (
 alter table public.rest_items enable row level security;
 create policy own on public.rest_items to authenticated using (owner = auth.uid()) with check (owner = auth.uid());
 create policy shared on public.rest_items for select using (owner is null);
+create function public.rest_add(a int, b int) returns int language sql immutable as $$ select a + b $$;
+create function public.rest_items_over(min int) returns setof public.rest_items language sql stable
+  as $$ select * from public.rest_items where n > min $$;
 `
 
 // runNodeTests runs node/*.test.mjs against nodes a and b (the REST

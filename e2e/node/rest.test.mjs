@@ -128,3 +128,16 @@ test('errors in PostgREST shape', async () => {
   r = await a.from('rest_items').insert({ n: 5 }) // title is not null
   assert.equal(r.error?.code, '23502')
 })
+
+test('rpc: a scalar, and rows with filters, as the caller', async () => {
+  let r = await a.rpc('rest_add', { a: 2, b: 3 })
+  assert.equal(r.error, null)
+  assert.equal(r.data, 5)
+  r = await a.rpc('rest_items_over', { min: 1 }).select('title').order('n')
+  assert.equal(r.error, null)
+  assert.deepEqual(r.data, [{ title: 'gamma 2' }, { title: 'shared' }])
+  r = await b.rpc('rest_items_over', { min: 0 }).select('title')
+  assert.deepEqual(r.data, [{ title: 'shared' }]) // row-level security applies inside
+  r = await a.rpc('rest_add', { a: 1 })
+  assert.equal(r.error?.code, 'PGRST202')
+})

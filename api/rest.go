@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
@@ -30,8 +31,14 @@ import (
 
 // RESTConfig configures the REST API; zero values mean defaults.
 type RESTConfig struct {
-	// Pool runs every request.
+	// Pool is the primary: it runs every write, and the reads when there
+	// are no replicas or none answers.
 	Pool *pgxpool.Pool
+	// Replicas, when given, run the reads (GET and HEAD on tables and
+	// functions) in turn. A read that cannot connect to its replica goes
+	// to the primary. Replicas lag: a read right after a write may not
+	// see it.
+	Replicas []*pgxpool.Pool
 	// Schemas are the schemas clients may name with Accept-Profile and
 	// Content-Profile; the first is the default. Default ["public"].
 	Schemas []string
@@ -44,6 +51,7 @@ type RESTConfig struct {
 type REST struct {
 	cfg    RESTConfig
 	router chi.Router
+	next   atomic.Uint64 // the replica of the next read
 }
 
 // NewREST returns the handler; mount it under /rest/v1 behind the guard.
@@ -200,7 +208,10 @@ func (h *REST) read(w http.ResponseWriter, r *http.Request) {
 	}
 	var rows []byte
 	var n, total int64 = 0, -1
-	if err := h.readOnce(r.Context(), req, limit, offset, &rows, &n, &total); err != nil {
+	err = h.onReader(func(pool *pgxpool.Pool) error {
+		return h.readOnce(r.Context(), pool, req, limit, offset, &rows, &n, &total)
+	})
+	if err != nil {
 		h.fail(w, req, err)
 		return
 	}
@@ -222,7 +233,7 @@ func (h *REST) read(w http.ResponseWriter, r *http.Request) {
 // for the statements after them and end with it. The answer's columns are
 // always (text, bigint), so a statement the connection keeps prepared
 // stays valid when the table changes.
-func (h *REST) readOnce(ctx context.Context, req *request, limit, offset int, rows *[]byte, n, total *int64) error {
+func (h *REST) readOnce(ctx context.Context, pool *pgxpool.Pool, req *request, limit, offset int, rows *[]byte, n, total *int64) error {
 	page := readSQL(req.rel, req.q, limit, offset)
 	b := &pgx.Batch{}
 	b.Queue(setClaimsSQL+",\n  pg_catalog.set_config('transaction_read_only', 'on', true)", req.claims.Role, claimsJSON(req.claims))
@@ -231,7 +242,7 @@ func (h *REST) readOnce(ctx context.Context, req *request, limit, offset int, ro
 		c := countSQL(req.rel, req.q)
 		b.Queue(c.b.String(), c.args...)
 	}
-	br := h.cfg.Pool.SendBatch(ctx, b)
+	br := pool.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("switch to role %s: %w", req.claims.Role, err)
@@ -247,6 +258,22 @@ func (h *REST) readOnce(ctx context.Context, req *request, limit, offset int, ro
 		}
 	}
 	return br.Close()
+}
+
+// onReader runs read on the next replica, or on the primary when there is
+// none or the replica cannot be reached.
+func (h *REST) onReader(read func(*pgxpool.Pool) error) error {
+	if len(h.cfg.Replicas) == 0 {
+		return read(h.cfg.Pool)
+	}
+	replica := h.cfg.Replicas[(h.next.Add(1)-1)%uint64(len(h.cfg.Replicas))]
+	err := read(replica)
+	var unreachable *pgconn.ConnectError
+	if errors.As(err, &unreachable) {
+		h.cfg.Log.Warn("read replica unreachable; reading from the primary", zap.Error(err))
+		return read(h.cfg.Pool)
+	}
+	return err
 }
 
 // pageOf is the page asked for by limit and offset, or else by a Range
@@ -429,7 +456,12 @@ func queryPair(ctx context.Context, tx pgx.Tx, s *sqlText, rows *[]byte, n *int6
 // round trip each, so connections keep nothing for the many shapes
 // writes take.
 func (h *REST) write(ctx context.Context, claims *auth.Claims, fn func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, h.cfg.Pool, func(tx pgx.Tx) error {
+	return inTx(ctx, h.cfg.Pool, claims, fn)
+}
+
+// inTx runs fn in a transaction on pool as the claims' role.
+func inTx(ctx context.Context, pool *pgxpool.Pool, claims *auth.Claims, fn func(pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, setClaimsSQL, pgx.QueryExecModeExec, claims.Role, claimsJSON(claims)); err != nil {
 			return fmt.Errorf("switch to role %s: %w", claims.Role, err)
 		}

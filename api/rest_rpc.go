@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // This file serves /rest/v1/rpc/<function>: POST with the arguments as a
@@ -126,7 +127,7 @@ func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
 	var n int64
 	var called function
 	var req *request
-	err := h.write(r.Context(), Claims(r), func(tx pgx.Tx) error {
+	call := func(tx pgx.Tx) error {
 		if get {
 			if _, err := tx.Exec(r.Context(), "select pg_catalog.set_config('transaction_read_only', 'on', true)"); err != nil {
 				return err
@@ -166,7 +167,13 @@ func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
 		}
 		raw, _ := json.Marshal(args)
 		return queryPair(r.Context(), tx, callSQL(req.rel, called, args, raw, req.q), &out, &n)
-	})
+	}
+	var err error
+	if get {
+		err = h.onReader(func(pool *pgxpool.Pool) error { return inTx(r.Context(), pool, Claims(r), call) })
+	} else {
+		err = h.write(r.Context(), Claims(r), call)
+	}
 	if err != nil {
 		h.fail(w, &request{claims: Claims(r)}, err)
 		return

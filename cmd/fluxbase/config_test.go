@@ -149,3 +149,17 @@ func TestConfigRejects(t *testing.T) {
 		}
 	})
 }
+
+func TestReplicaURL(t *testing.T) {
+	const primary = "postgres://app:secret@db1:5432/app?sslmode=disable"
+	for replica, want := range map[string]string{
+		"db2:5433":                    "postgres://app:secret@db2:5433/app?sslmode=disable",
+		"[::1]:5432":                  "postgres://app:secret@[::1]:5432/app?sslmode=disable",
+		"postgres://ro@db3:5432/app":  "postgres://ro@db3:5432/app",
+		"postgresql://ro@db4/app?x=1": "postgresql://ro@db4/app?x=1",
+	} {
+		if got := replicaURL(primary, replica); got != want {
+			t.Errorf("replicaURL(%q) = %q, want %q", replica, got, want)
+		}
+	}
+}

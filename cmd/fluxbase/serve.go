@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -78,11 +80,20 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 		log.Info("migration applied", zap.Int64("version", m.Version), zap.String("source", m.Source))
 	}
 
-	pool, err := newPool(ctx, cfg)
+	pool, err := newPool(ctx, cfg, cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	var replicas []*pgxpool.Pool
+	for _, r := range cfg.ReadReplicas {
+		rp, err := newPool(ctx, cfg, replicaURL(cfg.DatabaseURL, r))
+		if err != nil {
+			return fmt.Errorf("FLUXBASE_DATABASE_READ_REPLICAS: %w", err)
+		}
+		defer rp.Close()
+		replicas = append(replicas, rp)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -131,7 +142,7 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 			{Name: "realtime", Check: func(context.Context) error { return rt.Hub().Ready() }},
 		},
 		Mounts: map[string]http.Handler{
-			"/rest/v1":     api.NewREST(api.RESTConfig{Pool: pool, Log: log.Named("rest")}),
+			"/rest/v1":     api.NewREST(api.RESTConfig{Pool: pool, Replicas: replicas, Log: log.Named("rest")}),
 			"/realtime/v1": rt,
 		},
 	}, verifier, log, reg)
@@ -178,10 +189,26 @@ func startBroker(ctx context.Context, cfg config, verifier *auth.Verifier, log *
 	return b, nil
 }
 
-func newPool(ctx context.Context, cfg config) (*pgxpool.Pool, error) {
-	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+// replicaURL is a read replica's connection URL: replica itself when it
+// is a URL, else DATABASE_URL with its host and port replaced (same user,
+// password, database and options).
+func replicaURL(primary, replica string) string {
+	if strings.Contains(replica, "://") {
+		return replica
+	}
+	u, err := url.Parse(primary)
 	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return replica // reported by newPool
+	}
+	u.Host = replica
+	return u.String()
+}
+
+// newPool opens a pool on dbURL with the configured sizes and lifetimes.
+func newPool(ctx context.Context, cfg config, dbURL string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("database URL %s: %w", redactURL(dbURL), err)
 	}
 	if cfg.DBMaxConns > 0 {
 		pc.MaxConns = cfg.DBMaxConns

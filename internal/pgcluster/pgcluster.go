@@ -268,6 +268,43 @@ func (c *Cluster) CreateDatabase(ctx context.Context, db string) error {
 	return err
 }
 
+// StartStandby makes a streaming hot standby of c in opts.Dir (which must
+// not hold a cluster yet) with pg_basebackup, and starts it: a read
+// replica, for tests of read routing.
+func (c *Cluster) StartStandby(ctx context.Context, opts Options) (*Cluster, error) {
+	binDir := opts.BinDir
+	if binDir == "" {
+		var err error
+		if binDir, err = FindBinDir(); err != nil {
+			return nil, err
+		}
+		opts.BinDir = binDir
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := serverCredential()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, err
+		}
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "pg_basebackup"), "-h", "127.0.0.1", "-p", strconv.Itoa(c.Port),
+		"-U", Superuser, "-D", dir, "--write-recovery-conf", "--wal-method=stream", "--no-sync", "--checkpoint=fast")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("pg_basebackup: %w\n%s", err, out)
+	}
+	return Start(ctx, opts)
+}
+
 // Stop shuts the server down (fast shutdown, then SIGKILL after 30 s) and
 // waits for it to exit. It is safe to call more than once.
 func (c *Cluster) Stop() error {

@@ -99,7 +99,9 @@ var (
 // request is what every method needs from an HTTP request.
 type request struct {
 	claims *auth.Claims
-	rel    string // the quoted, schema-qualified table or function
+	schema string
+	name   string // the table or function
+	rel    string // both, quoted
 	q      *restQuery
 	prefs  prefer
 	single bool
@@ -170,11 +172,22 @@ func newRequest(r *http.Request, schema, name, query string) (*request, *Error) 
 	}
 	return &request{
 		claims: Claims(r),
+		schema: schema,
+		name:   name,
 		rel:    pgx.Identifier{schema, name}.Sanitize(),
 		q:      q,
 		prefs:  parsePrefer(r.Header.Values("Prefer")),
 		single: strings.Contains(r.Header.Get("Accept"), mediaSingleObject),
 	}, nil
+}
+
+// resolveEmbeds finds the relationships of the select list's embedded
+// resources, when it has any.
+func (req *request) resolveEmbeds(ctx context.Context, db rowsQuerier) error {
+	if !hasEmbeds(req.q.selects) {
+		return nil
+	}
+	return resolveEmbeds(ctx, db, req.schema, req.name, req.q.selects)
 }
 
 // applyPreferences tells the client which of its preferences were taken.
@@ -234,6 +247,9 @@ func (h *REST) read(w http.ResponseWriter, r *http.Request) {
 // always (text, bigint), so a statement the connection keeps prepared
 // stays valid when the table changes.
 func (h *REST) readOnce(ctx context.Context, pool *pgxpool.Pool, req *request, limit, offset int, rows *[]byte, n, total *int64) error {
+	if err := req.resolveEmbeds(ctx, pool); err != nil {
+		return err
+	}
 	page := readSQL(req.rel, req.q, limit, offset)
 	b := &pgx.Batch{}
 	b.Queue(setClaimsSQL+",\n  pg_catalog.set_config('transaction_read_only', 'on', true)", req.claims.Role, claimsJSON(req.claims))
@@ -392,6 +408,9 @@ func (h *REST) mutate(w http.ResponseWriter, r *http.Request, req *request, stat
 	var rows []byte
 	var n int64
 	err := h.write(r.Context(), req.claims, func(tx pgx.Tx) error {
+		if err := req.resolveEmbeds(r.Context(), tx); err != nil {
+			return err
+		}
 		s, err := build(r.Context(), tx)
 		if err != nil {
 			return err

@@ -25,13 +25,43 @@ type pathStep struct {
 	text bool // ->> rather than ->
 }
 
-// selectItem is one entry of select=: *, or a field with an optional alias
-// and cast.
+// selectItem is one entry of select=: *, a field with an optional alias
+// and cast, or an embedded resource.
 type selectItem struct {
 	star  bool
 	f     field
 	alias string
 	cast  string
+	embed *embed
+}
+
+// embed is a related table in select=: [alias:]table[!hint](items). The
+// relationship (a foreign key either way) is found in the catalog before
+// the statement is built.
+type embed struct {
+	table string
+	hint  string // a foreign key's name, or a column of it, to choose between several
+	items []selectItem
+	rel   *relationship
+}
+
+// relationship joins an embedded table (_e) to the row it hangs from (the
+// enclosing alias): to many rows when the foreign key is the embedded
+// table's, else to one.
+type relationship struct {
+	target string      // the quoted, schema-qualified table
+	on     [][2]string // pairs of (embedded column, enclosing column)
+	many   bool
+}
+
+// embedOpts are the filters, order and paging an embedded resource takes
+// from parameters named after it: comments.approved=eq.true,
+// comments.order=id.desc, comments.limit=3.
+type embedOpts struct {
+	where  []filter
+	order  []orderTerm
+	limit  int
+	offset int
 }
 
 // condition is a leaf of a filter: field [not.]op.value.
@@ -66,6 +96,20 @@ type restQuery struct {
 	offset     int
 	onConflict []string
 	columns    []string
+	embeds     map[string]*embedOpts // by path: "comments", "comments.author"
+}
+
+// embedOptsFor returns the options of the embedded resource at path.
+func (q *restQuery) embedOptsFor(path string) *embedOpts {
+	if q.embeds == nil {
+		q.embeds = map[string]*embedOpts{}
+	}
+	o := q.embeds[path]
+	if o == nil {
+		o = &embedOpts{limit: -1}
+		q.embeds[path] = o
+	}
+	return o
 }
 
 // Operators with one operand, and their SQL.
@@ -120,6 +164,9 @@ func parseRestQuery(raw string) (*restQuery, error) {
 }
 
 func (q *restQuery) add(key, val string) error {
+	if path, last := splitEmbedKey(key); path != "" {
+		return q.embedOptsFor(path).add(last, val)
+	}
 	switch key {
 	case "select":
 		items, err := parseSelect(val)
@@ -161,6 +208,63 @@ func (q *restQuery) add(key, val string) error {
 		q.where = append(q.where, f)
 	}
 	return nil
+}
+
+func (o *embedOpts) add(key, val string) error {
+	var err error
+	switch key {
+	case "order":
+		o.order, err = parseOrder(val)
+	case "limit", "offset":
+		n, convErr := strconv.Atoi(val)
+		if convErr != nil || n < 0 {
+			return parseErr("%s must be a non-negative integer, not %q", key, val)
+		}
+		if key == "limit" {
+			o.limit = n
+		} else {
+			o.offset = n
+		}
+	case "select", "on_conflict", "columns":
+		return parseErr("%s does not apply to an embedded resource", key)
+	default:
+		var f filter
+		if f, err = parseFilterParam(key, val); err == nil {
+			o.where = append(o.where, f)
+		}
+	}
+	return err
+}
+
+// splitEmbedKey splits a parameter name like comments.author.name or
+// comments.not.or into the embedded resource's path and what is left.
+// Dots inside double quotes or after a JSON arrow do not split.
+func splitEmbedKey(key string) (path, last string) {
+	for _, logic := range []string{"not.or", "not.and", "or", "and"} {
+		if p, ok := strings.CutSuffix(key, "."+logic); ok {
+			return p, logic
+		}
+		if key == logic {
+			return "", key
+		}
+	}
+	end := len(key)
+	if i := strings.Index(key, "->"); i >= 0 {
+		end = i
+	}
+	quoted, cut := false, -1
+	for i := 0; i < end; i++ {
+		switch {
+		case key[i] == '"':
+			quoted = !quoted
+		case key[i] == '.' && !quoted:
+			cut = i
+		}
+	}
+	if cut < 0 {
+		return "", key
+	}
+	return key[:cut], key[cut+1:]
 }
 
 // splitTop splits s at sep outside parentheses and double quotes.
@@ -294,9 +398,13 @@ func parseSelect(s string) ([]selectItem, error) {
 			items = append(items, selectItem{star: true})
 			continue
 		}
-		if strings.ContainsAny(p, "()") && !strings.HasPrefix(p, `"`) {
-			return nil, &parseError{msg: fmt.Sprintf("embedded resources are not supported: %q", p),
-				details: "select columns of the table itself; read related tables with their own requests"}
+		if strings.HasSuffix(p, ")") && !strings.HasPrefix(p, `"`) {
+			it, err := parseEmbed(p)
+			if err != nil {
+				return nil, err
+			}
+			items = append(items, it)
+			continue
 		}
 		var it selectItem
 		expr := p
@@ -318,6 +426,44 @@ func parseSelect(s string) ([]selectItem, error) {
 		items = append(items, it)
 	}
 	return items, nil
+}
+
+// parseEmbed reads [alias:]table[!hint](items).
+func parseEmbed(p string) (selectItem, error) {
+	open := strings.IndexByte(p, '(')
+	if open <= 0 {
+		return selectItem{}, parseErr("malformed embedded resource %q", p)
+	}
+	var it selectItem
+	head := p[:open]
+	if a, rest, ok := cutAlias(head); ok {
+		alias, err := parseName(a)
+		if err != nil {
+			return selectItem{}, err
+		}
+		it.alias, head = alias, rest
+	}
+	e := &embed{}
+	head, e.hint, _ = strings.Cut(head, "!")
+	if strings.HasPrefix(head, "...") {
+		return selectItem{}, parseErr("spread embedding is not supported: %q", p)
+	}
+	var err error
+	if e.table, err = parseName(head); err != nil {
+		return selectItem{}, err
+	}
+	if e.hint == "inner" || e.hint == "left" {
+		return selectItem{}, parseErr("!%s joins are not supported: %q", e.hint, p)
+	}
+	inner := p[open+1 : len(p)-1]
+	if strings.TrimSpace(inner) == "" {
+		inner = "*"
+	}
+	if e.items, err = parseSelect(inner); err != nil {
+		return selectItem{}, err
+	}
+	it.embed = e
+	return it, nil
 }
 
 // cutAlias splits alias:expr at a single colon outside quotes; a "::" is

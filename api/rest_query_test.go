@@ -64,7 +64,7 @@ func FuzzParseRestQuery(f *testing.F) {
 	for _, s := range []string{
 		"select=*&id=eq.1", "or=(a.eq.1,and(b.lt.2,c.in.(1,2)))&order=a.desc", "select=x:a->b->>c::int&a->>b=like.*x*",
 		"tags=cs.{a,b}&t=fts(english).cat", "not.and=(a.is.null,b.isdistinct.2)&limit=3&offset=1",
-		"columns=%22a%22,b&on_conflict=a", "a=in.(%22x,y%22,z)", "select=a,b(c)", "%22odd%20name%22=eq.1",
+		"columns=%22a%22,b&on_conflict=a", "a=in.(%22x,y%22,z)", "select=a,b(c)", "select=*,c:comments!fk(id,author(name))&comments.approved=eq.true&comments.order=id.desc&comments.limit=2&comments.author.or=(a.eq.1,b.eq.2)", "%22odd%20name%22=eq.1",
 	} {
 		f.Add(s)
 	}
@@ -73,6 +73,7 @@ func FuzzParseRestQuery(f *testing.F) {
 		if err != nil {
 			return
 		}
+		fakeRelationships(q.selects)
 		rel := quoteIdent("public") + "." + quoteIdent("t")
 		checkStatement(t, readSQL(rel, q, q.limit, q.offset))
 		checkStatement(t, countSQL(rel, q))
@@ -82,4 +83,15 @@ func FuzzParseRestQuery(f *testing.F) {
 			checkStatement(t, insertSQL(rel, q.columns, []byte(`[]`), &conflict{target: q.columns}, q, true))
 		}
 	})
+}
+
+// fakeRelationships stands in for the catalog: every embedded resource
+// hangs from its parent by one column.
+func fakeRelationships(items []selectItem) {
+	for _, it := range items {
+		if it.embed != nil {
+			it.embed.rel = &relationship{target: quoteIdent("public") + "." + quoteIdent(it.embed.table), on: [][2]string{{"parent_id", "id"}}, many: len(it.embed.items)%2 == 0}
+			fakeRelationships(it.embed.items)
+		}
+	}
 }

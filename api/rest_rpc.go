@@ -165,6 +165,9 @@ func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
 		if !called.composite && (len(req.q.where) > 0 || len(req.q.order) > 0 || req.q.selects != nil) {
 			return errRESTParse.With("filters, order and select apply only to functions that return rows")
 		}
+		if err := req.resolveEmbeds(r.Context(), tx); err != nil {
+			return err
+		}
 		raw, _ := json.Marshal(args)
 		return queryPair(r.Context(), tx, callSQL(req.rel, called, args, raw, req.q), &out, &n)
 	}
@@ -223,7 +226,7 @@ func splitArgs(raw string, names map[string]bool) (string, map[string]json.RawMe
 // callSQL calls f with the given args (raw is them as one JSON object),
 // converted to the argument types by json_to_record.
 func callSQL(fn string, f function, args map[string]json.RawMessage, raw []byte, q *restQuery) *sqlText {
-	s := &sqlText{}
+	s := newSQL(q)
 	var from strings.Builder
 	var defs, call []string
 	for _, a := range f.inputs {
@@ -242,12 +245,7 @@ func callSQL(fn string, f function, args map[string]json.RawMessage, raw []byte,
 		s.aggregate(q.selects, from.String(), func() {
 			s.where(q.where)
 			s.orderBy(q.order)
-			if q.limit >= 0 {
-				s.w(" limit ", fmt.Sprint(q.limit))
-			}
-			if q.offset > 0 {
-				s.w(" offset ", fmt.Sprint(q.offset))
-			}
+			s.page(q.limit, q.offset)
 		})
 	case f.set:
 		s.w("select coalesce(json_agg(_t), '[]')::text, count(*) from ", from.String(), " _t")

@@ -15,9 +15,15 @@ import (
 
 // sqlText accumulates a statement and its parameters.
 type sqlText struct {
-	b    strings.Builder
-	args []any
+	b      strings.Builder
+	args   []any
+	alias  string                // the relation fields refer to; "" means _t
+	depth  int                   // of embedded resources, for their aliases
+	embeds map[string]*embedOpts // the request's options of embedded resources
 }
+
+// newSQL starts a statement for q.
+func newSQL(q *restQuery) *sqlText { return &sqlText{embeds: q.embeds} }
 
 func (s *sqlText) w(parts ...string) {
 	for _, p := range parts {
@@ -39,7 +45,11 @@ func quoteIdent(name string) string { return pgx.Identifier{name}.Sanitize() }
 
 // fieldSQL is f as an expression on _t: _t."col"->$n::text->>$m::int.
 func (s *sqlText) fieldSQL(f field) string {
-	e := "_t." + quoteIdent(f.column)
+	alias := s.alias
+	if alias == "" {
+		alias = "_t"
+	}
+	e := alias + "." + quoteIdent(f.column)
 	for _, st := range f.path {
 		op := "->"
 		if st.text {
@@ -60,6 +70,8 @@ func (it selectItem) outputName() string {
 	switch {
 	case it.alias != "":
 		return it.alias
+	case it.embed != nil:
+		return it.embed.table
 	case len(it.f.path) > 0:
 		return it.f.path[len(it.f.path)-1].key
 	default:
@@ -67,10 +79,15 @@ func (it selectItem) outputName() string {
 	}
 }
 
-// selectList writes the select list over _t.
-func (s *sqlText) selectList(items []selectItem) {
+// selectList writes the select list over the current alias; path is the
+// embedded resource the list belongs to ("" at the top).
+func (s *sqlText) selectList(items []selectItem, path string) {
+	alias := s.alias
+	if alias == "" {
+		alias = "_t"
+	}
 	if len(items) == 0 {
-		s.w("_t.*")
+		s.w(alias, ".*")
 		return
 	}
 	for i, it := range items {
@@ -78,7 +95,11 @@ func (s *sqlText) selectList(items []selectItem) {
 			s.w(", ")
 		}
 		if it.star {
-			s.w("_t.*")
+			s.w(alias, ".*")
+			continue
+		}
+		if it.embed != nil {
+			s.embedded(it, path)
 			continue
 		}
 		e := s.fieldSQL(it.f)
@@ -86,6 +107,59 @@ func (s *sqlText) selectList(items []selectItem) {
 			e = "(" + e + ")::" + it.cast
 		}
 		s.w(e, " as ", quoteIdent(it.outputName()))
+	}
+}
+
+// embedded writes an embedded resource as a subquery of the select list:
+// a JSON array of the related rows, or the one related row (or null).
+func (s *sqlText) embedded(it selectItem, parent string) {
+	e := it.embed
+	name := it.outputName()
+	path := name
+	if parent != "" {
+		path = parent + "." + name
+	}
+	opts := s.embeds[path]
+	if opts == nil {
+		opts = &embedOpts{limit: -1}
+	}
+	outer := s.alias
+	if outer == "" {
+		outer = "_t"
+	}
+	s.depth++
+	inner, r := "_t"+strconv.Itoa(s.depth), "_r"+strconv.Itoa(s.depth)
+	if e.rel.many {
+		s.w("(select coalesce(json_agg(", r, "), '[]') from (select ")
+	} else {
+		s.w("(select pg_catalog.row_to_json(", r, ") from (select ")
+	}
+	s.alias = inner
+	s.selectList(e.items, path)
+	s.w(" from ", e.rel.target, " ", inner, " where ")
+	for i, pair := range e.rel.on {
+		if i > 0 {
+			s.w(" and ")
+		}
+		s.w(inner, ".", quoteIdent(pair[0]), " = ", outer, ".", quoteIdent(pair[1]))
+	}
+	if len(opts.where) > 0 {
+		s.w(" and ")
+		s.filters(opts.where, " and ")
+	}
+	s.orderBy(opts.order)
+	s.page(opts.limit, opts.offset)
+	s.alias = outer
+	s.w(") ", r, ") as ", quoteIdent(name))
+}
+
+// page writes limit and offset when set.
+func (s *sqlText) page(limit, offset int) {
+	if limit >= 0 {
+		s.w(" limit ", strconv.Itoa(limit))
+	}
+	if offset > 0 {
+		s.w(" offset ", strconv.Itoa(offset))
 	}
 }
 
@@ -174,7 +248,7 @@ func (s *sqlText) orderBy(terms []orderTerm) {
 // array and their count: the shape every statement answers in.
 func (s *sqlText) aggregate(items []selectItem, from string, tail func()) {
 	s.w("select coalesce(json_agg(_r), '[]')::text, count(*) from (select ")
-	s.selectList(items)
+	s.selectList(items, "")
 	s.w(" from ", from, " _t")
 	if tail != nil {
 		tail()
@@ -184,23 +258,18 @@ func (s *sqlText) aggregate(items []selectItem, from string, tail func()) {
 
 // readSQL is a GET: the page of rows as JSON and how many it holds.
 func readSQL(rel string, q *restQuery, limit, offset int) *sqlText {
-	s := &sqlText{}
+	s := newSQL(q)
 	s.aggregate(q.selects, rel, func() {
 		s.where(q.where)
 		s.orderBy(q.order)
-		if limit >= 0 {
-			s.w(" limit ", strconv.Itoa(limit))
-		}
-		if offset > 0 {
-			s.w(" offset ", strconv.Itoa(offset))
-		}
+		s.page(limit, offset)
 	})
 	return s
 }
 
 // countSQL counts every row the filters select, for count=exact.
 func countSQL(rel string, q *restQuery) *sqlText {
-	s := &sqlText{}
+	s := newSQL(q)
 	s.w("select count(*) from ", rel, " _t")
 	s.where(q.where)
 	return s
@@ -231,7 +300,7 @@ type conflict struct {
 
 // insertSQL inserts the rows of rows (a JSON array of objects) into rel.
 func insertSQL(rel string, cols []string, rows []byte, c *conflict, q *restQuery, representation bool) *sqlText {
-	s := &sqlText{}
+	s := newSQL(q)
 	s.w("with _m as (insert into ", rel, " as _t ")
 	if len(cols) == 0 {
 		s.w("default values")
@@ -260,7 +329,7 @@ func insertSQL(rel string, cols []string, rows []byte, c *conflict, q *restQuery
 
 // updateSQL sets cols from the object obj on the rows the filters select.
 func updateSQL(rel string, cols []string, obj []byte, q *restQuery, representation bool) *sqlText {
-	s := &sqlText{}
+	s := newSQL(q)
 	s.w("with _m as (update ", rel, " as _t set ")
 	for i, col := range cols {
 		if i > 0 {
@@ -277,7 +346,7 @@ func updateSQL(rel string, cols []string, obj []byte, q *restQuery, representati
 
 // deleteSQL deletes the rows the filters select.
 func deleteSQL(rel string, q *restQuery, representation bool) *sqlText {
-	s := &sqlText{}
+	s := newSQL(q)
 	s.w("with _m as (delete from ", rel, " as _t")
 	s.where(q.where)
 	s.w(returning(representation), ") ")
@@ -292,4 +361,14 @@ func quoteList(names []string) string {
 		quoted[i] = quoteIdent(n)
 	}
 	return strings.Join(quoted, ", ")
+}
+
+// hasEmbeds reports whether items embed any resource.
+func hasEmbeds(items []selectItem) bool {
+	for _, it := range items {
+		if it.embed != nil {
+			return true
+		}
+	}
+	return false
 }

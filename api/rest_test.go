@@ -368,7 +368,8 @@ func TestRESTBadInput(t *testing.T) {
 		{"no operator", "GET", "/todos?id=1", "", 400, "PGRST100"},
 		{"bad limit", "GET", "/todos?limit=-1", "", 400, "PGRST100"},
 		{"unbalanced or", "GET", "/todos?or=(id.eq.1", "", 400, "PGRST100"},
-		{"embedding", "GET", "/todos?select=*,owner(*)", "", 400, "PGRST100"},
+		{"embedding without a relationship", "GET", "/todos?select=*,owner(*)", "", 400, "PGRST200"},
+		{"inner join embedding", "GET", "/todos?select=*,secrets!inner(*)", "", 400, "PGRST100"},
 		{"bad cast", "GET", "/todos?select=id::text;drop%20table%20todos", "", 400, "PGRST100"},
 		{"unknown table", "GET", "/nope", "", 404, "42P01"},
 		{"unknown column", "GET", "/todos?nope=eq.1", "", 400, "42703"},
@@ -479,5 +480,70 @@ func TestRESTRPC(t *testing.T) {
 	var n int
 	if err := e.pool.QueryRow(context.Background(), "select count(*) from todos").Scan(&n); err != nil || n != 5 {
 		t.Errorf("todos after the calls: %d, %v", n, err)
+	}
+}
+
+const embedSchema = `
+create table authors (id int primary key, name text);
+create table posts (id int primary key, author_id int references authors, title text);
+create table comments (id int primary key, post_id int references posts, body text, approved boolean);
+create table reviews (id int primary key, writer int references authors, editor int references authors);
+alter table comments enable row level security;
+create policy approved_only on comments for select to anon using (approved);
+create policy all_rows on comments for all to service_role using (true);
+insert into authors values (1, 'ann'), (2, 'bob');
+insert into posts values (1, 1, 'p1'), (2, 2, 'p2'), (3, 1, 'p3');
+insert into comments values (1, 1, 'c1', true), (2, 1, 'c2', false), (3, 1, 'c3', true), (4, 3, 'c4', true);
+insert into reviews values (1, 1, 2);
+`
+
+func TestRESTEmbed(t *testing.T) {
+	t.Parallel()
+	e := newRESTEnv(t)
+	if _, err := e.pool.Exec(context.Background(), embedSchema); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, path, key string
+		status          int
+		want            string // the body, compacted, or the error code
+	}{
+		{"to one and to many", "/posts?select=title,author:authors(name),comments(body)&order=id", e.service, 200,
+			`[{"title":"p1","author":{"name":"ann"},"comments":[{"body":"c1"},{"body":"c2"},{"body":"c3"}]},{"title":"p2","author":{"name":"bob"},"comments":[]},{"title":"p3","author":{"name":"ann"},"comments":[{"body":"c4"}]}]`},
+		{"embedded filters, order and limit", "/posts?select=title,comments(id)&id=eq.1&comments.approved=is.true&comments.order=id.desc&comments.limit=1", e.service, 200,
+			`[{"title":"p1","comments":[{"id":3}]}]`},
+		{"nested", "/authors?select=name,posts(title,comments(body))&id=eq.2", e.service, 200,
+			`[{"name":"bob","posts":[{"title":"p2","comments":[]}]}]`},
+		{"row-level security inside", "/posts?select=title,comments(body)&id=eq.1", e.anon, 200,
+			`[{"title":"p1","comments":[{"body":"c1"},{"body":"c3"}]}]`},
+		{"ambiguous", "/reviews?select=id,authors(name)", e.service, 300, "PGRST201"},
+		{"hint by column", "/reviews?select=id,writer:authors!writer(name),editor:authors!reviews_editor_fkey(name)", e.service, 200,
+			`[{"id":1,"writer":{"name":"ann"},"editor":{"name":"bob"}}]`},
+		{"no relationship", "/authors?select=name,reviews!nope(id)", e.service, 400, "PGRST200"},
+		{"unknown table", "/posts?select=title,nope(id)", e.service, 400, "PGRST200"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.do(t, "GET", c.path, c.key, "")
+			if r.status != c.status {
+				t.Fatalf("status %d body %s, want %d", r.status, r.body, c.status)
+			}
+			if c.status >= 300 {
+				if got := r.code(t); got != c.want {
+					t.Errorf("code %s, want %s (%s)", got, c.want, r.body)
+				}
+				return
+			}
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, r.body); err != nil || compact.String() != c.want {
+				t.Errorf("body %s\nwant %s", compact.String(), c.want)
+			}
+		})
+	}
+	r := e.do(t, "POST", "/comments?select=body,post:posts(title)", e.service, `{"id":9,"post_id":3,"body":"new","approved":true}`, "Prefer", "return=representation")
+	var compact bytes.Buffer
+	_ = json.Compact(&compact, r.body)
+	if r.status != 201 || compact.String() != `[{"body":"new","post":{"title":"p3"}}]` {
+		t.Errorf("insert with an embedded answer: status %d body %s", r.status, r.body)
 	}
 }

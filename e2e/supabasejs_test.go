@@ -222,6 +222,7 @@ create table public.rest_items (
 alter table public.rest_items enable row level security;
 create policy own on public.rest_items to authenticated using (owner = auth.uid()) with check (owner = auth.uid());
 create policy shared on public.rest_items for select using (owner is null);
+create table public.rest_notes (id serial primary key, item_id bigint not null references public.rest_items on delete cascade, body text);
 create function public.rest_add(a int, b int) returns int language sql immutable as $$ select a + b $$;
 create function public.rest_items_over(min int) returns setof public.rest_items language sql stable
   as $$ select * from public.rest_items where n > min $$;

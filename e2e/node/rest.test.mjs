@@ -141,3 +141,16 @@ test('rpc: a scalar, and rows with filters, as the caller', async () => {
   r = await a.rpc('rest_add', { a: 1 })
   assert.equal(r.error?.code, 'PGRST202')
 })
+
+test('embedded resources through foreign keys', async () => {
+  const { data: [item] } = await a.from('rest_items').select('id').eq('n', 3)
+  let r = await a.from('rest_notes').insert([{ item_id: item.id, body: 'n1' }, { item_id: item.id, body: 'n2' }])
+  assert.equal(r.error, null)
+  r = await a.from('rest_items').select('title, rest_notes(body)').eq('n', 3)
+  assert.equal(r.error, null)
+  assert.deepEqual(r.data, [{ title: 'gamma 2', rest_notes: [{ body: 'n1' }, { body: 'n2' }] }])
+  r = await a.from('rest_notes').select('body, item:rest_items(title)').eq('body', 'n2').single()
+  assert.deepEqual(r.data, { body: 'n2', item: { title: 'gamma 2' } })
+  r = await b.from('rest_notes').select('body, item:rest_items(title)').eq('body', 'n2')
+  assert.deepEqual(r.data, [{ body: 'n2', item: null }]) // B may read the note, not the item
+})

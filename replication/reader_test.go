@@ -186,12 +186,22 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 	if got := slotLSN(t, conn, cfg.SlotName); got > log.changes(t)[1].CommitLSN || got < before {
 		t.Fatalf("slot confirmed %s; events of the commit at %s are not durable", got, log.changes(t)[1].CommitLSN)
 	}
-	var write, flush string
-	if err := conn.QueryRow(context.Background(), "select write_lsn::text, flush_lsn::text from pg_stat_replication where application_name = 'fluxbase-replication'").Scan(&write, &flush); err != nil {
-		t.Fatal(err)
+	// The walsender shows the reader's next status report; on a loaded
+	// machine that can take longer than the sleep above.
+	var w, f LSN
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var write, flush string
+		if err := conn.QueryRow(context.Background(), "select write_lsn::text, flush_lsn::text from pg_stat_replication where application_name = 'fluxbase-replication'").Scan(&write, &flush); err != nil {
+			t.Fatal(err)
+		}
+		w, _ = ParseLSN(write)
+		f, _ = ParseLSN(flush)
+		if w > f || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(cfg.StatusInterval)
 	}
-	w, _ := ParseLSN(write)
-	f, _ := ParseLSN(flush)
 	if w <= f {
 		t.Errorf("write position %s should be past the flush position %s while events are not durable", w, f)
 	}

@@ -15,8 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fluxbase/fluxbase/auth"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
-	"github.com/fluxbase/fluxbase/migrations"
 )
 
 // restEnv is a node's HTTP edge with the REST API over a fresh, migrated
@@ -58,19 +56,7 @@ insert into todos (title, done, owner, tags, meta, "odd name") values
 
 func newRESTEnv(t *testing.T) *restEnv {
 	t.Helper()
-	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	if _, err := migrations.Up(ctx, url); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, restSchema); err != nil {
-		t.Fatal(err)
-	}
+	pool := newAuthDB(t, restSchema)
 	v, err := auth.NewVerifier(secret)
 	if err != nil {
 		t.Fatal(err)

@@ -328,12 +328,18 @@ func contentRange(offset int, n, total int64) string {
 	return fmt.Sprintf("%d-%d/%s", offset, int64(offset)+n-1, t)
 }
 
-func (h *REST) insert(w http.ResponseWriter, r *http.Request) {
+// prepareWrite is prepare for a request with a JSON body.
+func (h *REST) prepareWrite(w http.ResponseWriter, r *http.Request) (*request, []byte, bool) {
 	req, ok := h.prepare(w, r, "Content-Profile")
 	if !ok {
-		return
+		return nil, nil, false
 	}
 	body, ok := h.body(w, r, "")
+	return req, body, ok
+}
+
+func (h *REST) insert(w http.ResponseWriter, r *http.Request) {
+	req, body, ok := h.prepareWrite(w, r)
 	if !ok {
 		return
 	}
@@ -362,11 +368,7 @@ func (h *REST) insert(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *REST) update(w http.ResponseWriter, r *http.Request) {
-	req, ok := h.prepare(w, r, "Content-Profile")
-	if !ok {
-		return
-	}
-	body, ok := h.body(w, r, "")
+	req, body, ok := h.prepareWrite(w, r)
 	if !ok {
 		return
 	}

@@ -140,28 +140,7 @@ func Install(ctx context.Context, log io.Writer) error {
 // Start creates the cluster if needed, starts it and waits until it accepts
 // connections. The caller must Stop it.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
-	if opts.Dir == "" {
-		return nil, errors.New("pgcluster: no data directory")
-	}
-	binDir := opts.BinDir
-	if binDir == "" {
-		var err error
-		binDir, err = FindBinDir()
-		if err != nil && opts.Install {
-			if ierr := Install(ctx, opts.Log); ierr != nil {
-				return nil, fmt.Errorf("%v; %w", err, ierr)
-			}
-			binDir, err = FindBinDir()
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	dir, err := filepath.Abs(opts.Dir)
-	if err != nil {
-		return nil, err
-	}
-	cred, err := serverCredential()
+	binDir, dir, cred, err := opts.resolve(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -235,6 +214,32 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
+// resolve finds (or installs) the binaries, the absolute data directory
+// and the user the server runs as.
+func (opts *Options) resolve(ctx context.Context) (binDir, dir string, cred *syscall.Credential, err error) {
+	if opts.Dir == "" {
+		return "", "", nil, errors.New("pgcluster: no data directory")
+	}
+	binDir = opts.BinDir
+	if binDir == "" {
+		binDir, err = FindBinDir()
+		if err != nil && opts.Install {
+			if ierr := Install(ctx, opts.Log); ierr != nil {
+				return "", "", nil, fmt.Errorf("%v; %w", err, ierr)
+			}
+			binDir, err = FindBinDir()
+		}
+		if err != nil {
+			return "", "", nil, err
+		}
+	}
+	if dir, err = filepath.Abs(opts.Dir); err != nil {
+		return "", "", nil, err
+	}
+	cred, err = serverCredential()
+	return binDir, dir, cred, err
+}
+
 // URL is a connection string for database db as the superuser.
 func (c *Cluster) URL(db string) string {
 	u := url.URL{
@@ -272,22 +277,11 @@ func (c *Cluster) CreateDatabase(ctx context.Context, db string) error {
 // not hold a cluster yet) with pg_basebackup, and starts it: a read
 // replica, for tests of read routing.
 func (c *Cluster) StartStandby(ctx context.Context, opts Options) (*Cluster, error) {
-	binDir := opts.BinDir
-	if binDir == "" {
-		var err error
-		if binDir, err = FindBinDir(); err != nil {
-			return nil, err
-		}
-		opts.BinDir = binDir
-	}
-	dir, err := filepath.Abs(opts.Dir)
+	binDir, dir, cred, err := opts.resolve(ctx)
 	if err != nil {
 		return nil, err
 	}
-	cred, err := serverCredential()
-	if err != nil {
-		return nil, err
-	}
+	opts.BinDir = binDir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}

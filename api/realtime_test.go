@@ -54,6 +54,15 @@ func newRTEnv(t *testing.T, cfg RealtimeConfig) *rtEnv {
 		}
 		env.srv.Close()
 	})
+	// As /ready gates a node's traffic: until the hub reads the log, a
+	// change appended now could fall before the position it starts from.
+	deadline := time.Now().Add(10 * time.Second)
+	for env.rt.Hub().Ready() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the realtime hub did not start reading the log in 10 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	env.anon, _ = auth.APIKey(secret, auth.RoleAnon)
 	return env
 }

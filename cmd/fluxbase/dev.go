@@ -57,13 +57,17 @@ func dev(ctx context.Context, cfg config, log *zap.Logger) error {
 		}
 		log.Info("starting PostgreSQL", zap.String("dir", filepath.Join(dir, "postgres")), zap.Int("port", port))
 		cluster, err = pgcluster.Start(ctx, pgcluster.Options{
-			Dir:     filepath.Join(dir, "postgres"),
-			Port:    port,
-			Install: true,
-			Log:     &zapWriter{log.Named("postgres")},
+			Dir:            filepath.Join(dir, "postgres"),
+			Port:           port,
+			AnyPortIfTaken: true,
+			Install:        true,
+			Log:            &zapWriter{log.Named("postgres")},
 		})
 		if err != nil {
 			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "postgres.port"), []byte(strconv.Itoa(cluster.Port)+"\n"), 0o644); err != nil {
+			return fmt.Errorf("keep PostgreSQL's port: %w", err)
 		}
 		defer func() {
 			log.Info("stopping PostgreSQL")
@@ -155,8 +159,8 @@ func devKeys(dir, secret string) (devAPIKeys, error) {
 	return keys, nil
 }
 
-// devPort keeps the cluster's port across runs: the one used before, else
-// 54322 if free, else any free port.
+// devPort is the port to start the cluster on: the one used before (kept
+// once a start succeeds), else 54322, else any free port.
 func devPort(dir string) (int, error) {
 	path := filepath.Join(dir, "postgres.port")
 	if b, err := os.ReadFile(path); err == nil {
@@ -164,14 +168,10 @@ func devPort(dir string) (int, error) {
 			return p, nil
 		}
 	}
-	port := devPostgresPort
-	if !pgcluster.PortFree(port) {
-		var err error
-		if port, err = pgcluster.FreePort(); err != nil {
-			return 0, err
-		}
+	if pgcluster.PortFree(devPostgresPort) {
+		return devPostgresPort, nil
 	}
-	return port, os.WriteFile(path, []byte(strconv.Itoa(port)+"\n"), 0o644)
+	return pgcluster.FreePort()
 }
 
 func printBanner(cfg config, keys devAPIKeys) {

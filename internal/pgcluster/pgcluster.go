@@ -42,6 +42,9 @@ type Options struct {
 	Dir string
 	// Port is the TCP port on 127.0.0.1; 0 picks a free one.
 	Port int
+	// AnyPortIfTaken lets Start pick a free port when Port is in use by
+	// the time the server binds it; Cluster.Port tells which.
+	AnyPortIfTaken bool
 	// BinDir holds initdb and postgres; empty means FindBinDir.
 	BinDir string
 	// Install lets Start install postgresql-15 with apt-get when no binaries
@@ -148,12 +151,27 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	port := opts.Port
-	if port == 0 {
-		if port, err = FreePort(); err != nil {
-			return nil, err
+	for attempt := 1; ; attempt++ {
+		if port == 0 {
+			if port, err = FreePort(); err != nil {
+				return nil, err
+			}
 		}
+		c, err := launch(ctx, binDir, dir, cred, port, opts)
+		// A free port can be taken between the check and the server's
+		// bind (by any socket's ephemeral port): take another.
+		if err == nil || !errors.Is(err, errPortTaken) || (opts.Port != 0 && !opts.AnyPortIfTaken) || attempt == 3 {
+			return c, err
+		}
+		port = 0
 	}
+}
 
+// errPortTaken is a start that failed because the port was in use.
+var errPortTaken = errors.New("port in use")
+
+// launch starts the server on port and waits until it accepts connections.
+func launch(ctx context.Context, binDir, dir string, cred *syscall.Credential, port int, opts Options) (*Cluster, error) {
 	settings := map[string]string{
 		"listen_addresses":        "127.0.0.1",
 		"unix_socket_directories": dir,
@@ -209,7 +227,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}()
 	if err := c.waitReady(ctx, 60*time.Second); err != nil {
 		c.Stop()
-		return nil, fmt.Errorf("postgres did not start: %w\n%s", err, strings.TrimSpace(tail.String()))
+		out := strings.TrimSpace(tail.String())
+		if strings.Contains(out, "Address already in use") {
+			err = fmt.Errorf("%w: %w", errPortTaken, err)
+		}
+		return nil, fmt.Errorf("postgres did not start: %w\n%s", err, out)
 	}
 	return c, nil
 }
@@ -325,7 +347,11 @@ func (c *Cluster) waitReady(ctx context.Context, limit time.Duration) error {
 	defer cancel()
 	var last error
 	for {
-		conn, err := pgx.Connect(ctx, c.URL("postgres"))
+		// Each attempt is short, so a server that exited is noticed even
+		// when something else answers on its port.
+		actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := pgx.Connect(actx, c.URL("postgres"))
+		acancel()
 		if err == nil {
 			conn.Close(context.Background())
 			return nil

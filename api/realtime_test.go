@@ -67,6 +67,23 @@ func newRTEnv(t *testing.T, cfg RealtimeConfig) *rtEnv {
 	return env
 }
 
+// post sends body to path with the anon key, and a Content-Type when ct
+// is not empty, and returns the status.
+func (e *rtEnv) post(t *testing.T, path, ct, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, strings.NewReader(body))
+	req.Header.Set("apikey", e.anon)
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // wsClient is a raw Phoenix client for tests.
 type wsClient struct {
 	t   *testing.T
@@ -449,29 +466,18 @@ func TestRealtimeBroadcast(t *testing.T) {
 	v1.expectNone("own broadcast", 300*time.Millisecond, func(m *rtMsg) bool { return m.BroadcastEvent == "hi" })
 
 	// HTTP broadcast, both forms.
-	post := func(path, ct, body string) int {
-		req, _ := http.NewRequest(http.MethodPost, env.srv.URL+path, strings.NewReader(body))
-		req.Header.Set("apikey", env.anon)
-		req.Header.Set("Content-Type", ct)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if s := post("/realtime/v1/api/broadcast", "application/json", `{"messages":[{"topic":"room","event":"rest","payload":{"n":2}}]}`); s != 202 {
+	if s := env.post(t, "/realtime/v1/api/broadcast", "application/json", `{"messages":[{"topic":"room","event":"rest","payload":{"n":2}}]}`); s != 202 {
 		t.Fatalf("POST broadcast: %d", s)
 	}
 	v2.expect("REST broadcast", func(m *rtMsg) bool { return m.BroadcastEvent == "rest" })
-	if s := post("/realtime/v1/api/broadcast/room/events/bin", "application/octet-stream", "\x00\x01"); s != 202 {
+	if s := env.post(t, "/realtime/v1/api/broadcast/room/events/bin", "application/octet-stream", "\x00\x01"); s != 202 {
 		t.Fatalf("POST broadcast event: %d", s)
 	}
 	m := v2.expect("binary REST broadcast", func(m *rtMsg) bool { return m.BroadcastEvent == "bin" })
 	if b, _ := m.Payload["payload"].([]byte); !bytes.Equal(b, []byte{0, 1}) {
 		t.Fatalf("binary payload %v", m.Payload["payload"])
 	}
-	if s := post("/realtime/v1/api/broadcast", "application/json", `{"messages":[{"event":"x"}]}`); s != 400 {
+	if s := env.post(t, "/realtime/v1/api/broadcast", "application/json", `{"messages":[{"event":"x"}]}`); s != 400 {
 		t.Fatalf("bad broadcast: %d", s)
 	}
 }
@@ -567,13 +573,7 @@ func TestRealtimeSlowConsumer(t *testing.T) {
 		}
 	}()
 	for i := 0; i < 300; i++ {
-		req, _ := http.NewRequest(http.MethodPost, env.srv.URL+"/realtime/v1/api/broadcast", strings.NewReader(big))
-		req.Header.Set("apikey", env.anon)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		env.post(t, "/realtime/v1/api/broadcast", "", big)
 	}
 	<-done
 	if got != 300 {
@@ -615,13 +615,7 @@ func TestRealtimeBacklogAndPing(t *testing.T) {
 	pad := strings.Repeat("y", 64000) // 200 × 64 KB: more than the socket buffers hold
 	for i := 0; i < n; i++ {
 		body := fmt.Sprintf(`{"messages":[{"topic":"backlog","event":"e","payload":{"i":%d,"pad":"%s"}}]}`, i, pad)
-		req, _ := http.NewRequest(http.MethodPost, env.srv.URL+"/realtime/v1/api/broadcast", strings.NewReader(body))
-		req.Header.Set("apikey", env.anon)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		env.post(t, "/realtime/v1/api/broadcast", "", body)
 	}
 	if err := paused.ws.WriteControl(websocket.PingMessage, []byte("are you there"), time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)

@@ -448,8 +448,7 @@ func (h *REST) answer(w http.ResponseWriter, r *http.Request, req *request, stat
 			writeError(w, errRESTSingle.With(fmt.Sprintf("The result contains %d rows", n)))
 			return
 		}
-		rows = bytes.TrimSpace(rows)
-		rows = bytes.TrimSuffix(bytes.TrimPrefix(rows, []byte("[")), []byte("]"))
+		rows = unwrapArray(rows)
 		w.Header().Set("Content-Type", mediaSingleObject+"; charset=utf-8")
 	} else {
 		w.Header().Set("Content-Type", restContentTypeOut)
@@ -458,6 +457,13 @@ func (h *REST) answer(w http.ResponseWriter, r *http.Request, req *request, stat
 	if r.Method != http.MethodHead {
 		_, _ = w.Write(rows)
 	}
+}
+
+// unwrapArray is the element of a one-element JSON array, as json_agg
+// writes it.
+func unwrapArray(rows []byte) []byte {
+	rows = bytes.TrimSpace(rows)
+	return bytes.TrimSuffix(bytes.TrimPrefix(rows, []byte("[")), []byte("]"))
 }
 
 // queryPair runs s, which answers one row of (JSON text, count).

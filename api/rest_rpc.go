@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -188,8 +187,7 @@ func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
 	case called.set:
 		h.answer(w, r, req, http.StatusOK, out, n, true)
 	case called.composite: // one row, as an object
-		out = bytes.TrimSpace(out)
-		out = bytes.TrimSuffix(bytes.TrimPrefix(out, []byte("[")), []byte("]"))
+		out = unwrapArray(out)
 		if n == 0 {
 			out = []byte("null")
 		}

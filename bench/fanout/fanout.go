@@ -93,16 +93,18 @@ type Config struct {
 
 	// Saturate ramps the rate after the listed steps, SaturateIncrement
 	// deliveries/s at a time (default 25000), each step SaturateDuration
-	// long (default 5 s), until a step fails: achieved below MinAchieved of
-	// the asked rate, loss, or p99 above SaturateP99 (default 1 s). The ramp
-	// also ends after SaturateSteps steps (default 40) or past SaturateMax
-	// deliveries/s (0: no bound).
-	Saturate          bool
-	SaturateIncrement float64
-	SaturateDuration  time.Duration
-	SaturateP99       time.Duration
-	SaturateSteps     int
-	SaturateMax       float64
+	// long (default 5 s), until a step fails: achieved below
+	// SaturateMinAchieved of the asked rate (default MinAchieved), loss, or
+	// p99 above SaturateP99 (default 1 s). The ramp also ends after
+	// SaturateSteps steps (default 40) or past SaturateMax deliveries/s
+	// (0: no bound). Every step is judged by the same criteria.
+	Saturate            bool
+	SaturateIncrement   float64
+	SaturateDuration    time.Duration
+	SaturateMinAchieved float64
+	SaturateP99         time.Duration
+	SaturateSteps       int
+	SaturateMax         float64
 
 	// RLSUsers, when positive, puts a row-level membership policy on the
 	// table and connects every Fluxbase subscriber with the token of one of
@@ -165,6 +167,9 @@ func (c *Config) defaults() {
 	}
 	if c.SaturateDuration <= 0 {
 		c.SaturateDuration = 5 * time.Second
+	}
+	if c.SaturateMinAchieved <= 0 {
+		c.SaturateMinAchieved = MinAchieved
 	}
 	if c.SaturateP99 <= 0 {
 		c.SaturateP99 = DefaultSaturateP99
@@ -307,7 +312,7 @@ func Run(ctx context.Context, cfg Config, env *harness.Env, p *bench.Progress) (
 			bound = fmt.Sprintf("%.0f/s", cfg.SaturateMax)
 		}
 		rep.AddParam("saturation ramp", fmt.Sprintf("+%.0f/s per %s step, at most %d steps, bound %s; a step fails below %.0f%% of the asked rate, on loss, or with p99 above %s",
-			cfg.SaturateIncrement, cfg.SaturateDuration, cfg.SaturateSteps, bound, 100*MinAchieved, cfg.SaturateP99))
+			cfg.SaturateIncrement, cfg.SaturateDuration, cfg.SaturateSteps, bound, 100*cfg.SaturateMinAchieved, cfg.SaturateP99))
 	}
 	rep.AddParam("payload bytes", cfg.PayloadBytes)
 	rep.AddParam("mode (Fluxbase feed)", cfg.Mode)

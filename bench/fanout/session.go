@@ -297,7 +297,7 @@ func (s *session) step(ctx context.Context, pl stepPlan) error {
 	st.Server = usageBetween(srvA, srvB, st.Accounting.Delivered)
 	st.Database = usageBetween(dbA, dbB, st.Accounting.Delivered)
 	st.Generator = usageBetween(genA, genB, st.Accounting.Delivered)
-	st.Verdict = judge(st, cfg.SaturateP99)
+	st.Verdict = judge(st, cfg.SaturateMinAchieved, cfg.SaturateP99)
 	s.res.Steps = append(s.res.Steps, st)
 	return nil
 }

@@ -131,7 +131,8 @@ func achieved(delivered int64, t0, lastReceipt int64, scheduled time.Duration) (
 
 // Pass criteria of a step, for the saturation search.
 const (
-	// MinAchieved is the share of the asked deliveries/s a step must reach.
+	// MinAchieved is the share of the asked deliveries/s a step must reach
+	// unless Config.SaturateMinAchieved says otherwise.
 	MinAchieved = 0.95
 	// DefaultSaturateP99 bounds a passing step's p99 latency.
 	DefaultSaturateP99 = time.Second
@@ -144,16 +145,16 @@ type Verdict struct {
 }
 
 // judge passes a step that published everything, delivered at least
-// MinAchieved of the asked rate, lost nothing and kept p99 within maxP99.
-func judge(s *StepResult, maxP99 time.Duration) Verdict {
+// minAchieved of the asked rate, lost nothing and kept p99 within maxP99.
+func judge(s *StepResult, minAchieved float64, maxP99 time.Duration) Verdict {
 	a := s.Accounting
 	switch {
 	case a.Published == 0:
 		return Verdict{Reason: "nothing was published"}
 	case s.Publish.Failed > 0:
 		return Verdict{Reason: fmt.Sprintf("%d messages failed to publish", s.Publish.Failed)}
-	case s.DeliveriesPerSec < MinAchieved*s.Asked:
-		return Verdict{Reason: fmt.Sprintf("%.0f deliveries/s is below %.0f%% of %.0f", s.DeliveriesPerSec, 100*MinAchieved, s.Asked)}
+	case s.DeliveriesPerSec < minAchieved*s.Asked:
+		return Verdict{Reason: fmt.Sprintf("%.0f deliveries/s is below %.4g%% of %.0f", s.DeliveriesPerSec, 100*minAchieved, s.Asked)}
 	case a.Lost > 0:
 		return Verdict{Reason: fmt.Sprintf("%d deliveries lost", a.Lost)}
 	case time.Duration(s.Latency.P99) > maxP99:

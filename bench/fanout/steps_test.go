@@ -116,20 +116,26 @@ func TestJudge(t *testing.T) {
 		step   *StepResult
 		pass   bool
 		reason string
+		share  float64 // of the asked rate a step must reach
 	}{
-		{"kept up", fakeStep(100000, 99000, 0, 50*time.Millisecond), true, ""},
-		{"just at 95%", fakeStep(100000, 95000, 0, 50*time.Millisecond), true, ""},
-		{"too slow", fakeStep(100000, 94000, 0, 50*time.Millisecond), false, "below 95% of 100000"},
-		{"loss", fakeStep(100000, 99000, 3, 50*time.Millisecond), false, "3 deliveries lost"},
-		{"p99 too high", fakeStep(100000, 99000, 0, 1500*time.Millisecond), false, "p99 1.5s above 1s"},
+		{"kept up", fakeStep(100000, 99000, 0, 50*time.Millisecond), true, "", MinAchieved},
+		{"just at 95%", fakeStep(100000, 95000, 0, 50*time.Millisecond), true, "", MinAchieved},
+		{"too slow", fakeStep(100000, 94000, 0, 50*time.Millisecond), false, "below 95% of 100000", MinAchieved},
+		{"loss", fakeStep(100000, 99000, 3, 50*time.Millisecond), false, "3 deliveries lost", MinAchieved},
+		{"p99 too high", fakeStep(100000, 99000, 0, 1500*time.Millisecond), false, "p99 1.5s above 1s", MinAchieved},
 		{"publish failures", func() *StepResult {
 			s := fakeStep(100000, 99000, 0, time.Millisecond)
 			s.Publish.Failed = 2
 			return s
-		}(), false, "2 messages failed to publish"},
-		{"nothing published", &StepResult{Target: 1, Asked: 1}, false, "nothing was published"},
+		}(), false, "2 messages failed to publish", MinAchieved},
+		{"nothing published", &StepResult{Target: 1, Asked: 1}, false, "nothing was published", MinAchieved},
+		// A lower share asked of the rate (Config.SaturateMinAchieved) passes a
+		// slower step, and still fails one that lost deliveries.
+		{"slow within a lower share", fakeStep(100000, 60000, 0, 50*time.Millisecond), true, "", 0.5},
+		{"below a lower share", fakeStep(100000, 40000, 0, 50*time.Millisecond), false, "below 50% of 100000", 0.5},
+		{"loss within a lower share", fakeStep(100000, 60000, 1, 50*time.Millisecond), false, "1 deliveries lost", 0.5},
 	} {
-		v := judge(c.step, time.Second)
+		v := judge(c.step, c.share, time.Second)
 		if v.Pass != c.pass || !strings.Contains(v.Reason, c.reason) {
 			t.Errorf("%s: %+v, want pass %v with %q", c.name, v, c.pass, c.reason)
 		}
@@ -138,7 +144,7 @@ func TestJudge(t *testing.T) {
 
 func judged(steps ...*StepResult) []*StepResult {
 	for _, s := range steps {
-		s.Verdict = judge(s, time.Second)
+		s.Verdict = judge(s, MinAchieved, time.Second)
 	}
 	return steps
 }

@@ -22,8 +22,11 @@ import (
 )
 
 // The whole scenario against the in-process baseline, two steps on the
-// same connections: every message reaches every subscriber, so nothing is
-// lost and the counts add up step by step.
+// same connections: every message reaches every subscriber exactly once,
+// so nothing is lost and the counts add up step by step. How fast is the
+// benchmark's to measure, not this test's to demand: on a busy machine a
+// step may fall behind the asked rate, so the rate figures are checked for
+// their arithmetic and the verdict for following from them.
 func TestBaselineDeliversEverything(t *testing.T) {
 	t.Parallel()
 	const subs = 40
@@ -44,11 +47,11 @@ func TestBaselineDeliversEverything(t *testing.T) {
 	for i, rate := range []int{100, 200} { // messages/s: 4000 and 8000 deliveries/s over 40 subscribers
 		st := res.Steps[i]
 		a := st.Accounting
-		if st.Rate != float64(rate) || a.Published != rate || a.Expected != int64(subs*rate) {
-			t.Fatalf("step %d: rate %v, published %d, expected %d", i, st.Rate, a.Published, a.Expected)
+		if st.Rate != float64(rate) || a.Published != rate || a.Expected != int64(subs*rate) || st.Publish.Sent != rate || st.Publish.Failed != 0 {
+			t.Fatalf("step %d: rate %v, published %d, expected %d, publish %+v", i, st.Rate, a.Published, a.Expected, st.Publish)
 		}
-		if a.Delivered != a.Expected || a.Lost != 0 || a.SubscribersWithLoss != 0 || a.Duplicates != 0 || st.LateFrames != 0 {
-			t.Errorf("step %d: accounting %+v, late %d", i, a, st.LateFrames)
+		if a.Delivered != a.Expected || a.Lost != 0 || a.SubscribersWithLoss != 0 || a.Duplicates != 0 || st.LateFrames != 0 || st.Disconnects != 0 {
+			t.Errorf("step %d: accounting %+v, late %d, disconnects %d", i, a, st.LateFrames, st.Disconnects)
 		}
 		if st.Latency.Count != uint64(subs*rate) || st.Latency.P50 <= 0 || st.Latency.P50 > st.Latency.Max {
 			t.Errorf("step %d: latency %+v", i, st.Latency)
@@ -56,16 +59,24 @@ func TestBaselineDeliversEverything(t *testing.T) {
 		if a.Complete != rate || a.Spread.Count != uint64(rate) {
 			t.Errorf("step %d: complete %d, spread %+v", i, a.Complete, a.Spread)
 		}
-		if !st.Verdict.Pass || st.DeliveriesPerSec <= 0 || st.DeliveriesPerSec > st.Asked*1.0001 {
-			t.Errorf("step %d: verdict %+v, %.0f deliveries/s of %.0f asked", i, st.Verdict, st.DeliveriesPerSec, st.Asked)
+		// Deliveries/s are the deliveries over a window of at least the
+		// scheduled second, so never above the rate asked.
+		if st.Asked != float64(subs*rate) || st.WindowSeconds < 1 || st.DeliveriesPerSec != float64(a.Delivered)/st.WindowSeconds {
+			t.Errorf("step %d: %v deliveries/s over %v s for %d deliveries, %v asked", i, st.DeliveriesPerSec, st.WindowSeconds, a.Delivered, st.Asked)
+		}
+		// The verdict is the default criteria's on these figures.
+		if v := judge(st, MinAchieved, DefaultSaturateP99); st.Verdict != v {
+			t.Errorf("step %d: verdict %+v, the criteria give %+v", i, st.Verdict, v)
 		}
 		var perSecond int64
 		for _, v := range st.PerSecond {
 			perSecond += v
 		}
 		// The series covers the whole seconds of the window; deliveries in a
-		// partial last second (late ones on a busy machine) are left out of it.
-		if perSecond <= 0 || perSecond > a.Delivered || len(st.PerSecond) != max(int(st.WindowSeconds), 1) {
+		// partial last second (late ones on a busy machine) are left out of
+		// it, and there are none when the window is the scheduled second.
+		if perSecond <= 0 || perSecond > a.Delivered || len(st.PerSecond) != max(int(st.WindowSeconds), 1) ||
+			(st.WindowSeconds == 1 && perSecond != a.Delivered) {
 			t.Errorf("step %d: per-second series %v (sum %d) for %d deliveries in %.2f s", i, st.PerSecond, perSecond, a.Delivered, st.WindowSeconds)
 		}
 	}
@@ -84,33 +95,77 @@ func TestBaselineDeliversEverything(t *testing.T) {
 }
 
 // The saturation ramp goes on after the listed step while steps pass and
-// ends at its bound; the point found is then a lower bound.
+// ends at its bound; the point found is then a lower bound. Here steps are
+// judged on their accounting alone (any rate and p99 pass), so a busy
+// machine cannot end the ramp early; a share of the rate that no step can
+// reach ends the search at the listed step, before any ramp.
 func TestSaturationRampInProcess(t *testing.T) {
 	t.Parallel()
-	rep, err := Run(context.Background(), Config{
+	cfg := Config{
 		Subscribers: 20, Deliveries: []float64{1000}, Duration: 500 * time.Millisecond, Targets: []string{TargetBaseline},
 		InProcess: true, Idle: 10 * time.Millisecond, Pause: 10 * time.Millisecond,
 		Saturate: true, SaturateIncrement: 1000, SaturateDuration: 500 * time.Millisecond, SaturateSteps: 2,
-		// A busy test machine must not fail the steps on latency.
-		SaturateP99: time.Minute,
-	}, &harness.Env{}, nil)
+		SaturateMinAchieved: 1e-9, SaturateP99: time.Hour,
+	}
+	rep, err := Run(context.Background(), cfg, &harness.Env{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res := rep.Data.(*Data).Targets[0]
-	if len(res.Steps) != 3 || res.Steps[0].Ramp || !res.Steps[1].Ramp || res.Steps[2].Target != 3000 {
-		t.Fatalf("steps %+v", res.Steps)
+	if len(res.Steps) != 3 {
+		t.Fatalf("%d steps, want the listed one and 2 of the ramp", len(res.Steps))
 	}
-	for i, st := range res.Steps {
-		if st.Accounting.Lost != 0 || st.LateFrames != 0 {
-			t.Errorf("step %d lost %d, late %d", i, st.Accounting.Lost, st.LateFrames)
+	// 1000, 2000 and 3000 deliveries/s over 20 subscribers for 0.5 s each.
+	for i, want := range []struct {
+		target   float64
+		ramp     bool
+		messages int
+	}{{1000, false, 25}, {2000, true, 50}, {3000, true, 75}} {
+		st := res.Steps[i]
+		a := st.Accounting
+		if st.Target != want.target || st.Ramp != want.ramp || a.Published != want.messages || st.Publish.Failed != 0 {
+			t.Fatalf("step %d: target %v, ramp %v, published %d, publish %+v; want %v, %v, %d", i, st.Target, st.Ramp, a.Published, st.Publish, want.target, want.ramp, want.messages)
+		}
+		if a.Expected != int64(20*want.messages) || a.Delivered != a.Expected || a.Lost != 0 || a.Duplicates != 0 ||
+			a.SubscribersWithLoss != 0 || a.Complete != want.messages || st.Latency.Count != uint64(a.Delivered) || st.LateFrames != 0 {
+			t.Errorf("step %d: accounting %+v, latency count %d, late %d", i, a, st.Latency.Count, st.LateFrames)
+		}
+		if !st.Verdict.Pass {
+			t.Errorf("step %d: verdict %+v", i, st.Verdict)
 		}
 	}
-	if s := res.Saturation; s == nil || !s.Found || s.Deliveries != 3000 || s.FailedAt != 0 {
+	if s := res.Saturation; s == nil || !s.Found || s.Deliveries != 3000 || s.Achieved != res.Steps[2].DeliveriesPerSec || s.FailedAt != 0 || s.Reason != "" {
 		t.Errorf("saturation %+v", res.Saturation)
 	}
 	if !strings.Contains(rep.Markdown(), "≥ 3000") {
 		t.Errorf("report lacks the lower bound:\n%s", rep.Markdown())
+	}
+
+	// Deliveries/s never exceed the rate asked, so twice that fails every
+	// step: the listed one fails and the ramp does not start.
+	cfg.SaturateMinAchieved = 2
+	rep, err = Run(context.Background(), cfg, &harness.Env{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = rep.Data.(*Data).Targets[0]
+	if len(res.Steps) != 1 || res.Steps[0].Ramp || res.Steps[0].Accounting.Lost != 0 || res.Steps[0].Verdict.Pass ||
+		!strings.Contains(res.Steps[0].Verdict.Reason, "below 200% of 1000") {
+		t.Fatalf("steps %+v", res.Steps)
+	}
+	if s := res.Saturation; s == nil || s.Found || s.FailedAt != 1000 || s.Reason != res.Steps[0].Verdict.Reason {
+		t.Errorf("saturation %+v", res.Saturation)
+	}
+}
+
+// waitFor polls cond until it holds, for at most a minute: a bound for a
+// test that would otherwise hang, not a measure of speed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting for %s after a minute", what)
+		}
 	}
 }
 
@@ -176,22 +231,20 @@ func TestLossAndDuplicatesAreCounted(t *testing.T) {
 	if err := g.Start(Step{Index: 1, T0: time.Now().UnixNano(), Messages: messages, Seconds: 10}); err != nil {
 		t.Fatal(err)
 	}
+	begin := time.Now()
 	close(srv.start)
-	// Every server goroutine has sent everything when deliveries stop
-	// growing at the expected total.
+	// Every connection's last frame is the one outside the run: once every
+	// subscriber has had it, everything the server sent has been observed.
 	want := int64(subs*messages - lossy*messages/5)
-	deadline := time.Now().Add(10 * time.Second)
-	for g.Progress().Deliveries < want && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // the trailing frames
+	waitFor(t, "the frames outside the run", func() bool { return g.Collect().Unknown >= subs })
 	counts := g.Collect()
+	elapsed := time.Since(begin)
 	res := g.Stop()
 	srv.wg.Wait()
 
 	a := counts.Account(sentAll(messages, messages))
-	if a.Expected != subs*messages || a.Delivered != want || a.Lost != lossy*messages/5 {
-		t.Errorf("expected %d delivered %d lost %d; want %d, %d, %d", a.Expected, a.Delivered, a.Lost, subs*messages, want, lossy*messages/5)
+	if a.Expected != subs*messages || a.Delivered != want || a.Lost != lossy*messages/5 || counts.Deliveries != want {
+		t.Errorf("expected %d delivered %d (%d) lost %d; want %d, %d, %d", a.Expected, a.Delivered, counts.Deliveries, a.Lost, subs*messages, want, lossy*messages/5)
 	}
 	if a.SubscribersWithLoss != lossy || a.Duplicates != 1 {
 		t.Errorf("subscribers with loss %d, duplicates %d", a.SubscribersWithLoss, a.Duplicates)
@@ -207,14 +260,16 @@ func TestLossAndDuplicatesAreCounted(t *testing.T) {
 	if got := a.LossRate(); got != float64(lossy*messages/5)/float64(subs*messages) {
 		t.Errorf("loss rate %v", got)
 	}
-	// Stamps are (seq+1) ms old when sent: latencies span 1..100 ms plus
-	// the transfer, the median near 50 ms.
+	// Stamps are (seq+1) ms old when sent, after begin, and every receipt
+	// came before elapsed: each latency lies between its stamp's age and
+	// that age plus elapsed, whatever the machine's speed. The median age
+	// of the deliveries is 50 ms; quantiles are within 0.8%.
 	l := counts.Latency
-	if l.Count() != uint64(want) || l.Min() < int64(time.Millisecond) || l.Max() < int64(100*time.Millisecond) {
-		t.Errorf("latency count %d min %d max %d", l.Count(), l.Min(), l.Max())
+	if l.Count() != uint64(want) || l.Min() < int64(time.Millisecond) || l.Max() < int64(100*time.Millisecond) || l.Max() > int64(elapsed+100*time.Millisecond) {
+		t.Errorf("latency count %d min %d max %d (%v elapsed)", l.Count(), l.Min(), l.Max(), elapsed)
 	}
-	if p50 := l.Quantile(0.5); p50 < int64(49*time.Millisecond) || p50 > int64(90*time.Millisecond) {
-		t.Errorf("latency p50 %v", time.Duration(p50))
+	if p50 := l.Quantile(0.5); p50 < int64(49*time.Millisecond) || float64(p50) > 1.01*float64(elapsed+50*time.Millisecond) {
+		t.Errorf("latency p50 %v (%v elapsed)", time.Duration(p50), elapsed)
 	}
 	if len(res.Disconnects) != 0 || counts.Disconnected != 0 {
 		t.Errorf("disconnects %v, %d", res.Disconnects, counts.Disconnected)
@@ -251,16 +306,13 @@ func TestDisconnectsCountAsLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(start)
-	deadline := time.Now().Add(5 * time.Second)
-	for g.Progress().Deliveries < subs*messages/2 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	time.Sleep(100 * time.Millisecond) // the closes
+	// A subscriber sees its connection close after the frames sent before.
+	waitFor(t, "the closes", func() bool { return g.Collect().Disconnected >= subs })
 	counts := g.Collect()
 	res := g.Stop()
 	a := counts.Account(sentAll(messages, messages))
-	if a.Lost != subs*messages/2 || a.SubscribersWithLoss != subs || counts.Disconnected != subs {
-		t.Errorf("lost %d, subscribers with loss %d, disconnected %d", a.Lost, a.SubscribersWithLoss, counts.Disconnected)
+	if a.Lost != subs*messages/2 || a.Delivered != subs*messages/2 || a.SubscribersWithLoss != subs || counts.Disconnected != subs {
+		t.Errorf("lost %d, delivered %d, subscribers with loss %d, disconnected %d", a.Lost, a.Delivered, a.SubscribersWithLoss, counts.Disconnected)
 	}
 	n := 0
 	for _, v := range res.Disconnects {

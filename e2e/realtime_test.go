@@ -5,101 +5,31 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
-	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
-	"github.com/fluxbase/fluxbase/replication"
 )
 
 const jwtSecret = "e2e-realtime-secret-long-enough-for-hs256"
 
-// memLog is the replication Log on an in-memory change log, standing in
-// for the broker's stream: same ordering and de-duplication contract.
-type memLog struct {
-	log *fanout.MemLog
-
-	mu     sync.Mutex // guards lastID, ids, seq
-	lastID string
-	ids    map[string]uint64
-	seq    uint64
-}
-
-type memAck struct {
-	seq uint64
-	err error
-}
-
-var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
-
-func (a *memAck) Done() <-chan struct{}   { return closedChan }
-func (a *memAck) Result() (uint64, error) { return a.seq, a.err }
-func (m *memLog) DurableSeq() uint64      { m.mu.Lock(); defer m.mu.Unlock(); return m.seq }
-func (m *memLog) LastChange(context.Context) (string, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.lastID, m.lastID != "", nil
-}
-
-func (m *memLog) PublishAsync(msg replication.Message) (replication.Ack, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if seq, ok := m.ids[msg.ID]; ok {
-		return &memAck{seq: seq}, nil
-	}
-	if msg.ExpectLastID != "" && msg.ExpectLastID != m.lastID {
-		return &memAck{err: fmt.Errorf("wrong last message id %q", m.lastID)}, nil
-	}
-	m.seq = m.log.Append(msg.Data)
-	m.ids[msg.ID] = m.seq
-	m.lastID = msg.ID
-	return &memAck{seq: m.seq}, nil
-}
-
-// node is one in-process Fluxbase node's realtime side: the real
-// replication reader, the realtime endpoint behind the real HTTP edge,
-// over a fresh database.
-type node struct {
+// solo is one in-process Fluxbase node, built by package node as `fluxbase
+// serve` builds one, over a fresh database, with a pool of the test's own
+// for writing.
+type solo struct {
 	url  string // HTTP base URL
 	db   *pgxpool.Pool
 	anon string
 }
 
-// serveNode runs rep and rt, with rt behind the real HTTP edge, until the
-// test ends (then closes pool too), and returns the edge's base URL.
-func serveNode(t *testing.T, rep *replication.Replicator, rt *api.Realtime, v *auth.Verifier, pool *pgxpool.Pool) string {
-	t.Helper()
-	srv := httptest.NewServer(api.New(api.Config{Mounts: map[string]http.Handler{
-		"/rest/v1":     api.NewREST(api.RESTConfig{Pool: pool}),
-		"/realtime/v1": rt,
-	}}, v, zap.NewNop(), prometheus.NewRegistry()))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = rep.Run(ctx) }()
-	go func() { defer wg.Done(); _ = rt.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		wg.Wait()
-		srv.Close()
-		pool.Close()
-	})
-	return srv.URL
-}
-
-func startNode(t *testing.T, setupSQL string) *node {
+func startNode(t *testing.T, setupSQL string) *solo {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
@@ -110,28 +40,20 @@ func startNode(t *testing.T, setupSQL string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(pool.Close)
 	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key);`+setupSQL); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
-	ml := &memLog{log: fanout.NewMemLog(), ids: map[string]uint64{}}
-	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, SlotName: slotName(), ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond}, ml, replication.WithLogger(testLogger(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := auth.NewVerifier(jwtSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := api.NewRealtime(api.RealtimeConfig{Verifier: v, Pool: pool, Source: ml.log, Registerer: prometheus.NewRegistry()})
+	cfg := nodeConfig(t, "solo", dbURL, slotName())
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
-	n := &node{url: serveNode(t, rep, rt, v, pool), db: pool, anon: anon}
+	n := &solo{url: runNodes(t, cfg)[0].URL(), db: pool, anon: anon}
 	n.waitReplicating(t)
 	return n
 }
 
 // waitReplicating waits until a change of a scratch table comes through,
 // so the slot exists and later writes are not missed.
-func (n *node) waitReplicating(t *testing.T) {
+func (n *solo) waitReplicating(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)

@@ -12,102 +12,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
-	"github.com/fluxbase/fluxbase/broker/fanout"
-	"github.com/fluxbase/fluxbase/internal/pgcluster"
+	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
-	"github.com/fluxbase/fluxbase/replication"
 )
-
-// startNATSCluster runs two embedded NATS servers routed into one cluster,
-// with JetStream on both, and returns their client URLs.
-func startNATSCluster(t *testing.T) []string {
-	t.Helper()
-	var ports []int
-	for range 2 {
-		p, err := pgcluster.FreePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, p)
-	}
-	routes := server.RoutesFromStr("nats://127.0.0.1:" + itoa(ports[0]) + ",nats://127.0.0.1:" + itoa(ports[1]))
-	servers := make([]*server.Server, 2)
-	for i, name := range []string{"a", "b"} {
-		opts := &server.Options{
-			ServerName: "e2e-" + name, Host: "127.0.0.1", Port: -1,
-			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-			Cluster: server.ClusterOpts{Name: "fluxbase-e2e", Host: "127.0.0.1", Port: ports[i]},
-			Routes:  routes,
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		servers[i] = s
-		go s.Start()
-		t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
-	}
-	var urls []string
-	for _, s := range servers {
-		if !s.ReadyForConnections(20 * time.Second) {
-			t.Fatal("NATS server not ready")
-		}
-		urls = append(urls, s.ClientURL())
-	}
-	return urls
-}
-
-func itoa(n int) string { return string(appendInt(nil, n)) }
-
-func appendInt(b []byte, n int) []byte {
-	if n >= 10 {
-		b = appendInt(b, n/10)
-	}
-	return append(b, byte('0'+n%10))
-}
-
-// clusterNode is one in-process node wired as `fluxbase serve` wires one:
-// its own NATS connection to its own server of the cluster, the
-// replication reader (every node runs one; one holds the slot), and the
-// realtime endpoint reading the shared change stream.
-func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL, slot string, v *auth.Verifier) string {
-	t.Helper()
-	nc, err := nats.Connect(natsURL, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jsLog, err := replication.NewJetStreamLog(nc, replication.JetStreamLogOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := replication.New(replication.Config{DatabaseURL: dbURL, SlotName: slot, ReplicaIdentityFull: true, StatusInterval: 200 * time.Millisecond, StandbyRetry: 200 * time.Millisecond}, jsLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := api.NewRealtime(api.RealtimeConfig{
-		Verifier: v, Pool: pool, Log: testLogger(t),
-		Source: fanout.NewJetStreamSource(js, ""), Bus: fanout.NewNATSBus(nc),
-		Hub:        fanout.Config{NodeID: name, PresenceInterval: time.Second},
-		Registerer: prometheus.NewRegistry(),
-	})
-	return serveNode(t, rep, rt, v, pool)
-}
 
 // cluster is two nodes sharing one PostgreSQL and a two-server NATS
 // cluster with the change stream.
@@ -132,37 +42,14 @@ func startCluster(t *testing.T, setupSQL string) *cluster {
 	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key);`+setupSQL); err != nil {
 		t.Fatal(err)
 	}
-	natsURLs := startNATSCluster(t)
-	nc, err := nats.Connect(natsURLs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	for {
-		rctx, rcancel := context.WithTimeout(sctx, 5*time.Second)
-		_, err = js.CreateOrUpdateStream(rctx, jetstream.StreamConfig{
-			Name: fanout.DefaultStream, Subjects: []string{replication.SubjectPrefix + ">"}, Duplicates: time.Minute,
-		})
-		rcancel()
-		if err == nil || sctx.Err() != nil {
-			break
-		}
-		time.Sleep(time.Second) // the JetStream cluster elects its leader
-	}
-	if err != nil {
-		t.Fatalf("create stream: %v", err)
-	}
-	v, err := auth.NewVerifier(jwtSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
 	slot := slotName()
 	c := &cluster{db: pool, url: dbURL}
-	c.a = startClusterNode(t, ctx, "node-a", dbURL, natsURLs[0], slot, v)
-	c.b = startClusterNode(t, ctx, "node-b", dbURL, natsURLs[1], slot, v)
+	a, b := nodeConfig(t, "node-a", dbURL, slot), nodeConfig(t, "node-b", dbURL, slot)
+	routes := clusterRoutes(t, &a.Broker, &b.Broker)
+	a.Broker.Routes, b.Broker.Routes = routes, routes
+	nodes := runNodes(t, a, b)
+	c.a, c.b = nodes[0].URL(), nodes[1].URL()
+	js := nodes[0].Broker().JetStream()
 	waitStreaming(t, pool, js)
 	return c
 }
@@ -297,7 +184,7 @@ func waitStreaming(t *testing.T, pool *pgxpool.Pool, js jetstream.JetStream) {
 		if _, err := pool.Exec(ctx, `insert into public.e2e_ping default values`); err != nil {
 			t.Fatal(err)
 		}
-		if s, err := js.Stream(ctx, fanout.DefaultStream); err == nil {
+		if s, err := js.Stream(ctx, broker.ChangesStream); err == nil {
 			if info, err := s.Info(ctx); err == nil && info.State.Msgs > 0 {
 				return
 			}

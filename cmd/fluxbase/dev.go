@@ -18,6 +18,7 @@ import (
 
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
+	"github.com/fluxbase/fluxbase/node"
 )
 
 // devPostgresPort is tried first for the private cluster (the port the
@@ -27,7 +28,7 @@ const devPostgresPort = 54322
 // dev runs a node on a private PostgreSQL cluster kept under the data
 // directory, with a JWT secret and API keys kept there too, so a second run
 // reuses everything. The cluster stops when the node does.
-func dev(ctx context.Context, cfg config, log *zap.Logger) error {
+func dev(ctx context.Context, cfg node.Config, log *zap.Logger) error {
 	dir, err := filepath.Abs(cfg.DataDir)
 	if err != nil {
 		return err
@@ -36,21 +37,21 @@ func dev(ctx context.Context, cfg config, log *zap.Logger) error {
 		return fmt.Errorf("data directory: %w", err)
 	}
 	cfg.DataDir = dir
-	if !filepath.IsAbs(cfg.StorageLocalPath) {
-		cfg.StorageLocalPath = filepath.Join(dir, "storage")
+	if !filepath.IsAbs(cfg.Storage.LocalPath) {
+		cfg.Storage.LocalPath = filepath.Join(dir, "storage")
 	}
-	if cfg.JWTSecret == "" {
-		if cfg.JWTSecret, err = devSecret(dir); err != nil {
+	if cfg.Auth.JWTSecret == "" {
+		if cfg.Auth.JWTSecret, err = devSecret(dir); err != nil {
 			return err
 		}
 	}
-	keys, err := devKeys(dir, cfg.JWTSecret)
+	keys, err := devKeys(dir, cfg.Auth.JWTSecret)
 	if err != nil {
 		return err
 	}
 
 	var cluster *pgcluster.Cluster
-	if cfg.DatabaseURL == "" {
+	if cfg.Database.URL == "" {
 		port, err := devPort(dir)
 		if err != nil {
 			return err
@@ -76,7 +77,7 @@ func dev(ctx context.Context, cfg config, log *zap.Logger) error {
 		if err := cluster.CreateDatabase(ctx, "fluxbase"); err != nil {
 			return fmt.Errorf("create database: %w", err)
 		}
-		cfg.DatabaseURL = cluster.URL("fluxbase")
+		cfg.Database.URL = cluster.URL("fluxbase")
 	}
 
 	printBanner(cfg, keys)
@@ -174,8 +175,8 @@ func devPort(dir string) (int, error) {
 	return pgcluster.FreePort()
 }
 
-func printBanner(cfg config, keys devAPIKeys) {
-	host, port, _ := net.SplitHostPort(cfg.HTTPAddr)
+func printBanner(cfg node.Config, keys devAPIKeys) {
+	host, port, _ := net.SplitHostPort(cfg.HTTP.Addr)
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "localhost"
 	}
@@ -189,7 +190,7 @@ func printBanner(cfg config, keys devAPIKeys) {
 
   The keys are kept in %s; stop with Ctrl-C.
 
-`, net.JoinHostPort(host, port), cfg.DatabaseURL, keys.anon, keys.service, filepath.Join(cfg.DataDir, "keys.env"))
+`, net.JoinHostPort(host, port), cfg.Database.URL, keys.anon, keys.service, filepath.Join(cfg.DataDir, "keys.env"))
 }
 
 // zapWriter logs each line PostgreSQL writes.

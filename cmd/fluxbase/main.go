@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/node"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -63,7 +64,8 @@ func run(args []string) int {
 		return exitUsage
 	}
 
-	cfg, err := loadConfig(os.Getenv, cmd)
+	mode := map[string]node.Mode{"serve": node.Serve, "dev": node.Dev, "migrate": node.Migrate}[cmd]
+	cfg, err := node.FromEnv(os.Getenv, mode)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "fluxbase: %v\n", err)
 		return exitUsage
@@ -90,10 +92,10 @@ func run(args []string) int {
 	return 0
 }
 
-func migrate(ctx context.Context, cfg config) error {
+func migrate(ctx context.Context, cfg node.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
 	defer cancel()
-	applied, err := migrations.Up(ctx, cfg.DatabaseURL)
+	applied, err := migrations.Up(ctx, cfg.Database.URL)
 	if err != nil {
 		return err
 	}

@@ -157,8 +157,8 @@ func TestConcurrentMigrateProcesses(t *testing.T) {
 	}
 }
 
-// node is a running fluxbase process.
-type node struct {
+// process is a running fluxbase process.
+type process struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	url    string
@@ -167,13 +167,13 @@ type node struct {
 	done   chan struct{}
 }
 
-func startNode(t *testing.T, sub string, env ...string) *node {
+func startNode(t *testing.T, sub string, env ...string) *process {
 	t.Helper()
 	port, err := pgcluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &node{t: t, url: "http://127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
+	n := &process{t: t, url: "http://127.0.0.1:" + strconv.Itoa(port), done: make(chan struct{})}
 	n.cmd = command(append(env, "FLUXBASE_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(port), "FLUXBASE_NATS_PORT=-1")...)
 	n.cmd.Args = append(n.cmd.Args, sub)
 	pr, pw := io.Pipe()
@@ -201,14 +201,14 @@ func startNode(t *testing.T, sub string, env ...string) *node {
 	return n
 }
 
-func (n *node) log() string {
+func (n *process) log() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.output.String()
 }
 
 // waitStatus polls path until it answers want, or fails after limit.
-func (n *node) waitStatus(path string, want int, limit time.Duration) time.Duration {
+func (n *process) waitStatus(path string, want int, limit time.Duration) time.Duration {
 	n.t.Helper()
 	start := time.Now()
 	for time.Since(start) < limit {
@@ -230,7 +230,7 @@ func (n *node) waitStatus(path string, want int, limit time.Duration) time.Durat
 	return 0
 }
 
-func (n *node) stop(sig syscall.Signal) {
+func (n *process) stop(sig syscall.Signal) {
 	n.t.Helper()
 	n.cmd.Process.Signal(sig)
 	select {

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"fmt"
@@ -10,45 +10,10 @@ import (
 	"time"
 
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/replication"
+	"github.com/fluxbase/fluxbase/storage"
 )
-
-// config is everything a node reads from its environment. Names are the
-// contract of DESIGN.md; every value is validated before anything starts.
-type config struct {
-	DatabaseURL       string
-	DBMaxConns        int32
-	DBMinConns        int32
-	DBMaxConnLifetime time.Duration
-	DBMaxConnIdleTime time.Duration
-	ReadReplicas      []string
-
-	StorageProvider  string
-	StorageLocalPath string
-	S3Endpoint       string
-	S3AccessKey      string
-	S3SecretKey      string
-	S3Region         string
-	S3Bucket         string
-	S3UseSSL         bool
-
-	Debug        bool
-	HTTPAddr     string
-	JWTSecret    string
-	DataDir      string
-	NodeName     string
-	DrainTimeout time.Duration
-
-	NATSPort         int // -1: no client port
-	ClusterPort      int
-	ClusterRoutes    []string
-	NATSURL          string
-	NATSSyncInterval time.Duration // 0: fsync every write ("always")
-	ChangesMaxAge    time.Duration
-	ChangesMaxBytes  int64
-
-	ReplicationTables   []string
-	ReplicaIdentityFull bool
-}
 
 // configError is a bad environment value: one line that names the variable
 // and what it accepts.
@@ -154,127 +119,179 @@ func (e *env) list(name string) []string {
 	return out
 }
 
-// loadConfig reads the environment of command (serve, dev or migrate)
-// through get. dev provides its own database and JWT secret when they are
-// missing; migrate needs no secret.
-func loadConfig(get func(string) string, command string) (config, error) {
-	dev := command == "dev"
+// Mode is what a node's configuration is read for: each needs different
+// variables.
+type Mode int
 
+const (
+	// Serve is a production node: DATABASE_URL and FLUXBASE_JWT_SECRET
+	// are required.
+	Serve Mode = iota
+	// Dev runs its own database and makes its own secret when they are
+	// missing.
+	Dev
+	// Migrate only applies migrations: it needs no secret.
+	Migrate
+)
+
+// FromEnv reads a node's configuration from the environment through get,
+// one subsystem at a time, each into its own config type. Every value is
+// validated; the error names the first bad variable and what it accepts.
+func FromEnv(get func(string) string, mode Mode) (Config, error) {
 	e := &env{get: get}
-	var c config
+	var c Config
+	c.DataDir = e.str("FLUXBASE_DATA_DIR", ".fluxbase")
+	c.Debug = e.boolean("FLUXBASE_DEBUG", false)
+	host, _ := os.Hostname()
+	c.Name = e.str("FLUXBASE_NODE_NAME", host)
+	if !validNodeName(c.Name) {
+		e.fail("FLUXBASE_NODE_NAME", c.Name, "letters, digits, '-' and '_' only")
+	}
+	c.Database = databaseFromEnv(e, mode)
+	c.HTTP = httpFromEnv(e)
+	c.Auth = authFromEnv(e, mode)
+	c.Broker = brokerFromEnv(e)
+	c.Replication = replicationFromEnv(e)
+	c.Storage = storageFromEnv(e, c.DataDir)
+	return c, e.err
+}
 
-	c.DatabaseURL = e.str("DATABASE_URL", "")
-	if c.DatabaseURL == "" && !dev {
+func databaseFromEnv(e *env, mode Mode) DatabaseConfig {
+	var c DatabaseConfig
+	c.URL = e.str("DATABASE_URL", "")
+	if c.URL == "" && mode != Dev {
 		e.fail("DATABASE_URL", "", "a PostgreSQL URL such as postgres://user:pass@host:5432/db")
-	} else if c.DatabaseURL != "" && !validPostgresURL(c.DatabaseURL) {
-		e.fail("DATABASE_URL", redactURL(c.DatabaseURL), "a PostgreSQL URL such as postgres://user:pass@host:5432/db")
+	} else if c.URL != "" && !validPostgresURL(c.URL) {
+		e.fail("DATABASE_URL", redactURL(c.URL), "a PostgreSQL URL such as postgres://user:pass@host:5432/db")
 	}
-	c.DBMaxConns = int32(e.integer("FLUXBASE_DATABASE_MAX_CONNECTIONS", 0, 1, 10000, "a whole number from 1 to 10000"))
-	c.DBMinConns = int32(e.integer("FLUXBASE_DATABASE_MIN_CONNECTIONS", 0, 0, 10000, "a whole number from 0 to 10000"))
-	if c.DBMaxConns > 0 && c.DBMinConns > c.DBMaxConns {
-		e.fail("FLUXBASE_DATABASE_MIN_CONNECTIONS", strconv.Itoa(int(c.DBMinConns)), "at most FLUXBASE_DATABASE_MAX_CONNECTIONS")
+	c.MaxConns = int32(e.integer("FLUXBASE_DATABASE_MAX_CONNECTIONS", 0, 1, 10000, "a whole number from 1 to 10000"))
+	c.MinConns = int32(e.integer("FLUXBASE_DATABASE_MIN_CONNECTIONS", 0, 0, 10000, "a whole number from 0 to 10000"))
+	if c.MaxConns > 0 && c.MinConns > c.MaxConns {
+		e.fail("FLUXBASE_DATABASE_MIN_CONNECTIONS", strconv.Itoa(int(c.MinConns)), "at most FLUXBASE_DATABASE_MAX_CONNECTIONS")
 	}
-	c.DBMaxConnLifetime = e.duration("FLUXBASE_DATABASE_MAX_CONN_LIFETIME", time.Hour)
-	c.DBMaxConnIdleTime = e.duration("FLUXBASE_DATABASE_MAX_CONN_IDLE_TIME", 30*time.Minute)
+	c.MaxConnLifetime = e.duration("FLUXBASE_DATABASE_MAX_CONN_LIFETIME", time.Hour)
+	c.MaxConnIdleTime = e.duration("FLUXBASE_DATABASE_MAX_CONN_IDLE_TIME", 30*time.Minute)
 	for _, r := range e.list("FLUXBASE_DATABASE_READ_REPLICAS") {
 		if _, _, err := net.SplitHostPort(r); err != nil && !validPostgresURL(r) {
 			e.fail("FLUXBASE_DATABASE_READ_REPLICAS", r, "comma-separated host:port pairs or PostgreSQL URLs")
 		}
 		c.ReadReplicas = append(c.ReadReplicas, r)
 	}
+	return c
+}
 
-	c.DataDir = e.str("FLUXBASE_DATA_DIR", ".fluxbase")
-	c.StorageProvider = e.str("FLUXBASE_STORAGE_PROVIDER", "local")
-	switch c.StorageProvider {
-	case "local", "s3":
-	default:
-		e.fail("FLUXBASE_STORAGE_PROVIDER", c.StorageProvider, "local or s3")
+func httpFromEnv(e *env) HTTPConfig {
+	var c HTTPConfig
+	c.Addr = e.str("FLUXBASE_HTTP_ADDR", ":8080")
+	if _, port, err := net.SplitHostPort(c.Addr); err != nil || !validPort(port, true) {
+		e.fail("FLUXBASE_HTTP_ADDR", c.Addr, "host:port or :port, such as :8080 or 127.0.0.1:8080")
 	}
-	c.StorageLocalPath = e.str("FLUXBASE_STORAGE_LOCAL_PATH", c.DataDir+"/storage")
-	c.S3Endpoint = e.str("FLUXBASE_STORAGE_S3_ENDPOINT", "")
-	c.S3AccessKey = e.str("FLUXBASE_STORAGE_S3_ACCESS_KEY", "")
-	c.S3SecretKey = e.str("FLUXBASE_STORAGE_S3_SECRET_KEY", "")
-	c.S3Region = e.str("FLUXBASE_STORAGE_S3_REGION", "us-east-1")
-	c.S3Bucket = e.str("FLUXBASE_STORAGE_S3_BUCKET", "")
-	c.S3UseSSL = e.boolean("FLUXBASE_STORAGE_S3_USE_SSL", true)
-	if c.StorageProvider == "s3" {
-		if c.S3Endpoint == "" {
-			e.fail("FLUXBASE_STORAGE_S3_ENDPOINT", "", "the S3 endpoint as host:port when FLUXBASE_STORAGE_PROVIDER=s3")
-		} else if strings.Contains(c.S3Endpoint, "/") {
-			e.fail("FLUXBASE_STORAGE_S3_ENDPOINT", c.S3Endpoint, "host or host:port, without a scheme (use FLUXBASE_STORAGE_S3_USE_SSL)")
-		}
-		if c.S3Bucket == "" {
-			e.fail("FLUXBASE_STORAGE_S3_BUCKET", "", "the bucket name when FLUXBASE_STORAGE_PROVIDER=s3")
-		}
-	}
+	c.DrainTimeout = e.duration("FLUXBASE_SHUTDOWN_TIMEOUT", 15*time.Second)
+	return c
+}
 
-	c.Debug = e.boolean("FLUXBASE_DEBUG", false)
-	c.HTTPAddr = e.str("FLUXBASE_HTTP_ADDR", ":8080")
-	if _, port, err := net.SplitHostPort(c.HTTPAddr); err != nil || !validPort(port, true) {
-		e.fail("FLUXBASE_HTTP_ADDR", c.HTTPAddr, "host:port or :port, such as :8080 or 127.0.0.1:8080")
-	}
+func authFromEnv(e *env, mode Mode) auth.Config {
+	var c auth.Config
 	c.JWTSecret = e.str("FLUXBASE_JWT_SECRET", "")
-	if c.JWTSecret == "" && command == "serve" {
+	if c.JWTSecret == "" && mode == Serve {
 		e.fail("FLUXBASE_JWT_SECRET", "", fmt.Sprintf("a secret of at least %d characters", auth.MinSecretLength))
 	} else if c.JWTSecret != "" && len(c.JWTSecret) < auth.MinSecretLength {
 		e.fail("FLUXBASE_JWT_SECRET", "(hidden)", fmt.Sprintf("at least %d characters", auth.MinSecretLength))
 	}
-	host, _ := os.Hostname()
-	c.NodeName = e.str("FLUXBASE_NODE_NAME", host)
-	if !validNodeName(c.NodeName) {
-		e.fail("FLUXBASE_NODE_NAME", c.NodeName, "letters, digits, '-' and '_' only")
-	}
-	c.DrainTimeout = e.duration("FLUXBASE_SHUTDOWN_TIMEOUT", 15*time.Second)
+	return c
+}
 
-	c.NATSPort = int(e.integer("FLUXBASE_NATS_PORT", 4222, -1, 65535, "a port from 1 to 65535, or -1 for none"))
-	if c.NATSPort == 0 {
+// brokerFromEnv reads the broker's own settings; the node fills in what
+// it derives (data folder, server name, route secret, key check).
+func brokerFromEnv(e *env) broker.Config {
+	var c broker.Config
+	port := int(e.integer("FLUXBASE_NATS_PORT", 4222, -1, 65535, "a port from 1 to 65535, or -1 for none"))
+	switch port {
+	case 0:
 		e.fail("FLUXBASE_NATS_PORT", "0", "a port from 1 to 65535, or -1 for none")
+	case -1:
+		c.ClientPort = 0 // none
+	default:
+		c.ClientPort = port
 	}
 	c.ClusterPort = int(e.integer("FLUXBASE_CLUSTER_PORT", 6222, 1, 65535, "a port from 1 to 65535"))
 	for _, r := range e.list("FLUXBASE_CLUSTER_ROUTES") {
 		if u, err := url.Parse(r); err != nil || u.Scheme != "nats" || u.Port() == "" {
 			e.fail("FLUXBASE_CLUSTER_ROUTES", r, "comma-separated nats://host:port route URLs")
 		}
-		c.ClusterRoutes = append(c.ClusterRoutes, r)
+		c.Routes = append(c.Routes, r)
 	}
-	c.NATSURL = e.str("FLUXBASE_NATS_URL", "")
-	if c.NATSURL != "" {
-		for _, s := range strings.Split(c.NATSURL, ",") {
+	c.ExternalURL = e.str("FLUXBASE_NATS_URL", "")
+	if c.ExternalURL != "" {
+		for _, s := range strings.Split(c.ExternalURL, ",") {
 			if u, err := url.Parse(strings.TrimSpace(s)); err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" {
-				e.fail("FLUXBASE_NATS_URL", c.NATSURL, "nats://host:port (comma-separated for several servers)")
+				e.fail("FLUXBASE_NATS_URL", c.ExternalURL, "nats://host:port (comma-separated for several servers)")
 				break
 			}
 		}
-		if len(c.ClusterRoutes) > 0 {
-			e.fail("FLUXBASE_CLUSTER_ROUTES", strings.Join(c.ClusterRoutes, ","), "nothing when FLUXBASE_NATS_URL names an external NATS")
+		if len(c.Routes) > 0 {
+			e.fail("FLUXBASE_CLUSTER_ROUTES", strings.Join(c.Routes, ","), "nothing when FLUXBASE_NATS_URL names an external NATS")
 		}
 	}
 	// Syncing on an interval is safe: replication confirms the slot only
 	// behind what is synced. "always" syncs each write, at a large cost.
-	c.NATSSyncInterval = 100 * time.Millisecond
+	c.SyncInterval = 100 * time.Millisecond
 	if v := e.str("FLUXBASE_NATS_SYNC_INTERVAL", "100ms"); v == "always" {
-		c.NATSSyncInterval = 0
+		c.SyncInterval = 0
 	} else {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
 			e.fail("FLUXBASE_NATS_SYNC_INTERVAL", v, "always (fsync every write) or a duration such as 100ms or 2m")
 		}
-		c.NATSSyncInterval = d
+		c.SyncInterval = d
 	}
 	c.ChangesMaxAge = e.duration("FLUXBASE_CHANGES_MAX_AGE", 7*24*time.Hour)
 	c.ChangesMaxBytes = -1
 	if v := e.str("FLUXBASE_CHANGES_MAX_BYTES", ""); v != "-1" {
 		c.ChangesMaxBytes = e.bytes("FLUXBASE_CHANGES_MAX_BYTES", 10<<30)
 	}
+	return c
+}
 
-	c.ReplicationTables = e.list("FLUXBASE_REPLICATION_TABLES")
-	for _, t := range c.ReplicationTables {
+func replicationFromEnv(e *env) replication.Config {
+	var c replication.Config
+	c.Tables = e.list("FLUXBASE_REPLICATION_TABLES")
+	for _, t := range c.Tables {
 		if !validTableName(t) {
 			e.fail("FLUXBASE_REPLICATION_TABLES", t, "comma-separated table names, optionally schema-qualified (public.todos)")
 		}
 	}
 	c.ReplicaIdentityFull = e.boolean("FLUXBASE_REPLICA_IDENTITY_FULL", false)
-	return c, e.err
+	return c
+}
+
+func storageFromEnv(e *env, dataDir string) storage.Config {
+	var c storage.Config
+	c.Provider = e.str("FLUXBASE_STORAGE_PROVIDER", storage.ProviderLocal)
+	switch c.Provider {
+	case storage.ProviderLocal, storage.ProviderS3:
+	default:
+		e.fail("FLUXBASE_STORAGE_PROVIDER", c.Provider, "local or s3")
+	}
+	c.LocalPath = e.str("FLUXBASE_STORAGE_LOCAL_PATH", dataDir+"/storage")
+	s3 := &c.S3
+	s3.Endpoint = e.str("FLUXBASE_STORAGE_S3_ENDPOINT", "")
+	s3.AccessKey = e.str("FLUXBASE_STORAGE_S3_ACCESS_KEY", "")
+	s3.SecretKey = e.str("FLUXBASE_STORAGE_S3_SECRET_KEY", "")
+	s3.Region = e.str("FLUXBASE_STORAGE_S3_REGION", "us-east-1")
+	s3.Bucket = e.str("FLUXBASE_STORAGE_S3_BUCKET", "")
+	s3.UseSSL = e.boolean("FLUXBASE_STORAGE_S3_USE_SSL", true)
+	if c.Provider == storage.ProviderS3 {
+		if s3.Endpoint == "" {
+			e.fail("FLUXBASE_STORAGE_S3_ENDPOINT", "", "the S3 endpoint as host:port when FLUXBASE_STORAGE_PROVIDER=s3")
+		} else if strings.Contains(s3.Endpoint, "/") {
+			e.fail("FLUXBASE_STORAGE_S3_ENDPOINT", s3.Endpoint, "host or host:port, without a scheme (use FLUXBASE_STORAGE_S3_USE_SSL)")
+		}
+		if s3.Bucket == "" {
+			e.fail("FLUXBASE_STORAGE_S3_BUCKET", "", "the bucket name when FLUXBASE_STORAGE_PROVIDER=s3")
+		}
+	}
+	return c
 }
 
 func validPostgresURL(s string) bool {

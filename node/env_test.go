@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"errors"
@@ -18,19 +18,19 @@ var validServeEnv = map[string]string{
 
 func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
-	c, err := loadConfig(envOf(validServeEnv), "serve")
+	c, err := FromEnv(envOf(validServeEnv), Serve)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTPAddr != ":8080" || c.NATSPort != 4222 || c.StorageProvider != "local" || c.DataDir != ".fluxbase" ||
-		c.NATSSyncInterval != 100*time.Millisecond || c.ChangesMaxBytes != 10<<30 || c.ChangesMaxAge != 7*24*time.Hour {
+	if c.HTTP.Addr != ":8080" || c.Broker.ClientPort != 4222 || c.Storage.Provider != "local" || c.DataDir != ".fluxbase" ||
+		c.Broker.SyncInterval != 100*time.Millisecond || c.Broker.ChangesMaxBytes != 10<<30 || c.Broker.ChangesMaxAge != 7*24*time.Hour {
 		t.Fatalf("defaults: %+v", c)
 	}
-	c, err = loadConfig(envOf(map[string]string{}), "dev")
+	c, err = FromEnv(envOf(map[string]string{}), Dev)
 	if err != nil {
 		t.Fatalf("dev needs no variables: %v", err)
 	}
-	if _, err := loadConfig(envOf(map[string]string{"DATABASE_URL": validServeEnv["DATABASE_URL"]}), "migrate"); err != nil {
+	if _, err := FromEnv(envOf(map[string]string{"DATABASE_URL": validServeEnv["DATABASE_URL"]}), Migrate); err != nil {
 		t.Fatalf("migrate needs no JWT secret: %v", err)
 	}
 }
@@ -53,13 +53,14 @@ func TestConfigValues(t *testing.T) {
 	for k, v := range validServeEnv {
 		env[k] = v
 	}
-	c, err := loadConfig(envOf(env), "serve")
+	c, err := FromEnv(envOf(env), Serve)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.NATSPort != -1 || c.ChangesMaxBytes != 512<<20 || c.NATSSyncInterval != 100*time.Millisecond ||
-		len(c.ClusterRoutes) != 2 || len(c.ReadReplicas) != 2 || len(c.ReplicationTables) != 2 ||
-		c.S3UseSSL || c.DBMaxConns != 50 {
+	// FLUXBASE_NATS_PORT=-1 opens no client port: the broker's zero.
+	if c.Broker.ClientPort != 0 || c.Broker.ChangesMaxBytes != 512<<20 || c.Broker.SyncInterval != 100*time.Millisecond ||
+		len(c.Broker.Routes) != 2 || len(c.Database.ReadReplicas) != 2 || len(c.Replication.Tables) != 2 ||
+		c.Storage.S3.UseSSL || c.Database.MaxConns != 50 {
 		t.Fatalf("parsed: %+v", c)
 	}
 }
@@ -116,11 +117,11 @@ func TestConfigRejects(t *testing.T) {
 				}
 			}
 			env[tt.name] = tt.value
-			command := "serve"
+			mode := Serve
 			if tt.dev {
-				command = "dev"
+				mode = Dev
 			}
-			_, err := loadConfig(envOf(env), command)
+			_, err := FromEnv(envOf(env), mode)
 			var ce *configError
 			if !errors.As(err, &ce) {
 				t.Fatalf("accepted (err %v)", err)
@@ -137,13 +138,13 @@ func TestConfigRejects(t *testing.T) {
 		for k, v := range validServeEnv {
 			env[k] = v
 		}
-		if _, err := loadConfig(envOf(env), "serve"); err == nil || !strings.HasPrefix(err.Error(), "FLUXBASE_STORAGE_S3_ENDPOINT") {
+		if _, err := FromEnv(envOf(env), Serve); err == nil || !strings.HasPrefix(err.Error(), "FLUXBASE_STORAGE_S3_ENDPOINT") {
 			t.Fatalf("err %v", err)
 		}
 	})
 	t.Run("passwords never echoed", func(t *testing.T) {
 		t.Parallel()
-		_, err := loadConfig(envOf(map[string]string{"DATABASE_URL": "mysql://u:hunter2@h/db"}), "dev")
+		_, err := FromEnv(envOf(map[string]string{"DATABASE_URL": "mysql://u:hunter2@h/db"}), Dev)
 		if err == nil || strings.Contains(err.Error(), "hunter2") {
 			t.Fatalf("err %v", err)
 		}

@@ -1,0 +1,330 @@
+// Package node builds and runs one Fluxbase node from its configuration:
+// the migrations, the database pools, the broker, the replication reader,
+// the realtime hub and the HTTP edge with every API surface. `fluxbase
+// serve` and `fluxbase dev`, the end-to-end tests and the benchmarks all
+// build their nodes here, so there is one wiring to keep right.
+//
+// It owns the order of start-up and shutdown and nothing else: what each
+// part does is its own package's business (docs/ARCHITECTURE.md has the
+// map).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/fluxbase/fluxbase/api"
+	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/broker/fanout"
+	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/replication"
+	"github.com/fluxbase/fluxbase/storage"
+)
+
+// Config is a node's whole configuration, one section per subsystem, each
+// in that subsystem's own type. FromEnv reads it from the environment;
+// tests build it directly. Zero values mean defaults, and a node fills in
+// what it derives (the broker's data folder and server name, the
+// replication reader's database URL, ...).
+type Config struct {
+	// Name names the node in logs, metrics and the NATS cluster.
+	Name string
+	// DataDir holds the node's files (the broker's JetStream store).
+	DataDir string
+	// Debug logs at debug level and serves /debug/pprof/ to the service
+	// key.
+	Debug bool
+	// Version is reported in the start-up log line.
+	Version string
+
+	HTTP        HTTPConfig
+	Database    DatabaseConfig
+	Auth        auth.Config
+	Broker      broker.Config
+	Replication replication.Config
+	// Realtime tunes the fan-out hub; its NodeID defaults to Name.
+	Realtime fanout.Config
+	Storage  storage.Config
+}
+
+// HTTPConfig configures the node's HTTP edge.
+type HTTPConfig struct {
+	// Addr is the listening address; ":0" picks a free port (Node.Addr
+	// tells which).
+	Addr string
+	// DrainTimeout bounds how long shutdown waits for requests in flight.
+	DrainTimeout time.Duration
+}
+
+// DatabaseConfig configures the PostgreSQL pools.
+type DatabaseConfig struct {
+	// URL is the primary's connection URL.
+	URL string
+	// MaxConns and MinConns size each pool; 0 keeps pgx's defaults.
+	MaxConns, MinConns int32
+	MaxConnLifetime    time.Duration
+	MaxConnIdleTime    time.Duration
+	// ReadReplicas are host:port pairs (DATABASE_URL's user, password,
+	// database and options) or URLs; REST reads go there in turn.
+	ReadReplicas []string
+	// SkipMigrations leaves the schema as it is (the caller migrated).
+	SkipMigrations bool
+}
+
+// Node is one running Fluxbase node.
+type Node struct {
+	cfg Config
+	log *zap.Logger
+	ln  net.Listener
+
+	pool     *pgxpool.Pool
+	replicas []*pgxpool.Pool
+	bus      *broker.Broker
+	repl     *replication.Replicator
+	rt       *api.Realtime
+	srv      *api.Server
+
+	closeOnce sync.Once
+}
+
+// New builds a node: it listens first (so a port conflict is reported at
+// once), applies the migrations, opens the database pools, starts the
+// broker (which, clustered, waits for a majority of its peers), and builds
+// the replication reader, the realtime hub and the HTTP edge. Nothing
+// serves until Run. On error everything acquired is released.
+func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	n = &Node{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	verifier, err := auth.NewVerifier(cfg.Auth.JWTSecret)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("node: no data directory")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	if n.ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+		return nil, fmt.Errorf("listen on FLUXBASE_HTTP_ADDR: %w", err)
+	}
+
+	if !cfg.Database.SkipMigrations {
+		migrateCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		applied, err := migrations.Up(migrateCtx, cfg.Database.URL)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range applied {
+			log.Info("migration applied", zap.Int64("version", m.Version), zap.String("source", m.Source))
+		}
+	}
+
+	if n.pool, err = newPool(ctx, cfg.Database, cfg.Database.URL); err != nil {
+		return nil, err
+	}
+	for _, r := range cfg.Database.ReadReplicas {
+		rp, err := newPool(ctx, cfg.Database, replicaURL(cfg.Database.URL, r))
+		if err != nil {
+			return nil, fmt.Errorf("FLUXBASE_DATABASE_READ_REPLICAS: %w", err)
+		}
+		n.replicas = append(n.replicas, rp)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if n.bus, err = startBroker(ctx, cfg, verifier, log); err != nil {
+		return nil, err
+	}
+	reg.MustRegister(broker.NewCollector(n.bus))
+
+	changeLog, err := replication.NewJetStreamLog(n.bus.Conn(), replication.JetStreamLogOptions{
+		Stream:       broker.ChangesStream,
+		SyncInterval: n.bus.SyncInterval(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	rc := cfg.Replication
+	rc.DatabaseURL = cfg.Database.URL
+	if n.repl, err = replication.New(rc, changeLog, replication.WithLogger(log.Named("replication")), replication.WithRegisterer(reg)); err != nil {
+		return nil, err
+	}
+
+	hub := cfg.Realtime
+	if hub.NodeID == "" {
+		hub.NodeID = cfg.Name
+	}
+	n.rt = api.NewRealtime(api.RealtimeConfig{
+		Verifier:   verifier,
+		Pool:       n.pool,
+		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), broker.ChangesStream),
+		Bus:        fanout.NewNATSBus(n.bus.Conn()),
+		Hub:        hub,
+		Log:        log,
+		Registerer: reg,
+	})
+
+	n.srv = api.New(api.Config{
+		Debug:        cfg.Debug,
+		DrainTimeout: cfg.HTTP.DrainTimeout,
+		Checks: []api.NamedCheck{
+			{Name: "database", Check: n.pool.Ping},
+			{Name: "broker", Check: n.bus.Ready},
+			{Name: "replication", Check: func(context.Context) error { return n.repl.Ready() }},
+			{Name: "realtime", Check: func(context.Context) error { return n.rt.Hub().Ready() }},
+		},
+		Mounts: map[string]http.Handler{
+			"/rest/v1":     api.NewREST(api.RESTConfig{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
+			"/realtime/v1": n.rt,
+		},
+	}, verifier, log, reg)
+	return n, nil
+}
+
+// Addr is the address the node's HTTP edge listens on.
+func (n *Node) Addr() net.Addr { return n.ln.Addr() }
+
+// URL is the node's HTTP base URL on loopback when it listens on every
+// interface.
+func (n *Node) URL() string {
+	host, port, _ := net.SplitHostPort(n.ln.Addr().String())
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// Broker is the node's broker, for tests that read the change log.
+func (n *Node) Broker() *broker.Broker { return n.bus }
+
+// Run serves until ctx ends or a part fails, then shuts every part down
+// and releases what New acquired. It returns the first failure, or nil.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.Close()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return n.repl.Run(ctx) })
+	g.Go(func() error { return n.rt.Run(ctx) })
+	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
+	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
+		zap.Int("broker_replicas", n.bus.Replicas()))
+	err := g.Wait()
+	n.log.Info("stopped")
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// Close releases what New acquired, in reverse order. Run calls it; call
+// it yourself only for a node that never ran. It is idempotent.
+func (n *Node) Close() {
+	n.closeOnce.Do(func() {
+		if n.rt != nil {
+			_ = n.rt.Close()
+		}
+		if n.repl != nil {
+			_ = n.repl.Close()
+		}
+		if n.bus != nil {
+			n.bus.Close()
+		}
+		for _, rp := range n.replicas {
+			rp.Close()
+		}
+		if n.pool != nil {
+			n.pool.Close()
+		}
+		if n.ln != nil {
+			_ = n.ln.Close()
+		}
+	})
+}
+
+// startBroker starts the node's embedded NATS (or connects to
+// FLUXBASE_NATS_URL, with whatever credentials its URL carries). External
+// consumers log in on the client port as service_role with a service key.
+func startBroker(ctx context.Context, cfg Config, verifier *auth.Verifier, log *zap.Logger) (*broker.Broker, error) {
+	bc := cfg.Broker
+	if bc.DataDir == "" {
+		bc.DataDir = filepath.Join(cfg.DataDir, "nats")
+	}
+	if bc.NodeName == "" {
+		bc.NodeName = cfg.Name
+	}
+	if bc.RouteSecret == "" {
+		bc.RouteSecret = cfg.Auth.JWTSecret
+	}
+	if bc.ServiceKeyValid == nil {
+		bc.ServiceKeyValid = func(key string) bool {
+			c, err := verifier.Verify(key)
+			return err == nil && c.IsServiceRole()
+		}
+	}
+	b, err := broker.Start(ctx, bc, broker.WithLogger(log.Named("broker")))
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	return b, nil
+}
+
+// replicaURL is a read replica's connection URL: replica itself when it
+// is a URL, else the primary's URL with its host and port replaced (same
+// user, password, database and options).
+func replicaURL(primary, replica string) string {
+	if strings.Contains(replica, "://") {
+		return replica
+	}
+	u, err := url.Parse(primary)
+	if err != nil {
+		return replica // reported by newPool
+	}
+	u.Host = replica
+	return u.String()
+}
+
+// newPool opens a pool on dbURL with the configured sizes and lifetimes.
+func newPool(ctx context.Context, cfg DatabaseConfig, dbURL string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("database URL %s: %w", redactURL(dbURL), err)
+	}
+	if cfg.MaxConns > 0 {
+		pc.MaxConns = cfg.MaxConns
+	}
+	pc.MinConns = cfg.MinConns
+	pc.MaxConnLifetime = cfg.MaxConnLifetime
+	pc.MaxConnIdleTime = cfg.MaxConnIdleTime
+	// A dead server is noticed by the next health check, not the next user.
+	pc.HealthCheckPeriod = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("database pool: %w", err)
+	}
+	return pool, nil
+}

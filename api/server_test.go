@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,61 +19,40 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/internal/apitest"
 )
 
-const secret = "api-test-secret-long-enough-for-hs256!"
+const secret = apitest.Secret
+
+var sign, get = apitest.Sign, apitest.Get
+
+// standIn reports the role and subject the request runs as, or none.
+func standIn(w http.ResponseWriter, r *http.Request) {
+	c := Claims(r)
+	if c == nil {
+		WriteJSON(w, http.StatusOK, map[string]any{"role": nil})
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]string{"role": c.Role, "sub": c.Subject})
+}
 
 func newTestServer(t *testing.T, cfg Config) *httptest.Server {
 	t.Helper()
-	v, err := auth.NewVerifier(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Mounts == nil {
-		cfg.Mounts = map[string]http.Handler{}
-	}
-	// A stand-in REST handler that reports the role the request runs as.
-	cfg.Mounts["/rest/v1"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch strings.TrimPrefix(r.URL.Path, "/rest/v1") {
-		case "/panic":
-			panic("boom")
-		case "/big":
-			writeJSON(w, http.StatusOK, map[string]string{"data": strings.Repeat("x", 8000)})
-		default:
-			writeJSON(w, http.StatusOK, map[string]string{"role": Claims(r).Role, "sub": Claims(r).Subject})
-		}
-	})
-	srv := httptest.NewServer(New(cfg, v, zap.NewNop(), prometheus.NewRegistry()))
+	// A stand-in REST surface that reports the role the request runs as.
+	cfg.Surfaces = append(cfg.Surfaces, Surface{Prefix: "/rest/v1", Routes: []Route{{Pattern: "/*",
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch strings.TrimPrefix(r.URL.Path, "/rest/v1") {
+			case "/panic":
+				panic("boom")
+			case "/big":
+				WriteJSON(w, http.StatusOK, map[string]string{"data": strings.Repeat("x", 8000)})
+			default:
+				standIn(w, r)
+			}
+		})}}})
+	srv := httptest.NewServer(New(cfg, apitest.Verifier(t), zap.NewNop(), prometheus.NewRegistry()))
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-func sign(t *testing.T, s string, claims map[string]any) string {
-	t.Helper()
-	tok, err := auth.Sign(s, claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-func get(t *testing.T, url string, headers map[string]string) (*http.Response, map[string]any) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &body); err != nil {
-		t.Fatalf("%s: body is not JSON: %q", url, raw)
-	}
-	return resp, body
 }
 
 func TestGuard(t *testing.T) {
@@ -284,5 +264,109 @@ func TestPprofOffByDefault(t *testing.T) {
 	service, _ := auth.APIKey(secret, auth.RoleServiceRole)
 	if resp, _ := get(t, srv.URL+"/debug/pprof/cmdline", map[string]string{"apikey": service}); resp.StatusCode != 404 {
 		t.Fatalf("pprof answered %d without FLUXBASE_DEBUG", resp.StatusCode)
+	}
+}
+
+// Each route is guarded as it declares: an Open route serves anyone, a
+// NeedUser route only a signed-in user, a NeedService route only the
+// service key, and a route that says nothing needs a key. What no route
+// matches still needs a key to learn it is not there.
+func TestRouteAccess(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(standIn)
+	srv := newTestServer(t, Config{Surfaces: []Surface{{Prefix: "/t/v1", Routes: []Route{
+		{Method: http.MethodGet, Pattern: "/open", Access: Open, Handler: h},
+		{Method: http.MethodGet, Pattern: "/user", Access: NeedUser, Handler: h},
+		{Method: http.MethodGet, Pattern: "/service", Access: NeedService, Handler: h},
+		{Method: http.MethodGet, Pattern: "/default", Handler: h},
+	}}}})
+	anon := apitest.Key(t, auth.RoleAnon)
+	service := apitest.Key(t, auth.RoleServiceRole)
+	user := apitest.UserToken(t, "u-1")
+	expired := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u-1", "exp": time.Now().Add(-time.Hour).Unix()})
+	withUser := map[string]string{"apikey": anon, "Authorization": "Bearer " + user}
+
+	tests := []struct {
+		name     string
+		path     string
+		headers  map[string]string
+		status   int
+		wantRole any // nil: no claims
+		wantCode string
+	}{
+		{"open without a key", "/t/v1/open", nil, 200, nil, ""},
+		{"open with the anon key sets claims", "/t/v1/open", map[string]string{"apikey": anon}, 200, "anon", ""},
+		{"open with a user token sets claims", "/t/v1/open", withUser, 200, "authenticated", ""},
+		{"open ignores a garbage key", "/t/v1/open", map[string]string{"apikey": "garbage"}, 200, nil, ""},
+		{"open ignores an expired token", "/t/v1/open", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 200, nil, ""},
+		{"user route without a key", "/t/v1/user", nil, 401, nil, "FB401"},
+		{"user route refuses the anon key", "/t/v1/user", map[string]string{"apikey": anon}, 403, nil, "FB407"},
+		{"user route refuses the service key", "/t/v1/user", map[string]string{"apikey": service}, 403, nil, "FB407"},
+		{"user route refuses an expired token", "/t/v1/user", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, nil, "FB403"},
+		{"user route serves a user", "/t/v1/user", withUser, 200, "authenticated", ""},
+		{"service route refuses a user token", "/t/v1/service", withUser, 403, nil, "FB404"},
+		{"service route refuses the anon key", "/t/v1/service", map[string]string{"apikey": anon}, 403, nil, "FB404"},
+		{"service route serves the service key", "/t/v1/service", map[string]string{"apikey": service}, 200, "service_role", ""},
+		{"default route needs a key", "/t/v1/default", nil, 401, nil, "FB401"},
+		{"default route takes the anon key", "/t/v1/default", map[string]string{"apikey": anon}, 200, "anon", ""},
+		{"unknown path without a key", "/t/v1/nothing", nil, 401, nil, "FB401"},
+		{"unknown path with a key", "/t/v1/nothing", map[string]string{"apikey": anon}, 404, nil, "FB405"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			resp, body := get(t, srv.URL+tt.path, tt.headers)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d (body %v)", resp.StatusCode, tt.status, body)
+			}
+			if tt.wantCode != "" {
+				if body["code"] != tt.wantCode || body["message"] == "" {
+					t.Errorf("error body %v, want code %s with a message", body, tt.wantCode)
+				}
+				return
+			}
+			if body["role"] != tt.wantRole {
+				t.Errorf("role %v, want %v", body["role"], tt.wantRole)
+			}
+		})
+	}
+
+	t.Run("a method the path lacks", func(t *testing.T) {
+		t.Parallel()
+		for key, want := range map[string]int{"": 401, anon: 405} {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/t/v1/open", nil)
+			if key != "" {
+				req.Header.Set("apikey", key)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("POST with key %q: status %d, want %d", key, resp.StatusCode, want)
+			}
+		}
+	})
+}
+
+// A surface's requests are counted under their route pattern, prefix
+// included, not under their path.
+func TestMetricsRoutePattern(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Config{Surfaces: []Surface{{Prefix: "/t/v1", Routes: []Route{
+		{Method: http.MethodGet, Pattern: "/items/{id}", Access: Open, Handler: http.HandlerFunc(standIn)},
+	}}}})
+	for i := range 2 {
+		get(t, fmt.Sprintf("%s/t/v1/items/%d", srv.URL, i), nil)
+	}
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `http_requests_total{method="GET",route="/t/v1/items/{id}",status="200"} 2`; !strings.Contains(string(raw), want) {
+		t.Errorf("metrics lack %s", want)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fluxbase/fluxbase/api"
+	"github.com/fluxbase/fluxbase/api/realtime"
+	"github.com/fluxbase/fluxbase/api/rest"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
@@ -79,11 +81,11 @@ type node struct {
 
 // serveNode runs rep and rt, with rt behind the real HTTP edge, until the
 // test ends (then closes pool too), and returns the edge's base URL.
-func serveNode(t *testing.T, rep *replication.Replicator, rt *api.Realtime, v *auth.Verifier, pool *pgxpool.Pool) string {
+func serveNode(t *testing.T, rep *replication.Replicator, rt *realtime.Endpoint, v *auth.Verifier, pool *pgxpool.Pool) string {
 	t.Helper()
-	srv := httptest.NewServer(api.New(api.Config{Mounts: map[string]http.Handler{
-		"/rest/v1":     api.NewREST(api.RESTConfig{Pool: pool}),
-		"/realtime/v1": rt,
+	srv := httptest.NewServer(api.New(api.Config{Surfaces: []api.Surface{
+		rest.New(rest.Config{Pool: pool}),
+		rt.Surface(),
 	}}, v, zap.NewNop(), prometheus.NewRegistry()))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -122,7 +124,7 @@ func startNode(t *testing.T, setupSQL string) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := api.NewRealtime(api.RealtimeConfig{Verifier: v, Pool: pool, Source: ml.log, Registerer: prometheus.NewRegistry()})
+	rt := realtime.New(realtime.Config{Verifier: v, Pool: pool, Source: ml.log, Registerer: prometheus.NewRegistry()})
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
 	n := &node{url: serveNode(t, rep, rt, v, pool), db: pool, anon: anon}
 	n.waitReplicating(t)

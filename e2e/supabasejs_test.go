@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/fluxbase/fluxbase/api"
+	"github.com/fluxbase/fluxbase/api/realtime"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
@@ -100,7 +100,7 @@ func startClusterNode(t *testing.T, ctx context.Context, name, dbURL, natsURL, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := api.NewRealtime(api.RealtimeConfig{
+	rt := realtime.New(realtime.Config{
 		Verifier: v, Pool: pool, Log: testLogger(t),
 		Source: fanout.NewJetStreamSource(js, ""), Bus: fanout.NewNATSBus(nc),
 		Hub:        fanout.Config{NodeID: name, PresenceInterval: time.Second},

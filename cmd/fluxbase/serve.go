@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,6 +18,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fluxbase/fluxbase/api"
+	"github.com/fluxbase/fluxbase/api/realtime"
+	"github.com/fluxbase/fluxbase/api/rest"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/broker/fanout"
@@ -122,7 +123,7 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 	}
 	defer repl.Close()
 
-	rt := api.NewRealtime(api.RealtimeConfig{
+	rt := realtime.New(realtime.Config{
 		Verifier:   verifier,
 		Pool:       pool,
 		Source:     fanout.NewJetStreamSource(bus.JetStream(), broker.ChangesStream),
@@ -141,9 +142,9 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 			{Name: "replication", Check: func(context.Context) error { return repl.Ready() }},
 			{Name: "realtime", Check: func(context.Context) error { return rt.Hub().Ready() }},
 		},
-		Mounts: map[string]http.Handler{
-			"/rest/v1":     api.NewREST(api.RESTConfig{Pool: pool, Replicas: replicas, Log: log.Named("rest")}),
-			"/realtime/v1": rt,
+		Surfaces: []api.Surface{
+			rest.New(rest.Config{Pool: pool, Replicas: replicas, Log: log.Named("rest")}),
+			rt.Surface(),
 		},
 	}, verifier, log, reg)
 

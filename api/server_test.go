@@ -78,18 +78,18 @@ func TestGuard(t *testing.T) {
 		{"service key", "/rest/v1/t", map[string]string{"apikey": service}, 200, "service_role", ""},
 		{"anon key plus user token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + user}, 200, "authenticated", ""},
 		{"key in query", "/rest/v1/t?apikey=" + anon, nil, 200, "anon", ""},
-		{"no key", "/rest/v1/t", nil, 401, "", "FB401"},
-		{"garbage key", "/rest/v1/t", map[string]string{"apikey": "garbage"}, 401, "", "FB402"},
-		{"expired token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, "", "FB403"},
-		{"wrong signature", "/rest/v1/t", map[string]string{"apikey": wrongSig}, 401, "", "FB402"},
-		{"alg none", "/rest/v1/t", map[string]string{"Authorization": "Bearer " + algNone}, 401, "", "FB402"},
-		{"basic auth", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Basic eDp5"}, 401, "", "FB402"},
-		{"bad key, good token", "/rest/v1/t", map[string]string{"apikey": "bad", "Authorization": "Bearer " + user}, 401, "", "FB402"},
-		{"storage guarded before it exists", "/storage/v1/object/x", map[string]string{"apikey": "bad"}, 401, "", "FB402"},
-		{"auth guarded before it exists", "/auth/v1/user", nil, 401, "", "FB401"},
-		{"realtime guarded", "/realtime/v1/websocket", nil, 401, "", "FB401"},
-		{"cdc guarded", "/cdc/v1/changes", map[string]string{"apikey": expired}, 401, "", "FB403"},
-		{"unmounted prefix with a good key", "/cdc/v1/changes", map[string]string{"apikey": anon}, 404, "", "FB405"},
+		{"no key", "/rest/v1/t", nil, 401, "", "FB001"},
+		{"garbage key", "/rest/v1/t", map[string]string{"apikey": "garbage"}, 401, "", "FB002"},
+		{"expired token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, "", "FB003"},
+		{"wrong signature", "/rest/v1/t", map[string]string{"apikey": wrongSig}, 401, "", "FB002"},
+		{"alg none", "/rest/v1/t", map[string]string{"Authorization": "Bearer " + algNone}, 401, "", "FB002"},
+		{"basic auth", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Basic eDp5"}, 401, "", "FB002"},
+		{"bad key, good token", "/rest/v1/t", map[string]string{"apikey": "bad", "Authorization": "Bearer " + user}, 401, "", "FB002"},
+		{"storage guarded before it exists", "/storage/v1/object/x", map[string]string{"apikey": "bad"}, 401, "", "FB002"},
+		{"auth guarded before it exists", "/auth/v1/user", nil, 401, "", "FB001"},
+		{"realtime guarded", "/realtime/v1/websocket", nil, 401, "", "FB001"},
+		{"cdc guarded", "/cdc/v1/changes", map[string]string{"apikey": expired}, 401, "", "FB003"},
+		{"unmounted prefix with a good key", "/cdc/v1/changes", map[string]string{"apikey": anon}, 404, "", "FB010"},
 		{"health needs no key", "/health", nil, 200, "", ""},
 	}
 	for _, tt := range tests {
@@ -159,7 +159,7 @@ func TestMiddleware(t *testing.T) {
 
 	t.Run("panic becomes 500 and the server lives on", func(t *testing.T) {
 		resp, body := get(t, srv.URL+"/rest/v1/panic", map[string]string{"apikey": anon})
-		if resp.StatusCode != 500 || body["code"] != "FB500" {
+		if resp.StatusCode != 500 || body["code"] != "FB090" {
 			t.Fatalf("%d %v", resp.StatusCode, body)
 		}
 		if resp, _ := get(t, srv.URL+"/health", nil); resp.StatusCode != 200 {
@@ -299,18 +299,18 @@ func TestRouteAccess(t *testing.T) {
 		{"open with a user token sets claims", "/t/v1/open", withUser, 200, "authenticated", ""},
 		{"open ignores a garbage key", "/t/v1/open", map[string]string{"apikey": "garbage"}, 200, nil, ""},
 		{"open ignores an expired token", "/t/v1/open", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 200, nil, ""},
-		{"user route without a key", "/t/v1/user", nil, 401, nil, "FB401"},
-		{"user route refuses the anon key", "/t/v1/user", map[string]string{"apikey": anon}, 403, nil, "FB407"},
-		{"user route refuses the service key", "/t/v1/user", map[string]string{"apikey": service}, 403, nil, "FB407"},
-		{"user route refuses an expired token", "/t/v1/user", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, nil, "FB403"},
+		{"user route without a key", "/t/v1/user", nil, 401, nil, "FB001"},
+		{"user route refuses the anon key", "/t/v1/user", map[string]string{"apikey": anon}, 403, nil, "FB005"},
+		{"user route refuses the service key", "/t/v1/user", map[string]string{"apikey": service}, 403, nil, "FB005"},
+		{"user route refuses an expired token", "/t/v1/user", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, nil, "FB003"},
 		{"user route serves a user", "/t/v1/user", withUser, 200, "authenticated", ""},
-		{"service route refuses a user token", "/t/v1/service", withUser, 403, nil, "FB404"},
-		{"service route refuses the anon key", "/t/v1/service", map[string]string{"apikey": anon}, 403, nil, "FB404"},
+		{"service route refuses a user token", "/t/v1/service", withUser, 403, nil, "FB004"},
+		{"service route refuses the anon key", "/t/v1/service", map[string]string{"apikey": anon}, 403, nil, "FB004"},
 		{"service route serves the service key", "/t/v1/service", map[string]string{"apikey": service}, 200, "service_role", ""},
-		{"default route needs a key", "/t/v1/default", nil, 401, nil, "FB401"},
+		{"default route needs a key", "/t/v1/default", nil, 401, nil, "FB001"},
 		{"default route takes the anon key", "/t/v1/default", map[string]string{"apikey": anon}, 200, "anon", ""},
-		{"unknown path without a key", "/t/v1/nothing", nil, 401, nil, "FB401"},
-		{"unknown path with a key", "/t/v1/nothing", map[string]string{"apikey": anon}, 404, nil, "FB405"},
+		{"unknown path without a key", "/t/v1/nothing", nil, 401, nil, "FB001"},
+		{"unknown path with a key", "/t/v1/nothing", map[string]string{"apikey": anon}, 404, nil, "FB010"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

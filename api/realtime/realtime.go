@@ -236,10 +236,10 @@ func (rt *Endpoint) Close() error {
 	return err
 }
 
-// Errors of the realtime HTTP API.
+// Errors of the realtime HTTP API (see docs/ERRORS.md).
 var (
-	errBadBroadcast = &api.Error{Status: http.StatusBadRequest, Code: "FB420", Message: "Invalid broadcast request"}
-	errBadWebsocket = &api.Error{Status: http.StatusBadRequest, Code: "FB421", Message: "Invalid websocket request"}
+	errBadBroadcast = &api.Error{Status: http.StatusBadRequest, Code: "FB020", Message: "Invalid broadcast request"}
+	errBadWebsocket = &api.Error{Status: http.StatusBadRequest, Code: "FB021", Message: "Invalid websocket request"}
 )
 
 func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {

@@ -26,11 +26,12 @@ const secret = apitest.Secret
 
 var sign, get = apitest.Sign, apitest.Get
 
-// standIn reports the role and subject the request runs as, or none.
+// standIn reports the role and subject the request runs as, or "none"
+// without claims.
 func standIn(w http.ResponseWriter, r *http.Request) {
 	c := Claims(r)
 	if c == nil {
-		WriteJSON(w, http.StatusOK, map[string]any{"role": nil})
+		WriteJSON(w, http.StatusOK, map[string]string{"role": "none"})
 		return
 	}
 	WriteJSON(w, http.StatusOK, map[string]string{"role": c.Role, "sub": c.Subject})
@@ -66,14 +67,7 @@ func TestGuard(t *testing.T) {
 	enc := base64.RawURLEncoding.EncodeToString
 	algNone := enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc([]byte(`{"role":"service_role"}`)) + "."
 
-	tests := []struct {
-		name     string
-		path     string
-		headers  map[string]string
-		status   int
-		wantRole string
-		wantCode string
-	}{
+	tests := []accessCase{
 		{"anon key", "/rest/v1/t", map[string]string{"apikey": anon}, 200, "anon", ""},
 		{"service key", "/rest/v1/t", map[string]string{"apikey": service}, 200, "service_role", ""},
 		{"anon key plus user token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + user}, 200, "authenticated", ""},
@@ -92,10 +86,26 @@ func TestGuard(t *testing.T) {
 		{"unmounted prefix with a good key", "/cdc/v1/changes", map[string]string{"apikey": anon}, 404, "", "FB010"},
 		{"health needs no key", "/health", nil, 200, "", ""},
 	}
+	checkAccess(t, srv.URL, tests)
+}
+
+// accessCase is a GET and what it must answer: a status, then the role
+// the stand-in reports ("" for not checked) or an error code.
+type accessCase struct {
+	name     string
+	path     string
+	headers  map[string]string
+	status   int
+	wantRole string
+	wantCode string
+}
+
+func checkAccess(t *testing.T, base string, tests []accessCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			resp, body := get(t, srv.URL+tt.path, tt.headers)
+			resp, body := get(t, base+tt.path, tt.headers)
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d (body %v)", resp.StatusCode, tt.status, body)
 			}
@@ -110,6 +120,18 @@ func TestGuard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// metricsText is what the server's /metrics answers.
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return string(raw)
 }
 
 func TestReady(t *testing.T) {
@@ -239,13 +261,7 @@ func TestMiddleware(t *testing.T) {
 	})
 	t.Run("metrics by route pattern", func(t *testing.T) {
 		get(t, srv.URL+"/health", nil)
-		resp, err := http.Get(srv.URL + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		text := string(raw)
+		text := metricsText(t, srv.URL)
 		for _, want := range []string{
 			`http_requests_total{method="GET",route="/health",status="200"}`,
 			`http_request_duration_seconds_bucket{method="GET",route="/health"`,
@@ -286,50 +302,25 @@ func TestRouteAccess(t *testing.T) {
 	expired := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u-1", "exp": time.Now().Add(-time.Hour).Unix()})
 	withUser := map[string]string{"apikey": anon, "Authorization": "Bearer " + user}
 
-	tests := []struct {
-		name     string
-		path     string
-		headers  map[string]string
-		status   int
-		wantRole any // nil: no claims
-		wantCode string
-	}{
-		{"open without a key", "/t/v1/open", nil, 200, nil, ""},
+	checkAccess(t, srv.URL, []accessCase{
+		{"open without a key", "/t/v1/open", nil, 200, "none", ""},
 		{"open with the anon key sets claims", "/t/v1/open", map[string]string{"apikey": anon}, 200, "anon", ""},
 		{"open with a user token sets claims", "/t/v1/open", withUser, 200, "authenticated", ""},
-		{"open ignores a garbage key", "/t/v1/open", map[string]string{"apikey": "garbage"}, 200, nil, ""},
-		{"open ignores an expired token", "/t/v1/open", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 200, nil, ""},
-		{"user route without a key", "/t/v1/user", nil, 401, nil, "FB001"},
-		{"user route refuses the anon key", "/t/v1/user", map[string]string{"apikey": anon}, 403, nil, "FB005"},
-		{"user route refuses the service key", "/t/v1/user", map[string]string{"apikey": service}, 403, nil, "FB005"},
-		{"user route refuses an expired token", "/t/v1/user", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, nil, "FB003"},
+		{"open ignores a garbage key", "/t/v1/open", map[string]string{"apikey": "garbage"}, 200, "none", ""},
+		{"open ignores an expired token", "/t/v1/open", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 200, "none", ""},
+		{"user route without a key", "/t/v1/user", nil, 401, "", "FB001"},
+		{"user route refuses the anon key", "/t/v1/user", map[string]string{"apikey": anon}, 403, "", "FB005"},
+		{"user route refuses the service key", "/t/v1/user", map[string]string{"apikey": service}, 403, "", "FB005"},
+		{"user route refuses an expired token", "/t/v1/user", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, "", "FB003"},
 		{"user route serves a user", "/t/v1/user", withUser, 200, "authenticated", ""},
-		{"service route refuses a user token", "/t/v1/service", withUser, 403, nil, "FB004"},
-		{"service route refuses the anon key", "/t/v1/service", map[string]string{"apikey": anon}, 403, nil, "FB004"},
+		{"service route refuses a user token", "/t/v1/service", withUser, 403, "", "FB004"},
+		{"service route refuses the anon key", "/t/v1/service", map[string]string{"apikey": anon}, 403, "", "FB004"},
 		{"service route serves the service key", "/t/v1/service", map[string]string{"apikey": service}, 200, "service_role", ""},
-		{"default route needs a key", "/t/v1/default", nil, 401, nil, "FB001"},
+		{"default route needs a key", "/t/v1/default", nil, 401, "", "FB001"},
 		{"default route takes the anon key", "/t/v1/default", map[string]string{"apikey": anon}, 200, "anon", ""},
-		{"unknown path without a key", "/t/v1/nothing", nil, 401, nil, "FB001"},
-		{"unknown path with a key", "/t/v1/nothing", map[string]string{"apikey": anon}, 404, nil, "FB010"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			resp, body := get(t, srv.URL+tt.path, tt.headers)
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status %d, want %d (body %v)", resp.StatusCode, tt.status, body)
-			}
-			if tt.wantCode != "" {
-				if body["code"] != tt.wantCode || body["message"] == "" {
-					t.Errorf("error body %v, want code %s with a message", body, tt.wantCode)
-				}
-				return
-			}
-			if body["role"] != tt.wantRole {
-				t.Errorf("role %v, want %v", body["role"], tt.wantRole)
-			}
-		})
-	}
+		{"unknown path without a key", "/t/v1/nothing", nil, 401, "", "FB001"},
+		{"unknown path with a key", "/t/v1/nothing", map[string]string{"apikey": anon}, 404, "", "FB010"},
+	})
 
 	t.Run("a method the path lacks", func(t *testing.T) {
 		t.Parallel()
@@ -360,13 +351,7 @@ func TestMetricsRoutePattern(t *testing.T) {
 	for i := range 2 {
 		get(t, fmt.Sprintf("%s/t/v1/items/%d", srv.URL, i), nil)
 	}
-	resp, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if want := `http_requests_total{method="GET",route="/t/v1/items/{id}",status="200"} 2`; !strings.Contains(string(raw), want) {
+	if want := `http_requests_total{method="GET",route="/t/v1/items/{id}",status="200"} 2`; !strings.Contains(metricsText(t, srv.URL), want) {
 		t.Errorf("metrics lack %s", want)
 	}
 }

@@ -73,7 +73,7 @@ func serve(t *testing.T, cfg Config) *httptest.Server {
 	return srv
 }
 
-var secret, sign, userToken = apitest.Secret, apitest.Sign, apitest.UserToken
+var userToken = apitest.UserToken
 
 type restResp struct {
 	status int

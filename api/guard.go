@@ -30,21 +30,6 @@ const (
 	NeedService
 )
 
-// String names the access, for logs and tests.
-func (a Access) String() string {
-	switch a {
-	case NeedKey:
-		return "NeedKey"
-	case Open:
-		return "Open"
-	case NeedUser:
-		return "NeedUser"
-	case NeedService:
-		return "NeedService"
-	}
-	return "Access(?)"
-}
-
 // guard admits a request when its credentials satisfy access, and puts
 // the verified claims in its context. The user's token (Authorization:
 // Bearer) decides the role when present; the API key must be valid too

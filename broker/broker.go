@@ -6,7 +6,7 @@
 // cluster-wide state in, and hands the node one in-process connection.
 //
 // It does not decode or publish changes (replication does), nor fan them out
-// to websocket clients (broker/fanout and api do). The api package sees no
+// to websocket clients (broker/fanout and api/realtime do). The api packages see no
 // NATS types: replication and the fan-out hub take the connection through
 // their own adapters, wired in cmd/fluxbase.
 //

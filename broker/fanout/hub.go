@@ -13,7 +13,7 @@
 // each matching client. A client whose queue overflows is
 // disconnected with a reason; it never stalls the others.
 //
-// It does not speak HTTP or websockets (api does), read the database
+// It does not speak HTTP or websockets (api/realtime does), read the database
 // (an Authorizer does, supplied by the caller), or own the change log or
 // the NATS connection (a Source and a Bus, supplied by the caller).
 package fanout

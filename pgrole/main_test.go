@@ -1,4 +1,4 @@
-package api
+package pgrole_test
 
 import (
 	"os"
@@ -7,6 +7,5 @@ import (
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
-// TestMain gives the package's tests that need a database a throwaway
-// PostgreSQL (see pgtest.NewDB).
+// TestMain gives the tests a throwaway PostgreSQL (see pgtest.NewDB).
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }

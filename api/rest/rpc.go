@@ -1,4 +1,4 @@
-package api
+package rest
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fluxbase/fluxbase/api"
+	"github.com/fluxbase/fluxbase/pgrole"
 )
 
 // This file serves /rest/v1/rpc/<function>: POST with the arguments as a
@@ -23,8 +26,8 @@ import (
 // and every other type arrive as the function declares them.
 
 var (
-	errRPCNotFound  = &Error{Status: http.StatusNotFound, Code: "PGRST202", Message: "Could not find the function with the given arguments"}
-	errRPCAmbiguous = &Error{Status: http.StatusMultipleChoices, Code: "PGRST203", Message: "Could not choose the best candidate function between several overloads"}
+	errRPCNotFound  = &api.Error{Status: http.StatusNotFound, Code: "PGRST202", Message: "Could not find the function with the given arguments"}
+	errRPCAmbiguous = &api.Error{Status: http.StatusMultipleChoices, Code: "PGRST203", Message: "Could not choose the best candidate function between several overloads"}
 )
 
 // function is what a call needs of one function in pg_proc.
@@ -103,7 +106,7 @@ func inputNames(fs []function) map[string]bool {
 	return names
 }
 
-func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
+func (h *handler) rpc(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "fn")
 	get := r.Method == http.MethodGet
 	profile := "Content-Profile"
@@ -112,7 +115,7 @@ func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
 	}
 	schema, e := h.schemaOf(r, profile)
 	if e != nil {
-		writeError(w, e)
+		api.WriteError(w, e)
 		return
 	}
 	body := []byte("{}")
@@ -127,11 +130,6 @@ func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
 	var called function
 	var req *request
 	call := func(tx pgx.Tx) error {
-		if get {
-			if _, err := tx.Exec(r.Context(), "select pg_catalog.set_config('transaction_read_only', 'on', true)"); err != nil {
-				return err
-			}
-		}
 		fs, err := lookupFunctions(r.Context(), tx, schema, name)
 		if err != nil {
 			return err
@@ -143,7 +141,7 @@ func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
 		} else if err := json.Unmarshal(body, &args); err != nil || args == nil {
 			return errRESTBody.With("the arguments must be a JSON object")
 		}
-		var e *Error
+		var e *api.Error
 		if req, e = newRequest(r, schema, name, query); e != nil {
 			return e
 		}
@@ -172,12 +170,14 @@ func (h *REST) rpc(w http.ResponseWriter, r *http.Request) {
 	}
 	var err error
 	if get {
-		err = h.onReader(func(pool *pgxpool.Pool) error { return inTx(r.Context(), pool, Claims(r), call) })
+		as := runAs(api.Claims(r))
+		as.ReadOnly = true
+		err = h.onReader(func(pool *pgxpool.Pool) error { return pgrole.Tx(r.Context(), pool, as, call) })
 	} else {
-		err = h.write(r.Context(), Claims(r), call)
+		err = h.write(r.Context(), api.Claims(r), call)
 	}
 	if err != nil {
-		h.fail(w, &request{claims: Claims(r)}, err)
+		h.fail(w, &request{claims: api.Claims(r)}, err)
 		return
 	}
 	req.applyPreferences(w)

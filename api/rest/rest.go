@@ -1,4 +1,16 @@
-package api
+// Package rest is the /rest/v1 surface: PostgREST's dialect over the
+// tables, views and functions of the exposed schemas — GET, HEAD, POST,
+// PATCH and DELETE on /<table> and calls on /rpc/<function> — as
+// @supabase/postgrest-js speaks it. It owns the URL grammar (query.go),
+// the SQL it compiles to (sql.go, embed.go, rpc.go) and the handlers
+// (this file), and answers errors in PostgREST's shape and codes.
+//
+// Each request runs in one transaction as the token's role with its
+// claims in request.jwt.claims (see pgrole), so grants and row-level
+// security decide what it sees and changes, exactly as for PostgREST. It
+// does not verify tokens (the edge's guard does, before every route) and
+// imports no other surface.
+package rest
 
 import (
 	"bytes"
@@ -20,17 +32,16 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/pgrole"
 )
 
-// This file serves /rest/v1 in PostgREST's dialect: GET, HEAD, POST,
-// PATCH and DELETE on the tables and views of the exposed schemas. Each
-// request runs in one transaction as the token's role with its claims in
-// request.jwt.claims, so grants and row-level security decide what it
-// sees and changes, exactly as for PostgREST.
+// Prefix is where the surface is served.
+const Prefix = "/rest/v1"
 
-// RESTConfig configures the REST API; zero values mean defaults.
-type RESTConfig struct {
+// Config configures the REST API; zero values mean defaults.
+type Config struct {
 	// Pool is the primary: it runs every write, and the reads when there
 	// are no replicas or none answers.
 	Pool *pgxpool.Pool
@@ -47,15 +58,15 @@ type RESTConfig struct {
 	Log          *zap.Logger
 }
 
-// REST is the /rest/v1 handler.
-type REST struct {
-	cfg    RESTConfig
-	router chi.Router
-	next   atomic.Uint64 // the replica of the next read
+// handler serves the surface's routes.
+type handler struct {
+	cfg  Config
+	next atomic.Uint64 // the replica of the next read
 }
 
-// NewREST returns the handler; mount it under /rest/v1 behind the guard.
-func NewREST(cfg RESTConfig) *REST {
+// New returns the surface. Every route needs a key (api.NeedKey): the
+// role a request runs as is its token's, anon for the anon key.
+func New(cfg Config) api.Surface {
 	if len(cfg.Schemas) == 0 {
 		cfg.Schemas = []string{"public"}
 	}
@@ -65,33 +76,31 @@ func NewREST(cfg RESTConfig) *REST {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	h := &REST{cfg: cfg}
-	r := chi.NewRouter()
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrNotFound) })
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrMethodNotAllow) })
-	r.Get("/{table}", h.read)
-	r.Head("/{table}", h.read)
-	r.Post("/{table}", h.insert)
-	r.Patch("/{table}", h.update)
-	r.Delete("/{table}", h.delete)
-	r.Post("/rpc/{fn}", h.rpc)
-	r.Get("/rpc/{fn}", h.rpc)
-	h.router = r
-	return h
+	h := &handler{cfg: cfg}
+	route := func(method, pattern string, fn http.HandlerFunc) api.Route {
+		return api.Route{Method: method, Pattern: pattern, Access: api.NeedKey, Handler: fn}
+	}
+	return api.Surface{Prefix: Prefix, Routes: []api.Route{
+		route(http.MethodGet, "/{table}", h.read),
+		route(http.MethodHead, "/{table}", h.read),
+		route(http.MethodPost, "/{table}", h.insert),
+		route(http.MethodPatch, "/{table}", h.update),
+		route(http.MethodDelete, "/{table}", h.delete),
+		route(http.MethodPost, "/rpc/{fn}", h.rpc),
+		route(http.MethodGet, "/rpc/{fn}", h.rpc),
+	}}
 }
-
-func (h *REST) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.router.ServeHTTP(w, r) }
 
 // The REST surface's own errors, in PostgREST's codes.
 var (
-	errRESTParse       = &Error{Status: http.StatusBadRequest, Code: "PGRST100", Message: "Could not parse the request"}
-	errRESTBody        = &Error{Status: http.StatusBadRequest, Code: "PGRST102", Message: "Empty or invalid json"}
-	errRESTRange       = &Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: "PGRST103", Message: "Requested range not satisfiable"}
-	errRESTSchema      = &Error{Status: http.StatusNotAcceptable, Code: "PGRST106", Message: "The schema must be one of the exposed schemas"}
-	errRESTMediaType   = &Error{Status: http.StatusUnsupportedMediaType, Code: "PGRST107", Message: "The request body must be application/json"}
-	errRESTSingle      = &Error{Status: http.StatusNotAcceptable, Code: "PGRST116", Message: "JSON object requested, multiple (or no) rows returned"}
-	errRESTTooLarge    = &Error{Status: http.StatusRequestEntityTooLarge, Code: "PGRST413", Message: "Request body too large"}
-	errRESTNoPK        = &Error{Status: http.StatusBadRequest, Code: "PGRST120", Message: "An upsert needs on_conflict or a primary key"}
+	errRESTParse       = &api.Error{Status: http.StatusBadRequest, Code: "PGRST100", Message: "Could not parse the request"}
+	errRESTBody        = &api.Error{Status: http.StatusBadRequest, Code: "PGRST102", Message: "Empty or invalid json"}
+	errRESTRange       = &api.Error{Status: http.StatusRequestedRangeNotSatisfiable, Code: "PGRST103", Message: "Requested range not satisfiable"}
+	errRESTSchema      = &api.Error{Status: http.StatusNotAcceptable, Code: "PGRST106", Message: "The schema must be one of the exposed schemas"}
+	errRESTMediaType   = &api.Error{Status: http.StatusUnsupportedMediaType, Code: "PGRST107", Message: "The request body must be application/json"}
+	errRESTSingle      = &api.Error{Status: http.StatusNotAcceptable, Code: "PGRST116", Message: "JSON object requested, multiple (or no) rows returned"}
+	errRESTTooLarge    = &api.Error{Status: http.StatusRequestEntityTooLarge, Code: "PGRST413", Message: "Request body too large"}
+	errRESTNoPK        = &api.Error{Status: http.StatusBadRequest, Code: "PGRST120", Message: "An upsert needs on_conflict or a primary key"}
 	mediaSingleObject  = "application/vnd.pgrst.object+json"
 	restContentTypeOut = "application/json; charset=utf-8"
 )
@@ -138,7 +147,7 @@ func parsePrefer(values []string) prefer {
 
 // prepare parses what every method shares; profile is the header that
 // names the schema (Accept-Profile for reads, Content-Profile for writes).
-func (h *REST) prepare(w http.ResponseWriter, r *http.Request, profile string) (*request, bool) {
+func (h *handler) prepare(w http.ResponseWriter, r *http.Request, profile string) (*request, bool) {
 	schema, e := h.schemaOf(r, profile)
 	if e == nil {
 		var req *request
@@ -147,12 +156,12 @@ func (h *REST) prepare(w http.ResponseWriter, r *http.Request, profile string) (
 			return req, true
 		}
 	}
-	writeError(w, e)
+	api.WriteError(w, e)
 	return nil, false
 }
 
 // schemaOf is the schema the profile header names, or the default.
-func (h *REST) schemaOf(r *http.Request, profile string) (string, *Error) {
+func (h *handler) schemaOf(r *http.Request, profile string) (string, *api.Error) {
 	p := r.Header.Get(profile)
 	if p == "" {
 		return h.cfg.Schemas[0], nil
@@ -165,13 +174,13 @@ func (h *REST) schemaOf(r *http.Request, profile string) (string, *Error) {
 
 // newRequest is the request on schema.name with the filters and
 // modifiers of query.
-func newRequest(r *http.Request, schema, name, query string) (*request, *Error) {
+func newRequest(r *http.Request, schema, name, query string) (*request, *api.Error) {
 	q, err := parseRestQuery(query)
 	if err != nil {
 		return nil, parseFailure(err)
 	}
 	return &request{
-		claims: Claims(r),
+		claims: api.Claims(r),
 		schema: schema,
 		name:   name,
 		rel:    pgx.Identifier{schema, name}.Sanitize(),
@@ -197,7 +206,7 @@ func (req *request) applyPreferences(w http.ResponseWriter) {
 	}
 }
 
-func parseFailure(err error) *Error {
+func parseFailure(err error) *api.Error {
 	var pe *parseError
 	if errors.As(err, &pe) {
 		e := errRESTParse.With(pe.msg)
@@ -209,14 +218,14 @@ func parseFailure(err error) *Error {
 	return errRESTParse.With(err.Error())
 }
 
-func (h *REST) read(w http.ResponseWriter, r *http.Request) {
+func (h *handler) read(w http.ResponseWriter, r *http.Request) {
 	req, ok := h.prepare(w, r, "Accept-Profile")
 	if !ok {
 		return
 	}
 	limit, offset, err := pageOf(req.q, r.Header.Get("Range"))
 	if err != nil {
-		writeError(w, errRESTRange.With(err.Error()))
+		api.WriteError(w, errRESTRange.With(err.Error()))
 		return
 	}
 	var rows []byte
@@ -233,7 +242,7 @@ func (h *REST) read(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusPartialContent
 	}
 	if total >= 0 && offset > 0 && int64(offset) >= total && total > 0 {
-		writeError(w, errRESTRange.With(fmt.Sprintf("offset %d is past the %d rows", offset, total)))
+		api.WriteError(w, errRESTRange.With(fmt.Sprintf("offset %d is past the %d rows", offset, total)))
 		return
 	}
 	w.Header().Set("Content-Range", contentRange(offset, n, total))
@@ -246,13 +255,15 @@ func (h *REST) read(w http.ResponseWriter, r *http.Request) {
 // for the statements after them and end with it. The answer's columns are
 // always (text, bigint), so a statement the connection keeps prepared
 // stays valid when the table changes.
-func (h *REST) readOnce(ctx context.Context, pool *pgxpool.Pool, req *request, limit, offset int, rows *[]byte, n, total *int64) error {
+func (h *handler) readOnce(ctx context.Context, pool *pgxpool.Pool, req *request, limit, offset int, rows *[]byte, n, total *int64) error {
 	if err := req.resolveEmbeds(ctx, pool); err != nil {
 		return err
 	}
 	page := readSQL(req.rel, req.q, limit, offset)
 	b := &pgx.Batch{}
-	b.Queue(setClaimsSQL+",\n  pg_catalog.set_config('transaction_read_only', 'on', true)", req.claims.Role, claimsJSON(req.claims))
+	as := runAs(req.claims)
+	as.ReadOnly = true
+	as.Queue(b)
 	b.Queue(page.b.String(), page.args...)
 	if req.prefs.count {
 		c := countSQL(req.rel, req.q)
@@ -278,7 +289,7 @@ func (h *REST) readOnce(ctx context.Context, pool *pgxpool.Pool, req *request, l
 
 // onReader runs read on the next replica, or on the primary when there is
 // none or the replica cannot be reached.
-func (h *REST) onReader(read func(*pgxpool.Pool) error) error {
+func (h *handler) onReader(read func(*pgxpool.Pool) error) error {
 	if len(h.cfg.Replicas) == 0 {
 		return read(h.cfg.Pool)
 	}
@@ -329,7 +340,7 @@ func contentRange(offset int, n, total int64) string {
 }
 
 // prepareWrite is prepare for a request with a JSON body.
-func (h *REST) prepareWrite(w http.ResponseWriter, r *http.Request) (*request, []byte, bool) {
+func (h *handler) prepareWrite(w http.ResponseWriter, r *http.Request) (*request, []byte, bool) {
 	req, ok := h.prepare(w, r, "Content-Profile")
 	if !ok {
 		return nil, nil, false
@@ -338,14 +349,14 @@ func (h *REST) prepareWrite(w http.ResponseWriter, r *http.Request) (*request, [
 	return req, body, ok
 }
 
-func (h *REST) insert(w http.ResponseWriter, r *http.Request) {
+func (h *handler) insert(w http.ResponseWriter, r *http.Request) {
 	req, body, ok := h.prepareWrite(w, r)
 	if !ok {
 		return
 	}
 	rows, cols, err := rowsOf(body, req.q.columns)
 	if err != nil {
-		writeError(w, errRESTBody.With(err.Error()))
+		api.WriteError(w, errRESTBody.With(err.Error()))
 		return
 	}
 	var c *conflict
@@ -367,14 +378,14 @@ func (h *REST) insert(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (h *REST) update(w http.ResponseWriter, r *http.Request) {
+func (h *handler) update(w http.ResponseWriter, r *http.Request) {
 	req, body, ok := h.prepareWrite(w, r)
 	if !ok {
 		return
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
-		writeError(w, errRESTBody.With("PATCH takes one JSON object"))
+		api.WriteError(w, errRESTBody.With("PATCH takes one JSON object"))
 		return
 	}
 	cols := req.q.columns
@@ -382,7 +393,7 @@ func (h *REST) update(w http.ResponseWriter, r *http.Request) {
 		cols = sortedKeys(obj)
 	}
 	if len(cols) == 0 {
-		writeError(w, errRESTBody.With("nothing to update: the object has no keys"))
+		api.WriteError(w, errRESTBody.With("nothing to update: the object has no keys"))
 		return
 	}
 	h.mutate(w, r, req, http.StatusOK, func(context.Context, pgx.Tx) (*sqlText, error) {
@@ -390,7 +401,7 @@ func (h *REST) update(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (h *REST) delete(w http.ResponseWriter, r *http.Request) {
+func (h *handler) delete(w http.ResponseWriter, r *http.Request) {
 	req, ok := h.prepare(w, r, "Content-Profile")
 	if !ok {
 		return
@@ -406,7 +417,7 @@ func (req *request) representation() bool { return req.prefs.ret == "representat
 // mutate runs a data-changing statement built by build in a transaction
 // and answers with its rows or its count. With a single object asked for,
 // anything but one row rolls the change back.
-func (h *REST) mutate(w http.ResponseWriter, r *http.Request, req *request, status int, build func(context.Context, pgx.Tx) (*sqlText, error)) {
+func (h *handler) mutate(w http.ResponseWriter, r *http.Request, req *request, status int, build func(context.Context, pgx.Tx) (*sqlText, error)) {
 	var rows []byte
 	var n int64
 	err := h.write(r.Context(), req.claims, func(tx pgx.Tx) error {
@@ -442,10 +453,10 @@ func (h *REST) mutate(w http.ResponseWriter, r *http.Request, req *request, stat
 
 // answer writes rows (a JSON array of n rows) as an array or, when a
 // single object was asked for, as that object.
-func (h *REST) answer(w http.ResponseWriter, r *http.Request, req *request, status int, rows []byte, n int64, checkSingle bool) {
+func (h *handler) answer(w http.ResponseWriter, r *http.Request, req *request, status int, rows []byte, n int64, checkSingle bool) {
 	if req.single {
 		if checkSingle && n != 1 {
-			writeError(w, errRESTSingle.With(fmt.Sprintf("The result contains %d rows", n)))
+			api.WriteError(w, errRESTSingle.With(fmt.Sprintf("The result contains %d rows", n)))
 			return
 		}
 		rows = unwrapArray(rows)
@@ -482,41 +493,22 @@ func queryPair(ctx context.Context, tx pgx.Tx, s *sqlText, rows *[]byte, n *int6
 // when fn succeeds. Its statements go unprepared (QueryExecModeExec), one
 // round trip each, so connections keep nothing for the many shapes
 // writes take.
-func (h *REST) write(ctx context.Context, claims *auth.Claims, fn func(pgx.Tx) error) error {
-	return inTx(ctx, h.cfg.Pool, claims, fn)
+func (h *handler) write(ctx context.Context, claims *auth.Claims, fn func(pgx.Tx) error) error {
+	return pgrole.Tx(ctx, h.cfg.Pool, runAs(claims), fn)
 }
 
-// inTx runs fn in a transaction on pool as the claims' role.
-func inTx(ctx context.Context, pool *pgxpool.Pool, claims *auth.Claims, fn func(pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, setClaimsSQL, pgx.QueryExecModeExec, claims.Role, claimsJSON(claims)); err != nil {
-			return fmt.Errorf("switch to role %s: %w", claims.Role, err)
-		}
-		return fn(tx)
-	})
-}
-
-// setClaimsSQL makes $1 the role and $2 the claims for the rest of the
-// transaction.
-const setClaimsSQL = `select pg_catalog.set_config('role', $1, true),
-  pg_catalog.set_config('request.jwt.claims', $2, true),
-  pg_catalog.set_config('request.jwt.claim.sub', coalesce($2::jsonb->>'sub', ''), true),
-  pg_catalog.set_config('request.jwt.claim.role', $1, true)`
-
-func claimsJSON(c *auth.Claims) string {
-	if len(c.Raw) == 0 {
-		return "{}"
-	}
-	return string(c.Raw)
+// runAs is who a request with claims runs as.
+func runAs(c *auth.Claims) pgrole.As {
+	return pgrole.As{Role: c.Role, Claims: c.Raw}
 }
 
 // body reads a JSON request body within MaxBodyBytes; an empty one is
 // empty, when that is not "", and invalid otherwise.
-func (h *REST) body(w http.ResponseWriter, r *http.Request, empty string) ([]byte, bool) {
+func (h *handler) body(w http.ResponseWriter, r *http.Request, empty string) ([]byte, bool) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
-			writeError(w, errRESTMediaType.With(fmt.Sprintf("got %q", ct)))
+			api.WriteError(w, errRESTMediaType.With(fmt.Sprintf("got %q", ct)))
 			return nil, false
 		}
 	}
@@ -524,9 +516,9 @@ func (h *REST) body(w http.ResponseWriter, r *http.Request, empty string) ([]byt
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			writeError(w, errRESTTooLarge.With(fmt.Sprintf("the limit is %d bytes", h.cfg.MaxBodyBytes)))
+			api.WriteError(w, errRESTTooLarge.With(fmt.Sprintf("the limit is %d bytes", h.cfg.MaxBodyBytes)))
 		} else {
-			writeError(w, errRESTBody.With("could not read the body"))
+			api.WriteError(w, errRESTBody.With("could not read the body"))
 		}
 		return nil, false
 	}
@@ -534,7 +526,7 @@ func (h *REST) body(w http.ResponseWriter, r *http.Request, empty string) ([]byt
 		return []byte(empty), true
 	}
 	if !json.Valid(body) {
-		writeError(w, errRESTBody)
+		api.WriteError(w, errRESTBody)
 		return nil, false
 	}
 	return body, true
@@ -603,15 +595,15 @@ func primaryKey(ctx context.Context, tx pgx.Tx, rel string) ([]string, error) {
 
 // fail answers err: the REST surface's own errors as they are, database
 // errors in PostgREST's shape with its status for their SQLSTATE.
-func (h *REST) fail(w http.ResponseWriter, req *request, err error) {
-	var e *Error
+func (h *handler) fail(w http.ResponseWriter, req *request, err error) {
+	var e *api.Error
 	if errors.As(err, &e) {
-		writeError(w, e)
+		api.WriteError(w, e)
 		return
 	}
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
-		writeError(w, &Error{Status: pgStatus(pg, req.claims), Code: pg.Code, Message: pg.Message,
+		api.WriteError(w, &api.Error{Status: pgStatus(pg, req.claims), Code: pg.Code, Message: pg.Message,
 			Details: nullIfEmpty(pg.Detail), Hint: nullIfEmpty(pg.Hint)})
 		return
 	}
@@ -619,7 +611,7 @@ func (h *REST) fail(w http.ResponseWriter, req *request, err error) {
 		return // the client went away
 	}
 	h.cfg.Log.Error("rest request failed", zap.Error(err))
-	writeError(w, ErrInternal)
+	api.WriteError(w, api.ErrInternal)
 }
 
 func nullIfEmpty(s string) any {

@@ -1,4 +1,4 @@
-package api
+package rest
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/fluxbase/fluxbase/api"
 )
 
 // This file finds the relationships of embedded resources in the catalog:
@@ -15,8 +17,8 @@ import (
 // PostgREST does for tables.
 
 var (
-	errEmbedNone      = &Error{Status: http.StatusBadRequest, Code: "PGRST200", Message: "Could not find a relationship between the tables"}
-	errEmbedAmbiguous = &Error{Status: http.StatusMultipleChoices, Code: "PGRST201", Message: "Could not embed because more than one relationship was found",
+	errEmbedNone      = &api.Error{Status: http.StatusBadRequest, Code: "PGRST200", Message: "Could not find a relationship between the tables"}
+	errEmbedAmbiguous = &api.Error{Status: http.StatusMultipleChoices, Code: "PGRST201", Message: "Could not embed because more than one relationship was found",
 		Hint: "name the foreign key to use: table!constraint_name(...)"}
 )
 

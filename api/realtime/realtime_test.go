@@ -1,4 +1,4 @@
-package api
+package realtime
 
 import (
 	"bytes"
@@ -15,25 +15,26 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker/fanout"
+	"github.com/fluxbase/fluxbase/internal/apitest"
 )
+
+var secret, sign, get = apitest.Secret, apitest.Sign, apitest.Get
 
 // rtEnv is a realtime endpoint behind the real server and guard.
 type rtEnv struct {
 	reg  *prometheus.Registry
 	srv  *httptest.Server
-	rt   *Realtime
+	rt   *Endpoint
 	log  *fanout.MemLog
 	anon string
 }
 
-func newRTEnv(t *testing.T, cfg RealtimeConfig) *rtEnv {
+func newRTEnv(t *testing.T, cfg Config) *rtEnv {
 	t.Helper()
-	v, err := auth.NewVerifier(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := apitest.Verifier(t)
 	env := &rtEnv{}
 	if cfg.Source == nil {
 		env.log = fanout.NewMemLog()
@@ -42,11 +43,11 @@ func newRTEnv(t *testing.T, cfg RealtimeConfig) *rtEnv {
 	cfg.Verifier = v
 	env.reg = prometheus.NewRegistry()
 	cfg.Registerer = env.reg
-	env.rt = NewRealtime(cfg)
+	env.rt = New(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- env.rt.Run(ctx) }()
-	env.srv = httptest.NewServer(New(Config{Mounts: map[string]http.Handler{"/realtime/v1": env.rt}}, v, zap.NewNop(), prometheus.NewRegistry()))
+	env.srv = httptest.NewServer(api.New(api.Config{Surfaces: []api.Surface{env.rt.Surface()}}, v, zap.NewNop(), prometheus.NewRegistry()))
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -63,7 +64,7 @@ func newRTEnv(t *testing.T, cfg RealtimeConfig) *rtEnv {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	env.anon, _ = auth.APIKey(secret, auth.RoleAnon)
+	env.anon = apitest.Key(t, auth.RoleAnon)
 	return env
 }
 
@@ -287,7 +288,7 @@ var vsns = []string{"1.0.0", "2.0.0"}
 
 func TestRealtimeHeartbeatAndJoin(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	for _, vsn := range vsns {
 		t.Run(vsn, func(t *testing.T) {
 			c := env.dial(t, vsn)
@@ -355,7 +356,7 @@ func TestRealtimeHeartbeatAndJoin(t *testing.T) {
 
 func TestRealtimeJoinErrors(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	expired := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u", "exp": time.Now().Add(-time.Hour).Unix()})
 	c := env.dial(t, "2.0.0")
 	tests := []struct {
@@ -382,7 +383,7 @@ func TestRealtimeJoinErrors(t *testing.T) {
 
 func TestRealtimeUnsupportedVsn(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	resp, body := get(t, env.srv.URL+"/realtime/v1/websocket?vsn=3.0.0&apikey="+env.anon, nil)
 	if resp.StatusCode != 400 || !strings.Contains(fmt.Sprint(body["details"]), "unsupported vsn") {
 		t.Fatalf("status %d body %v", resp.StatusCode, body)
@@ -391,7 +392,7 @@ func TestRealtimeUnsupportedVsn(t *testing.T) {
 
 func TestRealtimeMalformedFrames(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	for _, vsn := range vsns {
 		t.Run(vsn, func(t *testing.T) {
 			c := env.dial(t, vsn)
@@ -432,7 +433,7 @@ func kind3(joinRef, ref, topic, event string, payload []byte, encoding byte) []b
 
 func TestRealtimeBroadcast(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	v2 := env.dial(t, "2.0.0")
 	v1 := env.dial(t, "1.0.0")
 	sender := env.dial(t, "2.0.0")
@@ -484,7 +485,7 @@ func TestRealtimeBroadcast(t *testing.T) {
 
 func TestRealtimePresence(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	a := env.dial(t, "2.0.0")
 	b := env.dial(t, "1.0.0")
 	cfg := func(key string) map[string]any {
@@ -521,7 +522,7 @@ func TestRealtimePresence(t *testing.T) {
 
 func TestRealtimeAccessTokenRefresh(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	c := env.dial(t, "2.0.0")
 	user := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u1", "exp": time.Now().Add(time.Hour).Unix()})
 	ref := c.send("=", "realtime:r", "phx_join", map[string]any{"config": map[string]any{}, "access_token": user})
@@ -550,7 +551,7 @@ func TestRealtimeAccessTokenRefresh(t *testing.T) {
 
 func TestRealtimeSlowConsumer(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{Hub: fanout.Config{QueueFrames: 8}})
+	env := newRTEnv(t, Config{Hub: fanout.Config{QueueFrames: 8}})
 	fast := env.dial(t, "2.0.0")
 	slow := env.dial(t, "2.0.0")
 	fast.mustJoin("realtime:flood", nil)
@@ -606,7 +607,7 @@ func TestRealtimeSlowConsumer(t *testing.T) {
 // meanwhile is answered by a pong.
 func TestRealtimeBacklogAndPing(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	paused := env.dial(t, "1.0.0")
 	paused.mustJoin("realtime:backlog", nil)
 	pong := make(chan string, 1)
@@ -641,7 +642,7 @@ func TestRealtimeBacklogAndPing(t *testing.T) {
 
 func TestRealtimePostgresChangesFromLog(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, RealtimeConfig{})
+	env := newRTEnv(t, Config{})
 	c := env.dial(t, "2.0.0")
 	ref, r := c.join("realtime:todos", map[string]any{"postgres_changes": []any{
 		map[string]any{"event": "*", "schema": "public", "table": "todos", "filter": "owner=eq.ann"},

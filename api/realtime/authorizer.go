@@ -1,4 +1,4 @@
-package api
+package realtime
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker/fanout"
+	"github.com/fluxbase/fluxbase/pgrole"
 )
 
 // This file answers realtime's authorization questions from PostgreSQL,
@@ -150,10 +151,9 @@ func visiblePairs(ctx context.Context, conn *pgx.Conn, role, q string, claims []
 		return nil, err
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // rolled back on purpose
-	if _, err := tx.Exec(ctx, `select set_config('role', $1, true),
-  set_config('request.jwt.claim.role', $1, true),
-  set_config('realtime.topic', '', true)`, role); err != nil {
-		return nil, fmt.Errorf("switch to role %s: %w", role, err)
+	// The claims are set by the visibility function, once for each.
+	if err := (pgrole.As{Role: role, Settings: map[string]string{"realtime.topic": ""}}).Set(ctx, tx); err != nil {
+		return nil, err
 	}
 	// Planned afresh each time: a plan kept by the connection would refer
 	// to the table's type by its oid, gone once the table is made again.
@@ -213,8 +213,7 @@ func visibleFunc(schema, table string, key json.RawMessage) (name, ddl string, e
 		id := pgx.Identifier{col}.Sanitize()
 		conds[i] = "t." + id + " = ($2)[s.i]." + id
 	}
-	body := `select pg_catalog.set_config('request.jwt.claims', $1, true),
-  pg_catalog.set_config('request.jwt.claim.sub', coalesce($1::jsonb ->> 'sub', ''), true);
+	body := `select ` + pgrole.ClaimsSQL("$1") + `;
 select s.i from pg_catalog.generate_subscripts($2, 1) as s(i)
 where exists (select 1 from ` + rel + ` t where ` + strings.Join(conds, " and ") + ` offset 0)`
 	sum := sha256.Sum256([]byte(body))
@@ -274,16 +273,9 @@ values ($1, 'broadcast', true), ($1, 'presence', true) returning id::text`, topi
 	if err != nil {
 		return p, fmt.Errorf("check channel policies: probe rows: %w", err)
 	}
-	raw := claims.Raw
-	if len(raw) == 0 {
-		raw = json.RawMessage("{}")
-	}
-	if _, err := tx.Exec(ctx, `select set_config('role', $1, true),
-  set_config('request.jwt.claims', $2, true),
-  set_config('request.jwt.claim.sub', coalesce($2::jsonb->>'sub', ''), true),
-  set_config('request.jwt.claim.role', $1, true),
-  set_config('realtime.topic', $3, true)`, claims.Role, string(raw), topic); err != nil {
-		return p, fmt.Errorf("check channel policies: switch role: %w", err)
+	as := pgrole.As{Role: claims.Role, Claims: claims.Raw, Settings: map[string]string{"realtime.topic": topic}}
+	if err := as.Set(ctx, tx); err != nil {
+		return p, fmt.Errorf("check channel policies: %w", err)
 	}
 	rows, err := tx.Query(ctx, `select extension from realtime.messages where id = any($1::uuid[])`, ids)
 	if err != nil && !isPermissionDenied(err) {

@@ -1,19 +1,16 @@
-package api
+package rest
 
 import (
 	"context"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/internal/apitest"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 	"github.com/fluxbase/fluxbase/migrations"
 )
@@ -67,18 +64,11 @@ func TestRESTReadReplica(t *testing.T) {
 		create function am_i_replica() returns boolean language sql stable as $$ select pg_catalog.pg_is_in_recovery() $$;`); err != nil {
 		t.Fatal(err)
 	}
-	v, err := auth.NewVerifier(secret)
-	if err != nil {
-		t.Fatal(err)
+	service := apitest.Key(t, auth.RoleServiceRole)
+	serveReplicas := func(replicas ...*pgxpool.Pool) *restEnv {
+		return &restEnv{srv: serve(t, Config{Pool: pools["primary"], Replicas: replicas})}
 	}
-	service, _ := auth.APIKey(secret, auth.RoleServiceRole)
-	serve := func(replicas ...*pgxpool.Pool) *restEnv {
-		rest := NewREST(RESTConfig{Pool: pools["primary"], Replicas: replicas})
-		srv := httptest.NewServer(New(Config{Mounts: map[string]http.Handler{"/rest/v1": rest}}, v, zap.NewNop(), prometheus.NewRegistry()))
-		t.Cleanup(srv.Close)
-		return &restEnv{srv: srv}
-	}
-	e := serve(pools["replica"])
+	e := serveReplicas(pools["replica"])
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -107,7 +97,7 @@ func TestRESTReadReplica(t *testing.T) {
 	})
 
 	// Only a dead replica: every read still answers, from the primary.
-	dead := serve(pools["dead"])
+	dead := serveReplicas(pools["dead"])
 	for range 2 {
 		if r := dead.do(t, "GET", "/whereami", service, ""); r.status != 200 || string(r.body) != `[{"replica":false}]` {
 			t.Errorf("with the replica down: status %d body %s", r.status, r.body)

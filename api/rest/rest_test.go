@@ -1,4 +1,4 @@
-package api
+package rest
 
 import (
 	"bytes"
@@ -14,7 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/internal/apitest"
 )
 
 // restEnv is a node's HTTP edge with the REST API over a fresh, migrated
@@ -56,24 +58,22 @@ insert into todos (title, done, owner, tags, meta, "odd name") values
 
 func newRESTEnv(t *testing.T) *restEnv {
 	t.Helper()
-	pool := newAuthDB(t, restSchema)
-	v, err := auth.NewVerifier(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rest := NewREST(RESTConfig{Pool: pool, MaxBodyBytes: 64 << 10})
-	env := &restEnv{pool: pool}
-	env.srv = httptest.NewServer(New(Config{Mounts: map[string]http.Handler{"/rest/v1": rest}}, v, zap.NewNop(), prometheus.NewRegistry()))
-	t.Cleanup(env.srv.Close)
-	env.anon, _ = auth.APIKey(secret, auth.RoleAnon)
-	env.service, _ = auth.APIKey(secret, auth.RoleServiceRole)
+	pool := apitest.NewDB(t, restSchema)
+	env := &restEnv{pool: pool, srv: serve(t, Config{Pool: pool, MaxBodyBytes: 64 << 10})}
+	env.anon = apitest.Key(t, auth.RoleAnon)
+	env.service = apitest.Key(t, auth.RoleServiceRole)
 	return env
 }
 
-// userToken is an authenticated user's token.
-func userToken(t *testing.T, sub string) string {
-	return sign(t, secret, map[string]any{"role": "authenticated", "sub": sub, "exp": 4102444800})
+// serve serves the surface made of cfg behind the real edge and guard.
+func serve(t *testing.T, cfg Config) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(api.New(api.Config{Surfaces: []api.Surface{New(cfg)}}, apitest.Verifier(t), zap.NewNop(), prometheus.NewRegistry()))
+	t.Cleanup(srv.Close)
+	return srv
 }
+
+var userToken = apitest.UserToken
 
 type restResp struct {
 	status int

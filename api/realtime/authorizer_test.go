@@ -1,46 +1,19 @@
-package api
+package realtime
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/fluxbase/fluxbase/broker/fanout"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
-	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/internal/apitest"
 )
-
-var migrateMu sync.Mutex
 
 // newAuthDB returns a pool on a fresh, migrated database in which setup
 // has run.
-func newAuthDB(t testing.TB, setup string) *pgxpool.Pool {
-	t.Helper()
-	ctx := context.Background()
-	url := pgtest.NewDB(t)
-	// The roles the migrations make belong to the whole cluster, and
-	// PostgreSQL refuses to change one role from two databases at once.
-	migrateMu.Lock()
-	_, err := migrations.Up(ctx, url)
-	migrateMu.Unlock()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, setup); err != nil {
-		t.Fatal(err)
-	}
-	return pool
-}
+var newAuthDB = apitest.NewDB
 
 // userID is the uuid of test user n.
 func userID(n int) string { return fmt.Sprintf("00000000-0000-0000-0000-%012d", n) }

@@ -1,4 +1,17 @@
-package api
+// Package realtime is the /realtime/v1 surface: Supabase Realtime's
+// websocket protocol (Phoenix channels, vsn 1.0.0 and 2.0.0, as
+// @supabase/supabase-js speaks it) and its HTTP broadcast API, on the
+// fan-out hub of broker/fanout, with the PostgreSQL authorizer that
+// decides what each subscriber may receive (authorizer.go).
+//
+// It owns the protocol: frames, channels, joins, access-token refresh,
+// the writers that send to clients. The hub, its bindings and queues are
+// broker/fanout's; tokens on the HTTP request are verified by the edge's
+// guard; SQL as a subscriber's role goes through pgrole. It imports no
+// other surface. HTTP errors are the edge's api.Error; errors inside the
+// websocket are Phoenix replies and system messages, as Supabase sends
+// them.
+package realtime
 
 import (
 	"context"
@@ -15,15 +28,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker/fanout"
 )
 
-// This file is /realtime/v1: Supabase Realtime's websocket protocol
-// (Phoenix channels, vsn 1.0.0 and 2.0.0, as @supabase/supabase-js speaks
-// it; see shared/REALTIME_PROTOCOL.md) and its HTTP broadcast API, on the
-// fan-out hub of broker/fanout.
-//
+// Prefix is where the surface is served.
+const Prefix = "/realtime/v1"
+
 // Beyond Supabase's protocol, Fluxbase adds two fields so a client can
 // resume without gaps after a disconnect:
 //
@@ -51,9 +63,9 @@ import (
 // row-level security carries only the primary key in old_record, as in
 // Supabase, since the row can no longer be checked.
 
-// RealtimeConfig configures the realtime endpoint; zero values mean
+// Config configures the realtime endpoint; zero values mean
 // defaults.
-type RealtimeConfig struct {
+type Config struct {
 	// Verifier checks the access tokens sent in joins and refreshes.
 	Verifier *auth.Verifier
 	// Pool is the database the authorization checks run on: table and
@@ -79,16 +91,15 @@ type RealtimeConfig struct {
 	Registerer prometheus.Registerer
 }
 
-// Realtime serves /realtime/v1: the websocket endpoint speaking
-// Supabase's Phoenix-channel protocol, and the HTTP broadcast API. Mount
-// it at "/realtime/v1" behind the guard, run it with Run.
-type Realtime struct {
-	cfg      RealtimeConfig
+// Endpoint serves /realtime/v1: the websocket endpoint speaking
+// Supabase's Phoenix-channel protocol, and the HTTP broadcast API. Serve
+// its Surface on the edge, run it with Run.
+type Endpoint struct {
+	cfg      Config
 	log      *zap.Logger
 	hub      *fanout.Hub
 	authz    *pgAuthorizer // nil without a Pool
 	upgrader websocket.Upgrader
-	router   chi.Router
 	metrics  *realtimeMetrics
 	writers  *writerPool
 
@@ -107,8 +118,8 @@ type realtimeMetrics struct {
 	deliveries prometheus.Counter
 }
 
-// NewRealtime builds the realtime endpoint and its fan-out hub.
-func NewRealtime(cfg RealtimeConfig) *Realtime {
+// New builds the realtime endpoint and its fan-out hub.
+func New(cfg Config) *Endpoint {
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 60 * time.Second
 	}
@@ -121,7 +132,7 @@ func NewRealtime(cfg RealtimeConfig) *Realtime {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	rt := &Realtime{cfg: cfg, log: cfg.Log.Named("realtime")}
+	rt := &Endpoint{cfg: cfg, log: cfg.Log.Named("realtime")}
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
 	rt.metrics = &realtimeMetrics{
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
@@ -190,25 +201,26 @@ func NewRealtime(cfg RealtimeConfig) *Realtime {
 		// rest of the API.
 		CheckOrigin: func(*http.Request) bool { return true },
 	}
-	r := chi.NewRouter()
-	r.Get("/websocket", rt.serveWebsocket)
-	r.Post("/api/broadcast", rt.serveBroadcast)
-	r.Post("/api/broadcast/{name}/events/{event}", rt.serveBroadcastEvent)
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrNotFound) })
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrMethodNotAllow) })
-	rt.router = r
 	return rt
 }
 
-// Hub is the endpoint's fan-out hub.
-func (rt *Realtime) Hub() *fanout.Hub { return rt.hub }
+// Surface is the endpoint's routes, each needing a key (api.NeedKey):
+// the websocket's role is its key's until a join or an access_token
+// message brings a user's token.
+func (rt *Endpoint) Surface() api.Surface {
+	return api.Surface{Prefix: Prefix, Routes: []api.Route{
+		{Method: http.MethodGet, Pattern: "/websocket", Access: api.NeedKey, Handler: http.HandlerFunc(rt.serveWebsocket)},
+		{Method: http.MethodPost, Pattern: "/api/broadcast", Access: api.NeedKey, Handler: http.HandlerFunc(rt.serveBroadcast)},
+		{Method: http.MethodPost, Pattern: "/api/broadcast/{name}/events/{event}", Access: api.NeedKey, Handler: http.HandlerFunc(rt.serveBroadcastEvent)},
+	}}
+}
 
-// ServeHTTP serves the paths under /realtime/v1.
-func (rt *Realtime) ServeHTTP(w http.ResponseWriter, r *http.Request) { rt.router.ServeHTTP(w, r) }
+// Hub is the endpoint's fan-out hub.
+func (rt *Endpoint) Hub() *fanout.Hub { return rt.hub }
 
 // Run runs the hub until ctx ends, then closes every connection and
 // waits for them. It returns nil on a clean stop.
-func (rt *Realtime) Run(ctx context.Context) error {
+func (rt *Endpoint) Run(ctx context.Context) error {
 	err := rt.hub.Run(ctx)
 	rt.Close()
 	return err
@@ -216,7 +228,7 @@ func (rt *Realtime) Run(ctx context.Context) error {
 
 // Close disconnects every client and waits until their sockets are
 // closed. Idempotent.
-func (rt *Realtime) Close() error {
+func (rt *Endpoint) Close() error {
 	rt.cancel()
 	err := rt.hub.Close()
 	rt.conns.Wait()
@@ -224,21 +236,21 @@ func (rt *Realtime) Close() error {
 	return err
 }
 
-// Errors of the realtime HTTP API.
+// Errors of the realtime HTTP API (see docs/ERRORS.md).
 var (
-	ErrBadBroadcast = &Error{Status: http.StatusBadRequest, Code: "FB420", Message: "Invalid broadcast request"}
-	ErrBadWebsocket = &Error{Status: http.StatusBadRequest, Code: "FB421", Message: "Invalid websocket request"}
+	errBadBroadcast = &api.Error{Status: http.StatusBadRequest, Code: "FB020", Message: "Invalid broadcast request"}
+	errBadWebsocket = &api.Error{Status: http.StatusBadRequest, Code: "FB021", Message: "Invalid websocket request"}
 )
 
-func (rt *Realtime) serveWebsocket(w http.ResponseWriter, r *http.Request) {
+func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	vsn, err := fanout.ParseVsn(r.URL.Query().Get("vsn"))
 	if err != nil {
-		writeError(w, ErrBadWebsocket.With(err.Error()))
+		api.WriteError(w, errBadWebsocket.With(err.Error()))
 		return
 	}
-	claims := Claims(r)
+	claims := api.Claims(r)
 	if claims == nil {
-		writeError(w, ErrNoAPIKey)
+		api.WriteError(w, api.ErrNoAPIKey)
 		return
 	}
 	ws, err := rt.upgrader.Upgrade(w, r, nil)
@@ -263,85 +275,85 @@ type broadcastRequest struct {
 	} `json:"messages"`
 }
 
-func (rt *Realtime) serveBroadcast(w http.ResponseWriter, r *http.Request) {
+func (rt *Endpoint) serveBroadcast(w http.ResponseWriter, r *http.Request) {
 	var req broadcastRequest
 	dec := json.NewDecoder(io.LimitReader(r.Body, rt.cfg.MaxMessageBytes))
 	if err := dec.Decode(&req); err != nil {
-		writeError(w, ErrBadBroadcast.With("body must be JSON {\"messages\":[{topic, event, payload, private}]}: "+err.Error()))
+		api.WriteError(w, errBadBroadcast.With("body must be JSON {\"messages\":[{topic, event, payload, private}]}: "+err.Error()))
 		return
 	}
 	if len(req.Messages) == 0 {
-		writeError(w, ErrBadBroadcast.With("messages is empty"))
+		api.WriteError(w, errBadBroadcast.With("messages is empty"))
 		return
 	}
 	for i, m := range req.Messages {
 		if m.Topic == "" || m.Event == "" {
-			writeError(w, ErrBadBroadcast.With("every message needs a topic and an event"))
+			api.WriteError(w, errBadBroadcast.With("every message needs a topic and an event"))
 			return
 		}
 		if len(m.Payload) == 0 || string(m.Payload) == "null" {
 			req.Messages[i].Payload = json.RawMessage("{}")
 		}
 	}
-	claims := Claims(r)
+	claims := api.Claims(r)
 	// Authorize every message before sending any, so a refusal sends none.
 	for _, m := range req.Messages {
 		if e := rt.authorizeHTTPBroadcast(r.Context(), claims, m.Topic, m.Private); e != nil {
-			writeError(w, e)
+			api.WriteError(w, e)
 			return
 		}
 	}
 	for _, m := range req.Messages {
 		topic := "realtime:" + strings.TrimPrefix(m.Topic, "realtime:")
 		if err := rt.hub.Broadcast(topic, m.Private, m.Event, fanout.EncodingJSON, m.Payload); err != nil {
-			writeError(w, ErrBadBroadcast.With(err.Error()))
+			api.WriteError(w, errBadBroadcast.With(err.Error()))
 			return
 		}
 	}
 	w.WriteHeader(http.StatusAccepted)
 }
 
-func (rt *Realtime) serveBroadcastEvent(w http.ResponseWriter, r *http.Request) {
+func (rt *Endpoint) serveBroadcastEvent(w http.ResponseWriter, r *http.Request) {
 	name, event := chi.URLParam(r, "name"), chi.URLParam(r, "event")
 	private := r.URL.Query().Get("private") == "true"
 	body, err := io.ReadAll(io.LimitReader(r.Body, rt.cfg.MaxMessageBytes+1))
 	if err != nil {
-		writeError(w, ErrBadBroadcast.With(err.Error()))
+		api.WriteError(w, errBadBroadcast.With(err.Error()))
 		return
 	}
 	if int64(len(body)) > rt.cfg.MaxMessageBytes {
-		writeError(w, ErrBadBroadcast.With("body too large"))
+		api.WriteError(w, errBadBroadcast.With("body too large"))
 		return
 	}
 	encoding := fanout.EncodingJSON
 	if ct := r.Header.Get("Content-Type"); strings.HasPrefix(ct, "application/octet-stream") {
 		encoding = fanout.EncodingBinary
 	} else if !json.Valid(body) {
-		writeError(w, ErrBadBroadcast.With("body must be JSON, or sent as application/octet-stream"))
+		api.WriteError(w, errBadBroadcast.With("body must be JSON, or sent as application/octet-stream"))
 		return
 	}
-	if e := rt.authorizeHTTPBroadcast(r.Context(), Claims(r), name, private); e != nil {
-		writeError(w, e)
+	if e := rt.authorizeHTTPBroadcast(r.Context(), api.Claims(r), name, private); e != nil {
+		api.WriteError(w, e)
 		return
 	}
 	if err := rt.hub.Broadcast("realtime:"+strings.TrimPrefix(name, "realtime:"), private, event, encoding, body); err != nil {
-		writeError(w, ErrBadBroadcast.With(err.Error()))
+		api.WriteError(w, errBadBroadcast.With(err.Error()))
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
 }
 
-func (rt *Realtime) authorizeHTTPBroadcast(ctx context.Context, claims *auth.Claims, topic string, private bool) *Error {
+func (rt *Endpoint) authorizeHTTPBroadcast(ctx context.Context, claims *auth.Claims, topic string, private bool) *api.Error {
 	if !private || claims.IsServiceRole() || rt.authz == nil {
 		return nil
 	}
 	p, err := rt.authz.policies(ctx, claims, strings.TrimPrefix(topic, "realtime:"))
 	if err != nil {
 		rt.log.Warn("private channel policy check failed", zap.Error(err))
-		return ErrUnavailable.With("could not check the channel's policies")
+		return api.ErrUnavailable.With("could not check the channel's policies")
 	}
 	if !p.writeBroadcast {
-		return ErrForbidden.With("You do not have permissions to write to this Channel topic: " + topic)
+		return api.ErrForbidden.With("You do not have permissions to write to this Channel topic: " + topic)
 	}
 	return nil
 }

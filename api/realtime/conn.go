@@ -1,4 +1,4 @@
-package api
+package realtime
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 // so replies, changes, broadcasts and presence leave in the order they
 // were queued.
 type rtConn struct {
-	rt     *Realtime
+	rt     *Endpoint
 	ws     *websocket.Conn
 	fd     int // the socket's descriptor, for the writers; -1 if it has none
 	vsn    fanout.Vsn
@@ -53,7 +53,7 @@ type rtChannel struct {
 	expiry   *time.Timer
 }
 
-func newRTConn(rt *Realtime, ws *websocket.Conn, vsn fanout.Vsn, claims *auth.Claims) *rtConn {
+func newRTConn(rt *Endpoint, ws *websocket.Conn, vsn fanout.Vsn, claims *auth.Claims) *rtConn {
 	c := &rtConn{rt: rt, ws: ws, fd: -1, vsn: vsn, claims: claims,
 		client: rt.hub.NewClient(vsn), chans: map[string]*rtChannel{}}
 	if sc, ok := ws.NetConn().(syscall.Conn); ok {

@@ -551,7 +551,11 @@ func TestRealtimeAccessTokenRefresh(t *testing.T) {
 
 func TestRealtimeSlowConsumer(t *testing.T) {
 	t.Parallel()
-	env := newRTEnv(t, Config{Hub: fanout.Config{QueueFrames: 8}})
+	// The slow client reads only once the fast one has all 300 frames,
+	// which takes long on a loaded machine: a write timeout that passed
+	// meanwhile would end its socket before the close frame could tell it
+	// why.
+	env := newRTEnv(t, Config{Hub: fanout.Config{QueueFrames: 8}, WriteTimeout: 2 * time.Minute})
 	fast := env.dial(t, "2.0.0")
 	slow := env.dial(t, "2.0.0")
 	fast.mustJoin("realtime:flood", nil)

@@ -20,6 +20,7 @@ import (
 	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker/fanout"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 	"github.com/fluxbase/fluxbase/replication"
@@ -144,7 +145,7 @@ func startCluster(t *testing.T, setupSQL string) *cluster {
 	for {
 		rctx, rcancel := context.WithTimeout(sctx, 5*time.Second)
 		_, err = js.CreateOrUpdateStream(rctx, jetstream.StreamConfig{
-			Name: fanout.DefaultStream, Subjects: []string{replication.SubjectPrefix + ">"}, Duplicates: time.Minute,
+			Name: fanout.DefaultStream, Subjects: []string{change.SubjectPrefix + ">"}, Duplicates: time.Minute,
 		})
 		rcancel()
 		if err == nil || sctx.Err() != nil {

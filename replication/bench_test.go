@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 )
 
@@ -177,7 +178,7 @@ func benchExec(b *testing.B, dbURL string, sqls ...string) {
 	}
 }
 
-func benchQueryLSN(b *testing.B, dbURL, sql string, args ...any) LSN {
+func benchQueryLSN(b *testing.B, dbURL, sql string, args ...any) change.LSN {
 	b.Helper()
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	if err != nil {
@@ -191,7 +192,7 @@ func benchQueryLSN(b *testing.B, dbURL, sql string, args ...any) LSN {
 	if s == nil {
 		return 0
 	}
-	l, err := ParseLSN(*s)
+	l, err := change.ParseLSN(*s)
 	if err != nil {
 		b.Fatal(err)
 	}

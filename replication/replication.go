@@ -1,6 +1,7 @@
 // Package replication turns the PostgreSQL write-ahead log into change
 // events: it owns the publication and the logical replication slot, decodes
-// pgoutput into Change events, and is the only writer of the change log.
+// pgoutput into change.Event events, and is the only writer of the change
+// log.
 //
 // It does not own the log itself (the broker package runs the JetStream
 // stream and decides where it lives and how it syncs), nor fan-out to
@@ -17,9 +18,10 @@
 //	publish.go     pipelined publishing into the log, a bounded window in flight
 //	checkpoint.go  the slot's confirmed LSN, advanced only past durable events
 //
-// change.go is the event (the CDC contract of DESIGN.md), types.go the
-// column values, subject.go the subjects, catalog.go the catalog lookups,
-// and jetstream.go a Log on any JetStream stream.
+// The event, its encoding, its subjects and its message id are the
+// contract of package change; here types.go converts column values to the
+// contract's JSON, catalog.go does the catalog lookups, and jetstream.go is
+// a Log on any JetStream stream.
 //
 // # Guarantees
 //
@@ -54,15 +56,17 @@
 // # Events
 //
 // One message per row change, subject fluxbase.changes.<schema>.<table>.<op>
-// (names escaped by EscapeToken), header Nats-Msg-Id <commit_lsn>/<tx_index>,
-// and a JSON body with the keys of Change in this order: commit_lsn, lsn
-// (PostgreSQL's text form, "16/B374D848"), xid, commit_ts (RFC 3339, UTC,
-// microseconds), tx_index, schema, table, op, pk, record, old_record,
-// columns, unchanged_toast, tx_last. See Change for what each row holds.
+// (change.Subject, names escaped by change.EscapeToken), header Nats-Msg-Id
+// <commit_lsn>/<tx_index> (change.Position.MsgID), and a JSON body with the
+// keys of change.Event in this order: commit_lsn, lsn (PostgreSQL's text
+// form, "16/B374D848"), xid, commit_ts (RFC 3339, UTC, microseconds),
+// tx_index, schema, table, op, pk, record, old_record, columns,
+// unchanged_toast, tx_last. See change.Event for what each row holds.
 //
 // # Values
 //
-// Column values are JSON typed from the column type: int2, int4, int8 and
+// Column values are JSON typed from the column type, as package change
+// documents (types.go): int2, int4, int8 and
 // oid as numbers; float4 and float8 as numbers except NaN and ±Infinity,
 // which are strings; numeric as a number when it has at most 15 significant
 // digits (so a float64 holds it exactly) and as a string with every digit
@@ -97,6 +101,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -209,7 +214,7 @@ type Config struct {
 	// 8 MiB less 64 KiB for headers, under the broker's maximum payload of
 	// 8 MiB; negative disables the check.
 	MaxEventBytes int
-	// Subject names the subject of a change; default ChangeSubject.
+	// Subject names the subject of a change; default change.Subject.
 	Subject func(schema, table, op string) string
 }
 
@@ -241,7 +246,7 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.ShutdownTimeout, 5*time.Second)
 	if c.Subject == nil {
-		c.Subject = ChangeSubject
+		c.Subject = change.Subject
 	}
 	if c.MaxEventBytes == 0 {
 		c.MaxEventBytes = 8<<20 - 64<<10

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/fluxbase/fluxbase/replication"
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // This file decodes the change event of DESIGN.md ("The change event") as
-// the hub needs it. Rows are the contract's replication.Row: column values
+// the hub needs it. Rows are the contract's change.Row: column values
 // kept as raw JSON, in column order.
 
 // Column is a column of a changed table: its name and type name.
@@ -20,15 +20,15 @@ type Column struct {
 
 // Change is one decoded change event, with its position in the log.
 type Change struct {
-	Seq       uint64          `json:"-"`
-	CommitTS  time.Time       `json:"commit_ts"`
-	Schema    string          `json:"schema"`
-	Table     string          `json:"table"`
-	Op        string          `json:"op"`
-	PK        replication.Row `json:"pk"`
-	Record    replication.Row `json:"record"`
-	OldRecord replication.Row `json:"old_record"`
-	Columns   []Column        `json:"columns"`
+	Seq       uint64     `json:"-"`
+	CommitTS  time.Time  `json:"commit_ts"`
+	Schema    string     `json:"schema"`
+	Table     string     `json:"table"`
+	Op        string     `json:"op"`
+	PK        change.Row `json:"pk"`
+	Record    change.Row `json:"record"`
+	OldRecord change.Row `json:"old_record"`
+	Columns   []Column   `json:"columns"`
 
 	// texts caches column values as text for filters; only the goroutine
 	// matching the change uses it.

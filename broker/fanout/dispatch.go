@@ -6,7 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/fluxbase/fluxbase/replication"
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // This file dispatches a batch of changes: it decodes the wanted ones,
@@ -65,7 +65,7 @@ func (h *Hub) wants(subject string) bool {
 	if subject == "" {
 		return true
 	}
-	schema, table, _, ok := replication.ParseChangeSubject(subject)
+	schema, table, _, ok := change.ParseSubject(subject)
 	if !ok {
 		return true
 	}

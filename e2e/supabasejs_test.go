@@ -145,7 +145,7 @@ func startCluster(t *testing.T, setupSQL string) *cluster {
 	for {
 		rctx, rcancel := context.WithTimeout(sctx, 5*time.Second)
 		_, err = js.CreateOrUpdateStream(rctx, jetstream.StreamConfig{
-			Name: fanout.DefaultStream, Subjects: []string{change.SubjectPrefix + ">"}, Duplicates: time.Minute,
+			Name: change.Stream, Subjects: []string{change.SubjectWildcard}, Duplicates: time.Minute,
 		})
 		rcancel()
 		if err == nil || sctx.Err() != nil {
@@ -298,7 +298,7 @@ func waitStreaming(t *testing.T, pool *pgxpool.Pool, js jetstream.JetStream) {
 		if _, err := pool.Exec(ctx, `insert into public.e2e_ping default values`); err != nil {
 			t.Fatal(err)
 		}
-		if s, err := js.Stream(ctx, fanout.DefaultStream); err == nil {
+		if s, err := js.Stream(ctx, change.Stream); err == nil {
 			if info, err := s.Info(ctx); err == nil && info.State.Msgs > 0 {
 				return
 			}

@@ -131,7 +131,7 @@ func startBenchBroker(b *testing.B, sync string) *benchBroker {
 }
 
 func (bb *benchBroker) msgs(b *testing.B) uint64 {
-	s, err := bb.js.Stream(context.Background(), broker.ChangesStream)
+	s, err := bb.js.Stream(context.Background(), change.Stream)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -425,7 +425,7 @@ func benchCommitToStored(b *testing.B, syncMode string) {
 		waitHolder(b, startBenchReplicator(b, dbURL, slotFor(dbURL), bb, 0))
 		var mu sync.Mutex
 		var lat []time.Duration
-		s, err := bb.js.Stream(context.Background(), broker.ChangesStream)
+		s, err := bb.js.Stream(context.Background(), change.Stream)
 		if err != nil {
 			b.Fatal(err)
 		}

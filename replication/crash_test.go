@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
@@ -240,7 +239,7 @@ func readStream(t *testing.T, nc *nats.Conn, want int, timeout time.Duration) []
 	}
 	var s jetstream.Stream
 	waitFor(t, timeout, fmt.Sprintf("%d events in the stream", want), func() bool {
-		if s, err = js.Stream(ctx, broker.ChangesStream); err != nil {
+		if s, err = js.Stream(ctx, change.Stream); err != nil {
 			return false
 		}
 		info, err := s.Info(ctx)

@@ -22,6 +22,7 @@ import (
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/broker/fanout"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/migrations"
 	"github.com/fluxbase/fluxbase/replication"
 )
@@ -106,7 +107,7 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 	reg.MustRegister(broker.NewCollector(bus))
 
 	changeLog, err := replication.NewJetStreamLog(bus.Conn(), replication.JetStreamLogOptions{
-		Stream:       broker.ChangesStream,
+		Stream:       change.Stream,
 		SyncInterval: bus.SyncInterval(),
 	})
 	if err != nil {
@@ -125,7 +126,7 @@ func serve(ctx context.Context, cfg config, log *zap.Logger) error {
 	rt := api.NewRealtime(api.RealtimeConfig{
 		Verifier:   verifier,
 		Pool:       pool,
-		Source:     fanout.NewJetStreamSource(bus.JetStream(), broker.ChangesStream),
+		Source:     fanout.NewJetStreamSource(bus.JetStream(), change.Stream),
 		Bus:        fanout.NewNATSBus(bus.Conn()),
 		Hub:        fanout.Config{NodeID: cfg.NodeName},
 		Log:        log,

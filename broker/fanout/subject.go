@@ -1,36 +1,18 @@
 package fanout
 
 import (
-	"strings"
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // This file names the bus subjects of broadcast and presence.
 
+// subject is the bus subject of kind ("broadcast" or "presence") on topic
+// k: SubjectPrefix, kind, pub or priv, and the topic escaped as one token
+// by the rule of change subjects (change.EscapeToken).
 func (h *Hub) subject(kind string, k topicKey) string {
 	vis := "pub"
 	if k.private {
 		vis = "priv"
 	}
-	return h.cfg.SubjectPrefix + kind + "." + vis + "." + escapeToken(k.name)
-}
-
-// escapeToken makes a topic a single NATS subject token, reversibly:
-// letters, digits, '_' and '-' stay, every other byte becomes %XX.
-func escapeToken(s string) string {
-	if s == "" {
-		return "%"
-	}
-	var b strings.Builder
-	const hexu = "0123456789ABCDEF"
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('%')
-		b.WriteByte(hexu[c>>4])
-		b.WriteByte(hexu[c&0xf])
-	}
-	return b.String()
+	return h.cfg.SubjectPrefix + kind + "." + vis + "." + change.EscapeToken(k.name)
 }

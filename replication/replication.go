@@ -55,33 +55,18 @@
 //
 // # Events
 //
-// One message per row change, subject fluxbase.changes.<schema>.<table>.<op>
-// (change.Subject, names escaped by change.EscapeToken), header Nats-Msg-Id
-// <commit_lsn>/<tx_index> (change.Position.MsgID), and a JSON body with the
-// keys of change.Event in this order: commit_lsn, lsn (PostgreSQL's text
-// form, "16/B374D848"), xid, commit_ts (RFC 3339, UTC, microseconds),
-// tx_index, schema, table, op, pk, record, old_record, columns,
-// unchanged_toast, tx_last. See change.Event for what each row holds.
+// The events are those of the contract in package change: one message per
+// row change on change.Subject (fluxbase.changes.<schema>.<table>.<op>),
+// with header Nats-Msg-Id <commit_lsn>/<tx_index> (change.Position.MsgID)
+// and the JSON of change.Event as its body, keys in the order that package
+// documents, tx_last last.
 //
 // # Values
 //
-// Column values are JSON typed from the column type, as package change
-// documents (types.go): int2, int4, int8 and
-// oid as numbers; float4 and float8 as numbers except NaN and ±Infinity,
-// which are strings; numeric as a number when it has at most 15 significant
-// digits (so a float64 holds it exactly) and as a string with every digit
-// otherwise (and for NaN, ±Infinity); bool as true/false; json and jsonb
-// nested as they are; arrays as JSON arrays (nested per dimension, NULL
-// elements as null, lower bounds dropped) of their element type;
-// timestamptz as RFC 3339 in UTC ("2024-01-02T03:04:05.5Z"); timestamp as
-// RFC 3339 without an offset; date, time, timetz and interval as
-// PostgreSQL's ISO text ("1 year 2 mons 03:04:05"); bytea as standard
-// base64; enums as their label; a domain as its base type; everything else
-// (text, uuid, inet, money, ranges, composites, extension types) as the
-// string PostgreSQL prints. Values RFC 3339 cannot write (infinity, BC
-// dates, years after 9999) stay PostgreSQL's text. The replication
-// connection fixes DateStyle, IntervalStyle, TimeZone, extra_float_digits
-// and bytea_output, so role or database settings cannot change this.
+// Column values are converted (types.go) to the JSON that package change
+// documents for each type. The replication connection fixes DateStyle,
+// IntervalStyle, TimeZone, extra_float_digits and bytea_output, so role or
+// database settings cannot change this.
 //
 // # Metrics
 //

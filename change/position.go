@@ -21,15 +21,17 @@ func (l LSN) appendText(dst []byte) []byte {
 	return appendHexUpper(dst, uint32(l))
 }
 
+// upperHex is the digits of LSNs and of escaped subject tokens.
+const upperHex = "0123456789ABCDEF"
+
 // appendHexUpper writes v in upper-case hex without leading zeros, as
 // PostgreSQL prints LSNs.
 func appendHexUpper(dst []byte, v uint32) []byte {
-	const digits = "0123456789ABCDEF"
 	var buf [8]byte
 	i := len(buf)
 	for {
 		i--
-		buf[i] = digits[v&0xf]
+		buf[i] = upperHex[v&0xf]
 		v >>= 4
 		if v == 0 {
 			break

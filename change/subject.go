@@ -66,7 +66,6 @@ func writeToken(b *strings.Builder, name string) {
 		b.WriteByte('%')
 		return
 	}
-	const hex = "0123456789ABCDEF"
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if plainTokenByte(c) {
@@ -74,8 +73,8 @@ func writeToken(b *strings.Builder, name string) {
 			continue
 		}
 		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&0xf])
+		b.WriteByte(upperHex[c>>4])
+		b.WriteByte(upperHex[c&0xf])
 	}
 }
 
@@ -117,12 +116,8 @@ func UnescapeToken(token string) (string, bool) {
 	return b.String(), true
 }
 
+// unhexUpper is the value of an upper-case hex digit.
 func unhexUpper(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
+	i := strings.IndexByte(upperHex, c)
+	return byte(i), i >= 0
 }

@@ -2,6 +2,7 @@ package change
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -103,4 +104,28 @@ func TestEventJSONRoundTrip(t *testing.T) {
 	if _, err := json.Marshal(Row{{Name: "x", Value: json.RawMessage("{")}}); err == nil {
 		t.Error("a row with an invalid value was marshalled")
 	}
+}
+
+// FuzzToken checks that escaping is reversible and canonical: every name
+// comes back from its token, a token holds no separator or wildcard, and
+// a token UnescapeToken accepts is the one EscapeToken writes.
+func FuzzToken(f *testing.F) {
+	for _, s := range []string{"", "todos", "a.b", "*", ">", "100%", "données", "%", "%2E", "%2e", "%61", "a%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok := EscapeToken(s)
+		if back, ok := UnescapeToken(tok); !ok || back != s {
+			t.Fatalf("UnescapeToken(EscapeToken(%q)) = %q, %v", s, back, ok)
+		}
+		if tok == "" || strings.ContainsAny(tok, ".*> \t\r\n") {
+			t.Fatalf("EscapeToken(%q) = %q", s, tok)
+		}
+		if name, ok := UnescapeToken(s); ok && EscapeToken(name) != s {
+			t.Fatalf("UnescapeToken accepted %q, which escapes as %q", s, EscapeToken(name))
+		}
+		if sc, tb, op, ok := ParseSubject(Subject(s, s+".t", "insert")); !ok || sc != s || tb != s+".t" || op != "insert" {
+			t.Fatalf("ParseSubject(Subject(%q, ...)) = %q %q %q %v", s, sc, tb, op, ok)
+		}
+	})
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/broker/fanout"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/migrations"
 	"github.com/fluxbase/fluxbase/replication"
 	"github.com/fluxbase/fluxbase/storage"
@@ -165,7 +166,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	reg.MustRegister(broker.NewCollector(n.bus))
 
 	changeLog, err := replication.NewJetStreamLog(n.bus.Conn(), replication.JetStreamLogOptions{
-		Stream:       broker.ChangesStream,
+		Stream:       change.Stream,
 		SyncInterval: n.bus.SyncInterval(),
 	})
 	if err != nil {
@@ -184,7 +185,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	n.rt = realtime.New(realtime.Config{
 		Verifier:   verifier,
 		Pool:       n.pool,
-		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), broker.ChangesStream),
+		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),
 		Bus:        fanout.NewNATSBus(n.bus.Conn()),
 		Hub:        hub,
 		Log:        log,

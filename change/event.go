@@ -1,4 +1,4 @@
-package replication
+package change
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-	"unicode/utf8"
 )
 
 // Op is the kind of a row change.
@@ -20,114 +19,6 @@ const (
 	OpDelete   Op = "delete"
 	OpTruncate Op = "truncate"
 )
-
-// LSN is a PostgreSQL log sequence number. In JSON it is PostgreSQL's own
-// text form ("16/B374D848"), the form pg_current_wal_lsn() shows, so people
-// can paste it into SQL; compare LSN values, not their strings.
-type LSN uint64
-
-// String formats the LSN as PostgreSQL does: two hexadecimal halves.
-func (l LSN) String() string { return string(l.appendText(nil)) }
-
-func (l LSN) appendText(dst []byte) []byte {
-	dst = appendHexUpper(dst, uint32(l>>32))
-	dst = append(dst, '/')
-	return appendHexUpper(dst, uint32(l))
-}
-
-// appendHexUpper writes v in upper-case hex without leading zeros, as
-// PostgreSQL prints LSNs.
-func appendHexUpper(dst []byte, v uint32) []byte {
-	const digits = "0123456789ABCDEF"
-	var buf [8]byte
-	i := len(buf)
-	for {
-		i--
-		buf[i] = digits[v&0xf]
-		v >>= 4
-		if v == 0 {
-			break
-		}
-	}
-	return append(dst, buf[i:]...)
-}
-
-// ParseLSN parses PostgreSQL's text form of an LSN.
-func ParseLSN(s string) (LSN, error) {
-	i := bytes.IndexByte([]byte(s), '/')
-	if i <= 0 || i == len(s)-1 || i > 8 || len(s)-i-1 > 8 {
-		return 0, fmt.Errorf("invalid LSN %q", s)
-	}
-	hi, err1 := strconv.ParseUint(s[:i], 16, 32)
-	lo, err2 := strconv.ParseUint(s[i+1:], 16, 32)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("invalid LSN %q", s)
-	}
-	return LSN(hi<<32 | lo), nil
-}
-
-// MarshalJSON writes the LSN as a JSON string in PostgreSQL's text form.
-func (l LSN) MarshalJSON() ([]byte, error) {
-	b := append(make([]byte, 0, 20), '"')
-	return append(l.appendText(b), '"'), nil
-}
-
-// UnmarshalJSON reads the form MarshalJSON writes.
-func (l *LSN) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("LSN: %w", err)
-	}
-	v, err := ParseLSN(s)
-	if err != nil {
-		return err
-	}
-	*l = v
-	return nil
-}
-
-// Position is where an event sits in the change log: the commit LSN of its
-// transaction and its index within it. Positions order events exactly as
-// they were committed, and the pair is the event's message id.
-type Position struct {
-	CommitLSN LSN
-	TxIndex   int
-}
-
-// Less reports whether p comes before q in commit order.
-func (p Position) Less(q Position) bool {
-	if p.CommitLSN != q.CommitLSN {
-		return p.CommitLSN < q.CommitLSN
-	}
-	return p.TxIndex < q.TxIndex
-}
-
-// MsgID is the message id of the event at p, "<commit_lsn>/<tx_index>", as
-// sent in the Nats-Msg-Id header.
-func (p Position) MsgID() string { return string(p.appendMsgID(nil)) }
-
-func (p Position) appendMsgID(dst []byte) []byte {
-	dst = p.CommitLSN.appendText(dst)
-	dst = append(dst, '/')
-	return strconv.AppendInt(dst, int64(p.TxIndex), 10)
-}
-
-// ParseMsgID parses a message id written by Position.MsgID.
-func ParseMsgID(id string) (Position, error) {
-	i := bytes.LastIndexByte([]byte(id), '/')
-	if i < 0 {
-		return Position{}, fmt.Errorf("invalid change message id %q", id)
-	}
-	lsn, err := ParseLSN(id[:i])
-	if err != nil {
-		return Position{}, fmt.Errorf("invalid change message id %q", id)
-	}
-	n, err := strconv.Atoi(id[i+1:])
-	if err != nil || n < 0 {
-		return Position{}, fmt.Errorf("invalid change message id %q", id)
-	}
-	return Position{CommitLSN: lsn, TxIndex: n}, nil
-}
 
 // Column names one column of the changed table and its type: the name of
 // its PostgreSQL type as pg_type spells it (int4, text, _int4, timestamptz;
@@ -259,9 +150,9 @@ func (r *Row) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Change is one row change: the event of the change contract (DESIGN.md),
-// published as one JSON message per change. Decode a message with
-// json.Unmarshal into a Change; encode with AppendJSON (or json.Marshal).
+// Event is one row change: the event of the change contract, published as
+// one JSON message per change. Decode a message with json.Unmarshal into
+// an Event; encode with AppendJSON (or json.Marshal).
 //
 // Every field is always present in the JSON (null or [] when empty) except
 // omitted_columns.
@@ -281,7 +172,7 @@ func (r *Row) UnmarshalJSON(b []byte) error {
 // an update is not sent by PostgreSQL: it is absent from Record and its
 // name is in UnchangedToast. With REPLICA IDENTITY FULL, OldRecord holds
 // its (unchanged) value.
-type Change struct {
+type Event struct {
 	CommitLSN      LSN       `json:"commit_lsn"`
 	LSN            LSN       `json:"lsn"`
 	XID            uint32    `json:"xid"`
@@ -301,19 +192,15 @@ type Change struct {
 	// broker's maximum payload); the key is absent otherwise. Read such rows
 	// from the table.
 	OmittedColumns []string `json:"omitted_columns,omitempty"`
-
-	// columnsJSON is Columns already encoded, shared by every change of one
-	// relation so the hot path does not re-encode it.
-	columnsJSON []byte
 }
 
-// Position is the change's place in the log.
-func (c *Change) Position() Position {
+// Position is the event's place in the log.
+func (c *Event) Position() Position {
 	return Position{CommitLSN: c.CommitLSN, TxIndex: c.TxIndex}
 }
 
-// MarshalJSON encodes the change as AppendJSON does.
-func (c *Change) MarshalJSON() ([]byte, error) {
+// MarshalJSON encodes the event as AppendJSON does.
+func (c *Event) MarshalJSON() ([]byte, error) {
 	for _, r := range []Row{c.PK, c.Record, c.OldRecord} {
 		for _, f := range r {
 			if len(f.Value) > 0 && !json.Valid(f.Value) {
@@ -324,17 +211,22 @@ func (c *Change) MarshalJSON() ([]byte, error) {
 	return c.AppendJSON(nil), nil
 }
 
-// AppendJSON appends the change's JSON encoding to dst. Field values must be
-// valid JSON (they are when the change came from this package). tx_last is
-// the last key: the reader writes everything else as soon as it decodes a
-// change and adds the tail once it knows whether another change follows.
-func (c *Change) AppendJSON(dst []byte) []byte {
-	dst = c.appendHead(dst)
-	return appendTail(dst, c.TxLast)
+// AppendJSON appends the event's JSON encoding to dst. Field values must be
+// valid JSON (they are when the event was decoded from JSON or written by
+// the replication reader).
+func (c *Event) AppendJSON(dst []byte) []byte {
+	dst = c.AppendJSONHead(dst, nil)
+	return AppendJSONTail(dst, c.TxLast)
 }
 
-// appendHead writes every key but tx_last, leaving the object open.
-func (c *Change) appendHead(dst []byte) []byte {
+// AppendJSONHead appends every key of the event's encoding but tx_last,
+// which is the last key, leaving the object open; AppendJSONTail closes it.
+// The replication reader writes the head as soon as it decodes a change and
+// adds the tail once it knows whether another change of the transaction
+// follows. columns, when not nil, is c.Columns already encoded by
+// AppendColumns (shared by every event of one table, so the hot path does
+// not re-encode it); nil encodes c.Columns.
+func (c *Event) AppendJSONHead(dst, columns []byte) []byte {
 	dst = append(dst, `{"commit_lsn":"`...)
 	dst = c.CommitLSN.appendText(dst)
 	dst = append(dst, `","lsn":"`...)
@@ -358,10 +250,10 @@ func (c *Change) appendHead(dst []byte) []byte {
 	dst = append(dst, `,"old_record":`...)
 	dst = c.OldRecord.appendJSON(dst)
 	dst = append(dst, `,"columns":`...)
-	if c.columnsJSON != nil {
-		dst = append(dst, c.columnsJSON...)
+	if columns != nil {
+		dst = append(dst, columns...)
 	} else {
-		dst = appendColumns(dst, c.Columns)
+		dst = AppendColumns(dst, c.Columns)
 	}
 	dst = append(dst, `,"unchanged_toast":`...)
 	dst = appendStrings(dst, c.UnchangedToast)
@@ -383,7 +275,9 @@ func appendStrings(dst []byte, list []string) []byte {
 	return append(dst, ']')
 }
 
-func appendTail(dst []byte, last bool) []byte {
+// AppendJSONTail closes an encoding begun by AppendJSONHead with the
+// tx_last key.
+func AppendJSONTail(dst []byte, last bool) []byte {
 	if last {
 		return append(dst, `,"tx_last":true}`...)
 	}
@@ -394,7 +288,8 @@ func appendTail(dst []byte, last bool) []byte {
 // precision, in UTC.
 const commitTSLayout = "2006-01-02T15:04:05.000000Z07:00"
 
-func appendColumns(dst []byte, cols []Column) []byte {
+// AppendColumns appends cols as the JSON array of the columns key.
+func AppendColumns(dst []byte, cols []Column) []byte {
 	dst = append(dst, '[')
 	for i, col := range cols {
 		if i > 0 {
@@ -407,67 +302,4 @@ func appendColumns(dst []byte, cols []Column) []byte {
 		dst = append(dst, '}')
 	}
 	return append(dst, ']')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// noEscape marks the ASCII bytes that appear in a JSON string as they are.
-var noEscape = func() (t [utf8.RuneSelf]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
-// AppendJSONString appends s as a JSON string. Invalid UTF-8 becomes
-// U+FFFD, as encoding/json does, so the output is always valid JSON even
-// from a database in SQL_ASCII. The realtime encoder shares it.
-func AppendJSONString(dst []byte, s string) []byte {
-	return appendEscaped(dst, s, utf8.DecodeRuneInString)
-}
-
-// appendJSONBytes is AppendJSONString for a value still in its wire buffer.
-func appendJSONBytes(dst []byte, s []byte) []byte {
-	return appendEscaped(dst, s, utf8.DecodeRune)
-}
-
-func appendEscaped[T string | []byte](dst []byte, s T, decode func(T) (rune, int)) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if noEscape[c] {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := decode(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

@@ -1,15 +1,21 @@
-package replication
+package change
 
 import (
 	"strings"
 )
 
+// Stream is the JetStream stream holding the change log.
+const Stream = "FLUXBASE_CHANGES"
+
 // SubjectPrefix starts every change subject.
 const SubjectPrefix = "fluxbase.changes."
 
-// ChangeSubject is the subject of a change event:
+// SubjectWildcard matches every change subject: the stream's subjects.
+const SubjectWildcard = SubjectPrefix + ">"
+
+// Subject is the subject of a change event:
 // fluxbase.changes.<schema>.<table>.<op>, each name escaped by EscapeToken.
-func ChangeSubject(schema, table, op string) string {
+func Subject(schema, table, op string) string {
 	var b strings.Builder
 	b.Grow(len(SubjectPrefix) + len(schema) + len(table) + len(op) + 2)
 	b.WriteString(SubjectPrefix)
@@ -21,9 +27,9 @@ func ChangeSubject(schema, table, op string) string {
 	return b.String()
 }
 
-// ParseChangeSubject splits a change subject into the schema, table and
+// ParseSubject splits a change subject into the schema, table and
 // operation it names; ok is false for any other subject.
-func ParseChangeSubject(subject string) (schema, table, op string, ok bool) {
+func ParseSubject(subject string) (schema, table, op string, ok bool) {
 	rest, found := strings.CutPrefix(subject, SubjectPrefix)
 	if !found {
 		return "", "", "", false
@@ -41,13 +47,14 @@ func ParseChangeSubject(subject string) (schema, table, op string, ok bool) {
 	return names[0], names[1], names[2], true
 }
 
-// EscapeToken makes a PostgreSQL name a single NATS subject token. ASCII
-// letters, digits, '_' and '-' stay as they are; every other byte
-// (including '.', '*', '>', spaces, '%' and the bytes of non-ASCII
-// characters) becomes %XX with upper-case hex, so escaping is reversible
-// and a token never holds a wildcard or a separator. PostgreSQL has no
-// empty names, but should one appear it is written as "%", since a subject
-// token cannot be empty.
+// EscapeToken makes a name a single NATS subject token: a PostgreSQL name
+// of a change subject, or a realtime topic of the hub's broadcast and
+// presence subjects. ASCII letters, digits, '_' and '-' stay as they are;
+// every other byte (including '.', '*', '>', spaces, '%' and the bytes of
+// non-ASCII characters) becomes %XX with upper-case hex, so escaping is
+// reversible and a token never holds a wildcard or a separator. The empty
+// name (PostgreSQL has none, a topic may) is written as "%", since a
+// subject token cannot be empty.
 func EscapeToken(name string) string {
 	var b strings.Builder
 	writeToken(&b, name)
@@ -59,7 +66,6 @@ func writeToken(b *strings.Builder, name string) {
 		b.WriteByte('%')
 		return
 	}
-	const hex = "0123456789ABCDEF"
 	for i := 0; i < len(name); i++ {
 		c := name[i]
 		if plainTokenByte(c) {
@@ -67,8 +73,8 @@ func writeToken(b *strings.Builder, name string) {
 			continue
 		}
 		b.WriteByte('%')
-		b.WriteByte(hex[c>>4])
-		b.WriteByte(hex[c&0xf])
+		b.WriteByte(upperHex[c>>4])
+		b.WriteByte(upperHex[c&0xf])
 	}
 }
 
@@ -110,12 +116,8 @@ func UnescapeToken(token string) (string, bool) {
 	return b.String(), true
 }
 
+// unhexUpper is the value of an upper-case hex digit.
 func unhexUpper(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
+	i := strings.IndexByte(upperHex, c)
+	return byte(i), i >= 0
 }

@@ -113,6 +113,17 @@ func onlyKey(t *testing.T, m *msg) {
 	}
 }
 
+// onlyHandover fails unless got is the one UPDATE that handed A's row to
+// B, with the key only as old_record, and carries none of private.
+func onlyHandover(t *testing.T, got []*msg, private ...string) {
+	t.Helper()
+	noneCarries(t, got, private...)
+	if len(got) != 1 || changeData(got[0])["type"] != "UPDATE" || record(got[0])["body"] != scrubbed {
+		t.Fatalf("B received %s, want only the handover UPDATE", describe(got))
+	}
+	onlyKey(t, got[0])
+}
+
 // handOver gives A's row id to B with its note scrubbed.
 func handOver(t *testing.T, n *solo, id int64) {
 	t.Helper()
@@ -142,12 +153,7 @@ func TestLeakHistoryOnResume(t *testing.T) {
 	cfg := changes("notes")
 	cfg["postgres_changes_resume"] = map[string]any{"log_seq": 1}
 	b.mustJoin("realtime:notes", cfg, userToken(t, userB))
-	got := untilSentinel(t, n, b)
-	noneCarries(t, got, privateNote, privateEdit)
-	if len(got) != 1 || changeData(got[0])["type"] != "UPDATE" || record(got[0])["body"] != scrubbed {
-		t.Fatalf("B replayed %s, want only the handover UPDATE", describe(got))
-	}
-	onlyKey(t, got[0])
+	onlyHandover(t, untilSentinel(t, n, b), privateNote, privateEdit)
 }
 
 // Finding 1, live: an insert and its handover in one transaction. B
@@ -173,12 +179,7 @@ func TestLeakInsertAndHandoverInOneTransaction(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	got := untilSentinel(t, n, b)
-	noneCarries(t, got, privateNote)
-	if len(got) != 1 || changeData(got[0])["type"] != "UPDATE" || record(got[0])["body"] != scrubbed {
-		t.Fatalf("B received %s, want only the handover UPDATE", describe(got))
-	}
-	onlyKey(t, got[0])
+	onlyHandover(t, untilSentinel(t, n, b), privateNote)
 }
 
 // Finding 2: an UPDATE that hands A's row to B carries only the primary

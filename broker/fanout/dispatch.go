@@ -143,10 +143,11 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 	groups := map[gk]*authGroup{}
 	var order []*authGroup // groups in the order they were made
 	// verdicts[i][j] is how delivery j of change i may be seen.
+	// A delivery with no ids is not seen; one without a group is seen
+	// whole (no authorizer, or the service role).
 	type verdict struct {
-		g     *authGroup
-		allow bool     // seen without a check (no authorizer, the service role)
-		ids   []uint32 // the bindings it matched whose filters it may read
+		g   *authGroup
+		ids []uint32 // the bindings it matched whose filters it may read
 	}
 	verdicts := make([][]verdict, len(changes))
 	for i, c := range changes {
@@ -155,7 +156,7 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 		for j, d := range ds {
 			a := d.ch.auth.Load()
 			if a.Bypass || h.authz == nil {
-				verdicts[i][j] = verdict{allow: true, ids: d.ids}
+				verdicts[i][j] = verdict{ids: d.ids}
 				continue
 			}
 			k := gk{a.key(), c.Schema, c.Table}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -63,6 +64,11 @@ func TestVisibleManyJudgesTheImage(t *testing.T) {
 	}
 	if !acc.RLS || acc.Policy == nil || acc.Policy.WholeRow {
 		t.Fatalf("access %+v, policy %+v", acc, acc.Policy)
+	}
+	// Read under an empty search_path, every name is qualified: the rule
+	// means the same in the check function whatever its search_path.
+	if !strings.Contains(acc.Policy.Expr, "public.members") {
+		t.Fatalf("rule %s names members unqualified", acc.Policy.Expr)
 	}
 	if got := fmt.Sprint(acc.Policy.Columns); got != "[owner secret team_id]" {
 		t.Fatalf("the policies read %s, want [owner secret team_id]", got)

@@ -104,12 +104,15 @@ func TestHubJudgesTheRowTheChangeCarries(t *testing.T) {
 		{Seq: 3, Data: rowChange("update", 1, `{"id":1,"owner":"b","n":3,"secret":"s"}`, `{"id":1,"owner":"b","n":2,"secret":"s"}`)},
 		// an update that did not log the policy's column: not judged
 		{Seq: 4, Data: rowChange("update", 1, `{"id":1,"n":4}`, `null`)},
-		{Seq: 5, Data: rowChange("delete", 1, `null`, `{"id":1,"owner":"b","n":3,"secret":"s"}`)},
-		{Seq: 6, Data: rowChange("delete", 2, `null`, `{"id":2}`)},
+		// an unchanged TOAST column of the new row, taken from the old one
+		{Seq: 5, Data: rowChange("update", 1, `{"id":1,"n":5}`, `{"id":1,"owner":"b","n":3,"secret":"s"}`)},
+		{Seq: 6, Data: rowChange("delete", 1, `null`, `{"id":1,"owner":"b","n":3,"secret":"s"}`)},
+		{Seq: 7, Data: rowChange("delete", 2, `null`, `{"id":2}`)},
 	}
 	h.Dispatch(context.Background(), batch)
 	wantA := []string{`INSERT 1 null`, `DELETE 2 {"id":2}`}
-	wantB := []string{`UPDATE 1 {"id":1}`, `UPDATE 1 {"id":1,"n":2,"owner":"b"}`, `DELETE 1 {"id":1,"n":3,"owner":"b"}`, `DELETE 2 {"id":2}`}
+	wantB := []string{`UPDATE 1 {"id":1}`, `UPDATE 1 {"id":1,"n":2,"owner":"b"}`, `UPDATE 1 {"id":1,"n":3,"owner":"b"}`,
+		`DELETE 1 {"id":1,"n":3,"owner":"b"}`, `DELETE 2 {"id":2}`}
 	if got := received(t, a); fmt.Sprint(got) != fmt.Sprint(wantA) {
 		t.Errorf("a received %q, want %q", got, wantA)
 	}
@@ -119,8 +122,9 @@ func TestHubJudgesTheRowTheChangeCarries(t *testing.T) {
 	if az.calls != 1 {
 		t.Errorf("%d checks, want one for both groups and every image", az.calls)
 	}
-	// Images: insert, 2 x (new, old) updates, the delete's old row.
-	want := []string{`{"owner":"a"}`, `{"owner":"b"}`, `{"owner":"a"}`, `{"owner":"b"}`, `{"owner":"b"}`, `{"owner":"b"}`}
+	// Images: the insert's, 3 x (new, old) of the judged updates, the
+	// delete's old row.
+	want := []string{`{"owner":"a"}`, `{"owner":"b"}`, `{"owner":"a"}`, `{"owner":"b"}`, `{"owner":"b"}`, `{"owner":"b"}`, `{"owner":"b"}`, `{"owner":"b"}`}
 	if fmt.Sprint(az.images) != fmt.Sprint(want) {
 		t.Errorf("images %v, want %v", az.images, want)
 	}

@@ -6,13 +6,15 @@ import (
 	"os"
 	"testing"
 
+	"github.com/fluxbase/fluxbase/internal/pgtest"
 	"github.com/fluxbase/fluxbase/internal/s3test"
 	"github.com/fluxbase/fluxbase/storage"
 )
 
 var s3server *s3test.Server
 
-// TestMain starts one S3 server for the package's tests.
+// TestMain starts one S3 server and one PostgreSQL cluster for the
+// package's tests.
 func TestMain(m *testing.M) {
 	var err error
 	s3server, err = s3test.Start()
@@ -20,7 +22,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "s3test:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m)
 	s3server.Stop()
 	os.Exit(code)
 }

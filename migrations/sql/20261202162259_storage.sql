@@ -1,0 +1,82 @@
+-- Storage's metadata, as in Supabase: buckets and objects, the path
+-- helpers policies use, and row-level security enabled with no policies,
+-- so an app decides who reads and writes which objects by writing its
+-- own (the service role bypasses them). An object's bytes live in the
+-- storage backend under <bucket_id>/<name>/<version>; a row names the
+-- version that is current.
+
+-- +goose Up
+create schema if not exists storage;
+grant usage on schema storage to anon, authenticated, service_role;
+
+create table if not exists storage.buckets (
+  id text primary key,
+  name text not null,
+  owner uuid,
+  owner_id text,
+  public boolean not null default false,
+  file_size_limit bigint,
+  allowed_mime_types text[],
+  type text not null default 'STANDARD',
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now()
+);
+create unique index if not exists bname on storage.buckets (name);
+
+create table if not exists storage.objects (
+  id uuid primary key default gen_random_uuid(),
+  bucket_id text references storage.buckets (id),
+  name text,
+  owner uuid,
+  owner_id text,
+  metadata jsonb,
+  path_tokens text[] generated always as (pg_catalog.string_to_array(name, '/')) stored,
+  version text,
+  user_metadata jsonb,
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+  last_accessed_at timestamptz not null default now()
+);
+create unique index if not exists bucketid_objname on storage.objects (bucket_id, name);
+create index if not exists name_prefix_search on storage.objects (bucket_id, name text_pattern_ops);
+
+alter table storage.buckets enable row level security;
+alter table storage.objects enable row level security;
+grant all on storage.buckets, storage.objects to anon, authenticated, service_role;
+
+-- The folders of a name, its last segment, and that segment's extension:
+-- storage.foldername('a/b/c.png') = {a,b}, filename = 'c.png',
+-- extension = 'png'.
+-- +goose StatementBegin
+create or replace function storage.foldername(name text) returns text[]
+language sql immutable as $$
+  select (pg_catalog.string_to_array(name, '/'))[1:pg_catalog.cardinality(pg_catalog.string_to_array(name, '/')) - 1]
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+create or replace function storage.filename(name text) returns text
+language sql immutable as $$
+  select (pg_catalog.string_to_array(name, '/'))[pg_catalog.cardinality(pg_catalog.string_to_array(name, '/'))]
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+create or replace function storage.extension(name text) returns text
+language sql immutable as $$
+  select case when pg_catalog.strpos(storage.filename(name), '.') > 0
+    then pg_catalog.reverse(pg_catalog.split_part(pg_catalog.reverse(storage.filename(name)), '.', 1))
+    else '' end
+$$;
+-- +goose StatementEnd
+
+grant execute on function storage.foldername(text), storage.filename(text), storage.extension(text)
+  to anon, authenticated, service_role;
+
+-- +goose Down
+drop function if exists storage.extension(text);
+drop function if exists storage.filename(text);
+drop function if exists storage.foldername(text);
+drop table if exists storage.objects;
+drop table if exists storage.buckets;
+drop schema if exists storage;

@@ -1,0 +1,753 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/pgrole"
+)
+
+// Store is storage's domain: buckets and objects, their metadata rows in
+// storage.buckets and storage.objects and their bytes in a Backend.
+//
+// Every call takes the Caller it runs for; its metadata SQL runs as the
+// caller's role with its claims (pgrole), so row-level security decides
+// as in Supabase, and the service role bypasses it. Public buckets'
+// objects are read without it.
+//
+// An object is never half-written: its bytes go to a new versioned key
+// (<bucket>/<name>/<version>), the row is switched to that version in
+// one transaction, and the replaced version's bytes are deleted after
+// the commit. A reader finds a row only once its bytes are whole.
+type Store struct {
+	pool    *pgxpool.Pool
+	backend Backend
+	log     *zap.Logger
+}
+
+// NewStore returns the store over pool and backend.
+func NewStore(pool *pgxpool.Pool, backend Backend, log *zap.Logger) *Store {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Store{pool: pool, backend: backend, log: log}
+}
+
+// Backend is the store's backend.
+func (s *Store) Backend() Backend { return s.backend }
+
+// Caller is who a call runs for: the database role and claims, and the
+// owner new rows get (the token's subject; empty for none).
+type Caller struct {
+	As    pgrole.As
+	Owner string
+}
+
+// Bucket is a row of storage.buckets.
+type Bucket struct {
+	ID               string    `json:"id"`
+	Name             string    `json:"name"`
+	Owner            string    `json:"owner"`
+	Public           bool      `json:"public"`
+	Type             string    `json:"type"`
+	FileSizeLimit    *int64    `json:"file_size_limit"`
+	AllowedMimeTypes []string  `json:"allowed_mime_types"`
+	CreatedAt        time.Time `json:"created_at"`
+	UpdatedAt        time.Time `json:"updated_at"`
+}
+
+// Object is a row of storage.objects.
+type Object struct {
+	ID             string          `json:"id"`
+	BucketID       string          `json:"bucket_id"`
+	Name           string          `json:"name"`
+	Owner          string          `json:"owner"`
+	Version        string          `json:"version"`
+	Metadata       Metadata        `json:"metadata"`
+	UserMetadata   json.RawMessage `json:"user_metadata"`
+	CreatedAt      time.Time       `json:"created_at"`
+	UpdatedAt      time.Time       `json:"updated_at"`
+	LastAccessedAt time.Time       `json:"last_accessed_at"`
+}
+
+// Metadata is the system metadata of an object, as Supabase keeps it.
+type Metadata struct {
+	ETag           string    `json:"eTag"`
+	Size           int64     `json:"size"`
+	Mimetype       string    `json:"mimetype"`
+	CacheControl   string    `json:"cacheControl"`
+	LastModified   time.Time `json:"lastModified"`
+	ContentLength  int64     `json:"contentLength"`
+	HTTPStatusCode int       `json:"httpStatusCode"`
+}
+
+// Key is the backend key of an object version.
+func Key(bucket, name, version string) string { return bucket + "/" + name + "/" + version }
+
+func newVersion() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// mapErr maps a database error to the domain's, once, here.
+func mapErr(err error) error {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return err
+	}
+	switch pg.Code {
+	case "42501": // insufficient_privilege, and RLS's with-check refusals
+		return ErrAccessDenied
+	case "23503": // the bucket of an object is missing
+		return ErrNoSuchBucket
+	case "22P02", "22001", "23502", "23514":
+		return ErrInvalidRequest
+	}
+	return err
+}
+
+func (s *Store) asCaller(ctx context.Context, c Caller, fn func(pgx.Tx) error) error {
+	return mapErr(pgrole.Tx(ctx, s.pool, c.As, fn))
+}
+
+func (s *Store) asSuperuser(ctx context.Context, fn func(pgx.Tx) error) error {
+	return mapErr(pgx.BeginFunc(ctx, s.pool, fn))
+}
+
+// ownerUUID is the owner column's value: the subject when it is a UUID.
+func ownerUUID(owner string) any {
+	if len(owner) == 36 && strings.Count(owner, "-") == 4 {
+		return owner
+	}
+	return nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// ---- buckets
+
+const bucketCols = `id, name, coalesce(owner_id, owner::text, ''), public, type, file_size_limit, allowed_mime_types, created_at, updated_at`
+
+func scanBucket(row pgx.Row) (Bucket, error) {
+	var b Bucket
+	err := row.Scan(&b.ID, &b.Name, &b.Owner, &b.Public, &b.Type, &b.FileSizeLimit, &b.AllowedMimeTypes, &b.CreatedAt, &b.UpdatedAt)
+	return b, err
+}
+
+// BucketList is how ListBuckets pages and sorts.
+type BucketList struct {
+	Limit, Offset int
+	Search        string
+	SortColumn    string // id, name, created_at or updated_at
+	Desc          bool
+}
+
+// ListBuckets lists the buckets the caller may see.
+func (s *Store) ListBuckets(ctx context.Context, c Caller, o BucketList) ([]Bucket, error) {
+	col := "name"
+	switch o.SortColumn {
+	case "", "name":
+	case "id", "created_at", "updated_at":
+		col = o.SortColumn
+	default:
+		return nil, ErrInvalidRequest
+	}
+	dir := "asc"
+	if o.Desc {
+		dir = "desc"
+	}
+	limit := any(nil)
+	if o.Limit > 0 {
+		limit = o.Limit
+	}
+	sql := `select ` + bucketCols + ` from storage.buckets
+	  where $1 = '' or name ilike '%' || replace(replace(replace($1, '\', '\\'), '%', '\%'), '_', '\_') || '%'
+	  order by ` + col + ` ` + dir + `, id limit $2 offset $3`
+	out := []Bucket{}
+	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, o.Search, limit, max(o.Offset, 0))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			b, err := scanBucket(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, b)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// GetBucket returns the bucket id when the caller may see it.
+func (s *Store) GetBucket(ctx context.Context, c Caller, id string) (Bucket, error) {
+	var b Bucket
+	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		var err error
+		b, err = scanBucket(tx.QueryRow(ctx, `select `+bucketCols+` from storage.buckets where id = $1`, id))
+		return err
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Bucket{}, ErrNoSuchBucket
+	}
+	return b, err
+}
+
+// bucket reads a bucket as the superuser: uploads and public reads need
+// its settings whatever the caller may see of storage.buckets.
+func (s *Store) bucket(ctx context.Context, id string) (Bucket, error) {
+	b, err := scanBucket(s.pool.QueryRow(ctx, `select `+bucketCols+` from storage.buckets where id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Bucket{}, ErrNoSuchBucket
+	}
+	return b, mapErr(err)
+}
+
+// BucketSettings are what create and update set. Nil fields are left as
+// they are by an update; FileSizeLimit 0 clears the limit.
+type BucketSettings struct {
+	Public           *bool
+	FileSizeLimit    *int64
+	AllowedMimeTypes *[]string
+}
+
+// CreateBucket creates bucket id named name (id when empty).
+func (s *Store) CreateBucket(ctx context.Context, c Caller, id, name string, set BucketSettings) error {
+	if name == "" {
+		name = id
+	}
+	if err := ValidBucketID(id); err != nil {
+		return err
+	}
+	public := set.Public != nil && *set.Public
+	var limit any
+	if set.FileSizeLimit != nil && *set.FileSizeLimit > 0 {
+		limit = *set.FileSizeLimit
+	}
+	var mimes any
+	if set.AllowedMimeTypes != nil && len(*set.AllowedMimeTypes) > 0 {
+		mimes = *set.AllowedMimeTypes
+	}
+	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `insert into storage.buckets (id, name, owner, owner_id, public, file_size_limit, allowed_mime_types)
+		  values ($1, $2, $3, $4, $5, $6, $7)`, id, name, ownerUUID(c.Owner), nullable(c.Owner), public, limit, mimes)
+		return err
+	})
+	if isUnique(err) {
+		return ErrBucketExists
+	}
+	return err
+}
+
+func isUnique(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && pg.Code == "23505"
+}
+
+// UpdateBucket changes the settings given.
+func (s *Store) UpdateBucket(ctx context.Context, c Caller, id string, set BucketSettings) error {
+	var limit, mimes any
+	setLimit, setMimes := set.FileSizeLimit != nil, set.AllowedMimeTypes != nil
+	if setLimit && *set.FileSizeLimit > 0 {
+		limit = *set.FileSizeLimit
+	}
+	if setMimes && len(*set.AllowedMimeTypes) > 0 {
+		mimes = *set.AllowedMimeTypes
+	}
+	return s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `update storage.buckets set
+		    public = coalesce($2, public),
+		    file_size_limit = case when $3 then $4::bigint else file_size_limit end,
+		    allowed_mime_types = case when $5 then $6::text[] else allowed_mime_types end,
+		    updated_at = now()
+		  where id = $1`, id, set.Public, setLimit, limit, setMimes, mimes)
+		if err == nil && tag.RowsAffected() == 0 {
+			return ErrNoSuchBucket
+		}
+		return err
+	})
+}
+
+// EmptyBucket deletes every object of the bucket the caller may delete.
+func (s *Store) EmptyBucket(ctx context.Context, c Caller, id string) error {
+	if _, err := s.GetBucket(ctx, c, id); err != nil {
+		return err
+	}
+	var keys []string
+	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `delete from storage.objects where bucket_id = $1 returning name, version`, id)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name, version string
+			if err := rows.Scan(&name, &version); err != nil {
+				return err
+			}
+			keys = append(keys, Key(id, name, version))
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return err
+	}
+	s.deleteBytes(keys...)
+	return nil
+}
+
+// DeleteBucket deletes an empty bucket.
+func (s *Store) DeleteBucket(ctx context.Context, c Caller, id string) error {
+	return s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		var objects bool
+		// Counted past RLS: a bucket is not empty because the caller
+		// cannot see its objects.
+		if err := s.pool.QueryRow(ctx, `select exists (select from storage.objects where bucket_id = $1)`, id).Scan(&objects); err != nil {
+			return err
+		}
+		if objects {
+			return ErrBucketNotEmpty
+		}
+		tag, err := tx.Exec(ctx, `delete from storage.buckets where id = $1`, id)
+		if err == nil && tag.RowsAffected() == 0 {
+			return ErrNoSuchBucket
+		}
+		var pg *pgconn.PgError
+		if errors.As(err, &pg) && pg.Code == "23503" {
+			return ErrBucketNotEmpty
+		}
+		return err
+	})
+}
+
+// deleteBytes removes versions whose rows are gone. A failure leaves
+// orphan bytes, which only cost space; it is logged.
+func (s *Store) deleteBytes(keys ...string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, k := range keys {
+		if err := s.backend.Delete(ctx, k); err != nil {
+			s.log.Warn("delete replaced object bytes", zap.String("key", k), zap.Error(err))
+		}
+	}
+}
+
+// ---- objects
+
+const objectCols = `id::text, bucket_id, name, coalesce(owner_id, owner::text, ''), coalesce(version, ''), coalesce(metadata, '{}'), user_metadata, created_at, updated_at, last_accessed_at`
+
+func scanObject(row pgx.Row) (Object, error) {
+	var o Object
+	var meta []byte
+	err := row.Scan(&o.ID, &o.BucketID, &o.Name, &o.Owner, &o.Version, &meta, &o.UserMetadata, &o.CreatedAt, &o.UpdatedAt, &o.LastAccessedAt)
+	if err == nil {
+		_ = json.Unmarshal(meta, &o.Metadata)
+	}
+	return o, err
+}
+
+// Upload is one object to write.
+type Upload struct {
+	Bucket, Name string
+	// Upsert replaces an object that exists; else that is ErrKeyExists.
+	Upsert bool
+	// Body is read to its end; Size is its declared length, or -1.
+	Body         io.Reader
+	Size         int64
+	ContentType  string
+	CacheControl string
+	UserMetadata json.RawMessage
+	// Signed skips the caller's row-level check: the upload was allowed
+	// when its signed URL was made.
+	Signed bool
+}
+
+// Put writes an upload: the caller's right to insert (or upsert) the row
+// is checked first, by running the statement as the caller and rolling
+// it back; then the bytes stream to a new version's key, checked against
+// the bucket's size limit as they pass; then the row is written and the
+// version it replaced deleted.
+func (s *Store) Put(ctx context.Context, c Caller, u Upload) (Object, error) {
+	if err := ValidName(u.Name); err != nil {
+		return Object{}, err
+	}
+	b, err := s.bucket(ctx, u.Bucket)
+	if err != nil {
+		return Object{}, err
+	}
+	if u.ContentType == "" {
+		u.ContentType = "application/octet-stream"
+	}
+	if !MimeAllowed(b.AllowedMimeTypes, u.ContentType) {
+		return Object{}, ErrMimeType
+	}
+	limit := int64(-1)
+	if b.FileSizeLimit != nil {
+		limit = *b.FileSizeLimit
+		if u.Size > limit {
+			return Object{}, ErrTooLarge
+		}
+	}
+	if len(u.UserMetadata) == 0 {
+		u.UserMetadata = nil
+	}
+	version := newVersion()
+	if !u.Signed {
+		if err := s.checkWrite(ctx, c, u, version); err != nil {
+			return Object{}, err
+		}
+	}
+
+	key := Key(u.Bucket, u.Name, version)
+	body := u.Body
+	if limit >= 0 {
+		body = &limitReader{r: body, left: limit}
+	}
+	info, err := s.backend.Put(ctx, key, body, u.Size)
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return Object{}, ErrTooLarge
+		}
+		return Object{}, fmt.Errorf("store object bytes: %w", err)
+	}
+	meta := Metadata{ETag: `"` + info.ETag + `"`, Size: info.Size, Mimetype: u.ContentType,
+		CacheControl: u.CacheControl, LastModified: info.ModTime.UTC(), ContentLength: info.Size, HTTPStatusCode: http.StatusOK}
+	if meta.CacheControl == "" {
+		meta.CacheControl = "no-cache"
+	}
+	var o Object
+	var replaced string
+	err = s.asSuperuser(ctx, func(tx pgx.Tx) error {
+		// The row is locked while it is switched, so of two writers of
+		// one name each replaces a whole version and deletes the one it
+		// replaced.
+		err := tx.QueryRow(ctx, `select coalesce(version, '') from storage.objects where bucket_id = $1 and name = $2 for update`,
+			u.Bucket, u.Name).Scan(&replaced)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			replaced = ""
+		case err != nil:
+			return err
+		case !u.Upsert:
+			return ErrKeyExists
+		}
+		o, err = scanObject(tx.QueryRow(ctx, `insert into storage.objects as o (bucket_id, name, owner, owner_id, version, metadata, user_metadata)
+		  values ($1, $2, $3, $4, $5, $6, $7)
+		  on conflict (bucket_id, name) do update set owner = excluded.owner, owner_id = excluded.owner_id,
+		    version = excluded.version, metadata = excluded.metadata, user_metadata = excluded.user_metadata,
+		    updated_at = now(), last_accessed_at = now()
+		  returning `+objectCols, u.Bucket, u.Name, ownerUUID(c.Owner), nullable(c.Owner), version, meta, u.UserMetadata))
+		return err
+	})
+	if isUnique(err) {
+		err = ErrKeyExists
+	}
+	if err != nil {
+		s.deleteBytes(key)
+		return Object{}, err
+	}
+	if replaced != "" {
+		s.deleteBytes(Key(u.Bucket, u.Name, replaced))
+	}
+	return o, nil
+}
+
+// checkWrite runs the upload's insert (an upsert when allowed) as the
+// caller and rolls it back: row-level security and grants answer before
+// a byte is stored.
+func (s *Store) checkWrite(ctx context.Context, c Caller, u Upload, version string) error {
+	errProbe := errors.New("probe")
+	conflict := "do nothing"
+	if u.Upsert {
+		conflict = "do update set version = excluded.version, owner = excluded.owner, owner_id = excluded.owner_id, updated_at = now()"
+	}
+	var inserted bool
+	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `insert into storage.objects (bucket_id, name, owner, owner_id, version, user_metadata) values ($1, $2, $3, $4, $5, $6)
+		  on conflict (bucket_id, name) `+conflict, u.Bucket, u.Name, ownerUUID(c.Owner), nullable(c.Owner), version, u.UserMetadata)
+		if err != nil {
+			return err
+		}
+		inserted = tag.RowsAffected() > 0
+		return errProbe
+	})
+	if errors.Is(err, errProbe) {
+		if !inserted {
+			return ErrKeyExists
+		}
+		return nil
+	}
+	return err
+}
+
+// limitReader fails with ErrTooLarge once more than left bytes pass.
+type limitReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	if l.left < 0 {
+		return 0, ErrTooLarge
+	}
+	return n, err
+}
+
+// Find returns the object the caller may read; a public bucket's without
+// asking row-level security when public is set.
+func (s *Store) Find(ctx context.Context, c Caller, bucket, name string, public bool) (Object, error) {
+	if err := ValidName(name); err != nil {
+		return Object{}, err
+	}
+	q := `select ` + objectCols + ` from storage.objects where bucket_id = $1 and name = $2`
+	var o Object
+	var err error
+	if public {
+		b, berr := s.bucket(ctx, bucket)
+		if berr != nil || !b.Public {
+			return Object{}, ErrNoSuchBucket
+		}
+		o, err = scanObject(s.pool.QueryRow(ctx, q, bucket, name))
+		err = mapErr(err)
+	} else {
+		err = s.asCaller(ctx, c, func(tx pgx.Tx) error {
+			var err error
+			o, err = scanObject(tx.QueryRow(ctx, q, bucket, name))
+			return err
+		})
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Object{}, ErrNoSuchKey
+	}
+	return o, err
+}
+
+// Open reads an object's current version from offset, length bytes (-1
+// for the rest).
+func (s *Store) Open(ctx context.Context, o Object, offset, length int64) (io.ReadCloser, error) {
+	r, _, err := s.backend.Get(ctx, Key(o.BucketID, o.Name, o.Version), offset, length)
+	if errors.Is(err, ErrNotFound) {
+		return nil, ErrNoSuchKey
+	}
+	return r, err
+}
+
+// ListOptions is one page of one folder level.
+type ListOptions struct {
+	Prefix        string
+	Search        string
+	Limit, Offset int
+	SortColumn    string // name, updated_at, created_at or last_accessed_at
+	Desc          bool
+}
+
+// Entry is a list item: an object, or a folder with only a name.
+type Entry struct {
+	Name           string          `json:"name"`
+	ID             *string         `json:"id"`
+	UpdatedAt      *time.Time      `json:"updated_at"`
+	CreatedAt      *time.Time      `json:"created_at"`
+	LastAccessedAt *time.Time      `json:"last_accessed_at"`
+	Metadata       json.RawMessage `json:"metadata"`
+}
+
+// List lists one level of the folder o.Prefix: the objects in it and its
+// subfolders (by name), those whose names start with o.Search.
+func (s *Store) List(ctx context.Context, c Caller, bucket string, o ListOptions) ([]Entry, error) {
+	col := "name"
+	switch o.SortColumn {
+	case "", "name":
+	case "updated_at", "created_at", "last_accessed_at":
+		col = o.SortColumn
+	default:
+		return nil, ErrInvalidRequest
+	}
+	dir := "asc"
+	if o.Desc {
+		dir = "desc"
+	}
+	prefix := strings.TrimLeft(o.Prefix, "/")
+	if prefix != "" && !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
+	if o.Limit <= 0 || o.Limit > 1000 {
+		o.Limit = 100
+	}
+	sql := `with s as (
+	    select substr(name, length($2) + 1) as rest, id, updated_at, created_at, last_accessed_at, metadata
+	    from storage.objects where bucket_id = $1 and starts_with(name, $2)),
+	  e as (
+	    select split_part(rest, '/', 1) as name, null::uuid as id, null::timestamptz as updated_at,
+	      null::timestamptz as created_at, null::timestamptz as last_accessed_at, null::jsonb as metadata
+	      from s where strpos(rest, '/') > 0 group by 1
+	    union all
+	    select rest, id, updated_at, created_at, last_accessed_at, metadata from s where strpos(rest, '/') = 0)
+	  select name, id::text, updated_at, created_at, last_accessed_at, metadata from e
+	  where $3 = '' or name ilike replace(replace(replace($3, '\', '\\'), '%', '\%'), '_', '\_') || '%'
+	  order by ` + col + ` ` + dir + ` nulls first, name collate "C" ` + dir + ` limit $4 offset $5`
+	out := []Entry{}
+	if _, err := s.GetBucketPast(ctx, bucket); err != nil {
+		return nil, err
+	}
+	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, sql, bucket, prefix, o.Search, o.Limit, max(o.Offset, 0))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var e Entry
+			var meta []byte
+			if err := rows.Scan(&e.Name, &e.ID, &e.UpdatedAt, &e.CreatedAt, &e.LastAccessedAt, &meta); err != nil {
+				return err
+			}
+			if meta != nil {
+				e.Metadata = meta
+			}
+			out = append(out, e)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// GetBucketPast reads a bucket past row-level security: whether it
+// exists, for the errors of calls on its objects.
+func (s *Store) GetBucketPast(ctx context.Context, id string) (Bucket, error) { return s.bucket(ctx, id) }
+
+// Move renames an object, into another bucket too. It needs UPDATE of
+// the row; the bytes are copied to the new name's key and the old key
+// deleted after the commit. An existing destination is ErrKeyExists.
+func (s *Store) Move(ctx context.Context, c Caller, bucket, from, toBucket, to string) error {
+	if err := ValidName(to); err != nil {
+		return err
+	}
+	src, err := s.Find(ctx, c, bucket, from, false)
+	if err != nil {
+		return err
+	}
+	if _, err := s.bucket(ctx, toBucket); err != nil {
+		return err
+	}
+	version := newVersion()
+	dst := Key(toBucket, to, version)
+	if _, err := s.backend.Copy(ctx, Key(bucket, from, src.Version), dst); err != nil {
+		return fmt.Errorf("copy object bytes: %w", err)
+	}
+	err = s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `update storage.objects set bucket_id = $3, name = $4, version = $5, updated_at = now()
+		  where bucket_id = $1 and name = $2 and version = $6`, bucket, from, toBucket, to, version, src.Version)
+		if err == nil && tag.RowsAffected() == 0 {
+			return ErrNoSuchKey
+		}
+		return err
+	})
+	if isUnique(err) {
+		err = ErrKeyExists
+	}
+	if err != nil {
+		s.deleteBytes(dst)
+		return err
+	}
+	s.deleteBytes(Key(bucket, from, src.Version))
+	return nil
+}
+
+// Copy copies an object, into another bucket too; it needs SELECT of the
+// source and INSERT of the copy. copyMetadata keeps the source's user
+// metadata.
+func (s *Store) Copy(ctx context.Context, c Caller, bucket, from, toBucket, to string, copyMetadata bool) (Object, error) {
+	if err := ValidName(to); err != nil {
+		return Object{}, err
+	}
+	src, err := s.Find(ctx, c, bucket, from, false)
+	if err != nil {
+		return Object{}, err
+	}
+	if _, err := s.bucket(ctx, toBucket); err != nil {
+		return Object{}, err
+	}
+	version := newVersion()
+	dst := Key(toBucket, to, version)
+	info, err := s.backend.Copy(ctx, Key(bucket, from, src.Version), dst)
+	if err != nil {
+		return Object{}, fmt.Errorf("copy object bytes: %w", err)
+	}
+	meta := src.Metadata
+	meta.LastModified = info.ModTime.UTC()
+	var userMeta json.RawMessage
+	if copyMetadata {
+		userMeta = src.UserMetadata
+	}
+	var o Object
+	err = s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		var err error
+		o, err = scanObject(tx.QueryRow(ctx, `insert into storage.objects (bucket_id, name, owner, owner_id, version, metadata, user_metadata)
+		  values ($1, $2, $3, $4, $5, $6, $7) returning `+objectCols,
+			toBucket, to, ownerUUID(c.Owner), nullable(c.Owner), version, meta, userMeta))
+		return err
+	})
+	if isUnique(err) {
+		err = ErrKeyExists
+	}
+	if err != nil {
+		s.deleteBytes(dst)
+		return Object{}, err
+	}
+	return o, nil
+}
+
+// Remove deletes the named objects the caller may delete and returns
+// their rows; names missing or hidden are left out.
+func (s *Store) Remove(ctx context.Context, c Caller, bucket string, names []string) ([]Object, error) {
+	out := []Object{}
+	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `delete from storage.objects where bucket_id = $1 and name = any($2) returning `+objectCols, bucket, names)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			o, err := scanObject(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, o)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	keys := make([]string, len(out))
+	for i, o := range out {
+		keys[i] = Key(o.BucketID, o.Name, o.Version)
+	}
+	s.deleteBytes(keys...)
+	return out, nil
+}

@@ -638,7 +638,9 @@ func (s *Store) List(ctx context.Context, c Caller, bucket string, o ListOptions
 
 // GetBucketPast reads a bucket past row-level security: whether it
 // exists, for the errors of calls on its objects.
-func (s *Store) GetBucketPast(ctx context.Context, id string) (Bucket, error) { return s.bucket(ctx, id) }
+func (s *Store) GetBucketPast(ctx context.Context, id string) (Bucket, error) {
+	return s.bucket(ctx, id)
+}
 
 // Move renames an object, into another bucket too. It needs UPDATE of
 // the row; the bytes are copied to the new name's key and the old key

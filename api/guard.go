@@ -35,8 +35,9 @@ const (
 // Bearer) decides the role when present; the API key must be valid too
 // when sent. Browsers cannot set headers on a websocket, so the key may
 // also come in the query as apikey. An access the guard does not know
-// is refused like NeedService, the strictest.
-func (s *Server) guard(access Access) func(http.Handler) http.Handler {
+// is refused like NeedService, the strictest. Refusals are rendered by
+// writeErr.
+func (s *Server) guard(access Access, writeErr func(http.ResponseWriter, *Error)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			claims, apiErr := s.authenticate(r)
@@ -49,19 +50,19 @@ func (s *Server) guard(access Access) func(http.Handler) http.Handler {
 			}
 			if apiErr != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-				WriteError(w, apiErr)
+				writeErr(w, apiErr)
 				return
 			}
 			switch access {
 			case NeedKey:
 			case NeedUser:
 				if claims.Subject == "" {
-					WriteError(w, ErrNeedUser)
+					writeErr(w, ErrNeedUser)
 					return
 				}
 			default:
 				if !claims.IsServiceRole() {
-					WriteError(w, ErrForbidden)
+					writeErr(w, ErrForbidden)
 					return
 				}
 			}

@@ -51,6 +51,10 @@ type Route struct {
 type Surface struct {
 	Prefix string
 	Routes []Route
+	// WriteError, when set, renders the edge's own errors on this prefix
+	// (the guard's refusals, 404 and 405) in the surface's error shape,
+	// for a client that decodes only its own; nil keeps the edge's.
+	WriteError func(w http.ResponseWriter, e *Error)
 }
 
 // Check reports whether a dependency answers; nil means healthy.
@@ -148,12 +152,16 @@ func (s *Server) routes() chi.Router {
 // behind the default guard, so it reveals nothing to a request without a
 // key.
 func (s *Server) mount(r chi.Router, sf Surface, wrap func(http.Handler) http.Handler) {
+	writeErr := sf.WriteError
+	if writeErr == nil {
+		writeErr = WriteError
+	}
 	r.Route(sf.Prefix, func(sr chi.Router) {
-		keyed := s.guard(NeedKey)
-		sr.NotFound(keyed(wrap(http.HandlerFunc(notFound))).ServeHTTP)
-		sr.MethodNotAllowed(keyed(wrap(http.HandlerFunc(methodNotAllowed))).ServeHTTP)
+		keyed := s.guard(NeedKey, writeErr)
+		sr.NotFound(keyed(wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeErr(w, ErrNotFound) }))).ServeHTTP)
+		sr.MethodNotAllowed(keyed(wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeErr(w, ErrMethodNotAllow) }))).ServeHTTP)
 		for _, rt := range sf.Routes {
-			h := s.guard(rt.Access)(wrap(rt.Handler))
+			h := s.guard(rt.Access, writeErr)(wrap(rt.Handler))
 			if rt.Method == "" {
 				sr.Handle(rt.Pattern, h)
 			} else {

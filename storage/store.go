@@ -753,3 +753,49 @@ func (s *Store) Remove(ctx context.Context, c Caller, bucket string, names []str
 	s.deleteBytes(keys...)
 	return out, nil
 }
+
+// FindSigned returns an object for a signed URL, whose token stood for
+// the caller's right to read it when it was made.
+func (s *Store) FindSigned(ctx context.Context, bucket, name string) (Object, error) {
+	if err := ValidName(name); err != nil {
+		return Object{}, err
+	}
+	o, err := scanObject(s.pool.QueryRow(ctx, `select `+objectCols+` from storage.objects where bucket_id = $1 and name = $2`, bucket, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Object{}, ErrNoSuchKey
+	}
+	return o, mapErr(err)
+}
+
+// Readable returns those of names the caller may read.
+func (s *Store) Readable(ctx context.Context, c Caller, bucket string, names []string) (map[string]bool, error) {
+	ok := map[string]bool{}
+	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `select name from storage.objects where bucket_id = $1 and name = any($2)`, bucket, names)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				return err
+			}
+			ok[n] = true
+		}
+		return rows.Err()
+	})
+	return ok, err
+}
+
+// CheckUpload answers whether the caller may write u, without writing
+// it: for a signed upload URL, made only for who may upload.
+func (s *Store) CheckUpload(ctx context.Context, c Caller, u Upload) error {
+	if err := ValidName(u.Name); err != nil {
+		return err
+	}
+	if _, err := s.bucket(ctx, u.Bucket); err != nil {
+		return err
+	}
+	return s.checkWrite(ctx, c, u, newVersion())
+}

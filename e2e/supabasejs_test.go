@@ -17,6 +17,7 @@ import (
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
+	"github.com/fluxbase/fluxbase/node"
 )
 
 // cluster is two nodes sharing one PostgreSQL and a two-server NATS
@@ -28,6 +29,13 @@ type cluster struct {
 }
 
 func startCluster(t *testing.T, setupSQL string) *cluster {
+	t.Helper()
+	return startClusterWith(t, setupSQL, nil)
+}
+
+// startClusterWith starts a cluster whose node configurations configure
+// changes first (when not nil), with a's index 0 and b's 1.
+func startClusterWith(t *testing.T, setupSQL string, configure func(i int, cfg *node.Config)) *cluster {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
@@ -45,6 +53,10 @@ func startCluster(t *testing.T, setupSQL string) *cluster {
 	slot := slotName()
 	c := &cluster{db: pool, url: dbURL}
 	a, b := nodeConfig(t, "node-a", dbURL, slot), nodeConfig(t, "node-b", dbURL, slot)
+	if configure != nil {
+		configure(0, &a)
+		configure(1, &b)
+	}
 	routes := clusterRoutes(t, &a.Broker, &b.Broker)
 	a.Broker.Routes, b.Broker.Routes = routes, routes
 	nodes := runNodes(t, a, b)
@@ -120,11 +132,18 @@ create function public.rest_items_over(min int) returns setof public.rest_items 
 // adds variables (the user tokens of the row-level security test).
 func runNodeTests(t *testing.T, nodeBin, dir, a, b, anon, dbURL string, env ...string) {
 	t.Helper()
-	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "realtime.test.mjs", "rest.test.mjs")
+	runNodeScripts(t, nodeBin, dir, []string{"realtime.test.mjs", "rest.test.mjs"}, append([]string{
+		"FLUXBASE_A=" + a, "FLUXBASE_B=" + b, "ANON_KEY=" + anon, "DATABASE_URL=" + dbURL,
+		"REST_A_ID=" + userA, "REST_A_TOKEN=" + userToken(t, userA), "REST_B_TOKEN=" + userToken(t, userB)}, env...)...)
+}
+
+// runNodeScripts runs the Node test files in dir with env added to the
+// environment, and fails the test when one fails.
+func runNodeScripts(t *testing.T, nodeBin, dir string, files []string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(nodeBin, append([]string{"--test", "--test-reporter=spec"}, files...)...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "FLUXBASE_A="+a, "FLUXBASE_B="+b, "ANON_KEY="+anon, "DATABASE_URL="+dbURL,
-		"REST_A_ID="+userA, "REST_A_TOKEN="+userToken(t, userA), "REST_B_TOKEN="+userToken(t, userB))
-	cmd.Env = append(cmd.Env, env...)
+	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)

@@ -274,6 +274,7 @@ func storageFromEnv(e *env, dataDir string) storage.Config {
 		e.fail("FLUXBASE_STORAGE_PROVIDER", c.Provider, "local or s3")
 	}
 	c.LocalPath = e.str("FLUXBASE_STORAGE_LOCAL_PATH", dataDir+"/storage")
+	c.LocalShared = e.boolean("FLUXBASE_STORAGE_LOCAL_SHARED", false)
 	s3 := &c.S3
 	s3.Endpoint = e.str("FLUXBASE_STORAGE_S3_ENDPOINT", "")
 	s3.AccessKey = e.str("FLUXBASE_STORAGE_S3_ACCESS_KEY", "")

@@ -30,6 +30,7 @@ import (
 	"github.com/fluxbase/fluxbase/api"
 	"github.com/fluxbase/fluxbase/api/realtime"
 	"github.com/fluxbase/fluxbase/api/rest"
+	apistorage "github.com/fluxbase/fluxbase/api/storage"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/broker/fanout"
@@ -192,6 +193,11 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Registerer: reg,
 	})
 
+	files, err := openStorage(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+
 	n.srv = api.New(api.Config{
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.HTTP.DrainTimeout,
@@ -204,6 +210,11 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Surfaces: []api.Surface{
 			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
 			n.rt.Surface(),
+			apistorage.New(apistorage.Config{
+				Store:  storage.NewStore(n.pool, files, log.Named("storage")),
+				Signer: storage.NewSigner(cfg.Auth.JWTSecret),
+				Log:    log.Named("storage"),
+			}),
 		},
 	}, verifier, log, reg)
 	return n, nil
@@ -266,6 +277,29 @@ func (n *Node) Close() {
 			_ = n.ln.Close()
 		}
 	})
+}
+
+// openStorage opens the storage backend: local files under LocalPath
+// (default <DataDir>/storage), or the S3 bucket, created when missing.
+func openStorage(ctx context.Context, cfg Config, log *zap.Logger) (storage.Backend, error) {
+	sc := cfg.Storage
+	if sc.Provider == "" {
+		sc.Provider = storage.ProviderLocal
+	}
+	if sc.Provider == storage.ProviderLocal {
+		if sc.LocalPath == "" {
+			sc.LocalPath = filepath.Join(cfg.DataDir, "storage")
+		}
+		if len(cfg.Broker.Routes) > 0 && !sc.LocalShared {
+			log.Warn("FLUXBASE_STORAGE_PROVIDER=local in a cluster: each node keeps its own files, so an object uploaded through one node is missing on the others unless FLUXBASE_STORAGE_LOCAL_PATH is a shared folder (then set FLUXBASE_STORAGE_LOCAL_SHARED=true); use s3",
+				zap.String("path", sc.LocalPath))
+		}
+	}
+	b, err := storage.Open(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	return b, nil
 }
 
 // startBroker starts the node's embedded NATS (or connects to

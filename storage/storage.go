@@ -22,6 +22,10 @@ type Config struct {
 	Provider string
 	// LocalPath is the root folder of the local provider.
 	LocalPath string
+	// LocalShared declares LocalPath a folder every node of a cluster
+	// shares (a network file system), which silences the warning that
+	// local files are one node's.
+	LocalShared bool
 	// S3 configures the S3 provider.
 	S3 S3Config
 }

@@ -262,7 +262,26 @@ func replicationFromEnv(e *env) replication.Config {
 		}
 	}
 	c.ReplicaIdentityFull = e.boolean("FLUXBASE_REPLICA_IDENTITY_FULL", false)
+	// Slot names are cluster-wide: two deployments on one PostgreSQL
+	// cluster (each on its own database) need a slot each.
+	c.SlotName = e.str("FLUXBASE_REPLICATION_SLOT", "fluxbase")
+	if !validSlotName(c.SlotName) {
+		e.fail("FLUXBASE_REPLICATION_SLOT", c.SlotName, "lower-case letters, digits and '_', at most 63 characters")
+	}
 	return c
+}
+
+// validSlotName is what PostgreSQL accepts as a replication slot's name.
+func validSlotName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 func storageFromEnv(e *env, dataDir string) storage.Config {

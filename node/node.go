@@ -70,6 +70,9 @@ type HTTPConfig struct {
 	Addr string
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration
+	// FDReserve is how many of the process's descriptors websockets never
+	// take (see FDBudget); 0 means a quarter of the limit, at most 1024.
+	FDReserve int
 }
 
 // DatabaseConfig configures the PostgreSQL pools.
@@ -89,9 +92,10 @@ type DatabaseConfig struct {
 
 // Node is one running Fluxbase node.
 type Node struct {
-	cfg Config
-	log *zap.Logger
-	ln  net.Listener
+	cfg    Config
+	log    *zap.Logger
+	ln     *limitListener
+	budget FDBudget
 
 	pool     *pgxpool.Pool
 	replicas []*pgxpool.Pool
@@ -128,9 +132,22 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if n.ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+	limit, err := openFileLimit()
+	if err != nil {
+		return nil, err
+	}
+	var clamped bool
+	if n.budget, clamped, err = fdBudget(limit, cfg.HTTP.FDReserve, 0); err != nil {
+		return nil, err
+	}
+	if clamped {
+		log.Warn("FLUXBASE_REALTIME_MAX_CONNECTIONS lowered to what the open-file limit leaves", zap.Int("websockets", n.budget.Websockets))
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
 		return nil, fmt.Errorf("listen on FLUXBASE_HTTP_ADDR: %w", err)
 	}
+	n.ln = newLimitListener(ln, n.budget.HTTPConns)
 
 	if !cfg.Database.SkipMigrations {
 		migrateCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -232,7 +249,8 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.rt.Run(ctx) })
 	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
-		zap.Int("broker_replicas", n.bus.Replicas()))
+		zap.Int("broker_replicas", n.bus.Replicas()), zap.Int("open_file_limit", n.budget.Limit),
+		zap.Int("max_http_connections", n.budget.HTTPConns), zap.Int("max_websockets", n.budget.Websockets))
 	err := g.Wait()
 	n.log.Info("stopped")
 	if errors.Is(err, context.Canceled) {

@@ -335,5 +335,3 @@ func (b *syncBuffer) grep(s string, n int) string {
 	}
 	return strings.Join(out, "\n")
 }
-
-

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fluxbase/fluxbase/api/realtime"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/replication"
 	"github.com/fluxbase/fluxbase/storage"
 )
@@ -152,6 +154,7 @@ func FromEnv(get func(string) string, mode Mode) (Config, error) {
 	c.Auth = authFromEnv(e, mode)
 	c.Broker = brokerFromEnv(e)
 	c.Replication = replicationFromEnv(e)
+	c.Realtime, c.RealtimeLimits = realtimeFromEnv(e)
 	c.Storage = storageFromEnv(e, c.DataDir)
 	return c, e.err
 }
@@ -252,6 +255,31 @@ func brokerFromEnv(e *env) broker.Config {
 		c.ChangesMaxBytes = e.bytes("FLUXBASE_CHANGES_MAX_BYTES", 10<<30)
 	}
 	return c
+}
+
+// realtimeFromEnv reads the hub's replay bounds and the limits of
+// realtime clients; the node derives the websocket cap's default from its
+// open-file limit.
+func realtimeFromEnv(e *env) (fanout.Config, realtime.Limits) {
+	var h fanout.Config
+	var l realtime.Limits
+	count := func(name string, def, max int64) int64 {
+		return e.integer(name, def, 1, max, fmt.Sprintf("a whole number from 1 to %d", max))
+	}
+	l.MaxConnections = int(e.integer("FLUXBASE_REALTIME_MAX_CONNECTIONS", 0, 1, 1<<30,
+		"a whole number of websocket connections, at least 1 (by default all the open-file limit leaves after FLUXBASE_FD_RESERVE)"))
+	l.MaxChannelsPerClient = int(count("FLUXBASE_REALTIME_MAX_CHANNELS_PER_CLIENT", realtime.DefaultMaxChannelsPerClient, 100000))
+	l.MaxBindingsPerJoin = int(count("FLUXBASE_REALTIME_MAX_BINDINGS_PER_JOIN", realtime.DefaultMaxBindingsPerJoin, 100000))
+	l.JoinsPerSecond = float64(count("FLUXBASE_REALTIME_MAX_JOINS_PER_SECOND", realtime.DefaultJoinsPerSecond, 1000000))
+	l.EventsPerSecond = float64(count("FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND", realtime.DefaultEventsPerSecond, 1000000))
+	presence := e.bytes("FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", realtime.DefaultMaxPresenceBytes)
+	if presence < 1 || presence > 1<<20 {
+		e.fail("FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", e.str("FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", ""), "a size from 1 byte to 1MB (a client message's bound), such as 16KB")
+	}
+	l.MaxPresenceBytes = int(presence)
+	h.MaxResumeChanges = int(count("FLUXBASE_REALTIME_MAX_RESUME_CHANGES", 10000, 1<<30))
+	h.ResumeParallel = int(count("FLUXBASE_REALTIME_RESUME_PARALLEL", 2, 1024))
+	return h, l
 }
 
 func replicationFromEnv(e *env) replication.Config {

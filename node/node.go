@@ -62,6 +62,10 @@ type Config struct {
 	Replication replication.Config
 	// Realtime tunes the fan-out hub; its NodeID defaults to Name.
 	Realtime fanout.Config
+	// RealtimeLimits bound what realtime clients may ask. Its
+	// MaxConnections is lowered to what the open-file limit leaves
+	// websockets (see FDBudget); 0 takes all of that.
+	RealtimeLimits realtime.Limits
 	Storage  storage.Config
 }
 
@@ -139,11 +143,13 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		return nil, err
 	}
 	var clamped bool
-	if n.budget, clamped, err = fdBudget(limit, cfg.HTTP.FDReserve, 0); err != nil {
+	if n.budget, clamped, err = fdBudget(limit, cfg.HTTP.FDReserve, cfg.RealtimeLimits.MaxConnections); err != nil {
 		return nil, err
 	}
 	if clamped {
-		log.Warn("FLUXBASE_REALTIME_MAX_CONNECTIONS lowered to what the open-file limit leaves", zap.Int("websockets", n.budget.Websockets))
+		log.Warn("FLUXBASE_REALTIME_MAX_CONNECTIONS lowered to what the open-file limit leaves websockets",
+			zap.Int("asked", cfg.RealtimeLimits.MaxConnections), zap.Int("websockets", n.budget.Websockets),
+			zap.Int("open_file_limit", limit), zap.Int("reserve", n.budget.Reserve))
 	}
 	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
 	if err != nil {
@@ -199,7 +205,10 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if hub.NodeID == "" {
 		hub.NodeID = cfg.Name
 	}
+	limits := cfg.RealtimeLimits
+	limits.MaxConnections = n.budget.Websockets
 	n.rt = realtime.New(realtime.Config{
+		Limits:     limits,
 		Verifier:   verifier,
 		Pool:       n.pool,
 		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),

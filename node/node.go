@@ -66,7 +66,7 @@ type Config struct {
 	// MaxConnections is lowered to what the open-file limit leaves
 	// websockets (see FDBudget); 0 takes all of that.
 	RealtimeLimits realtime.Limits
-	Storage  storage.Config
+	Storage        storage.Config
 }
 
 // HTTPConfig configures the node's HTTP edge.

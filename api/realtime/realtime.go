@@ -89,7 +89,7 @@ type Config struct {
 	MaxMessageBytes int64
 	// Limits bound what one node and one client may ask (limits.go).
 	Limits Limits
-	Log             *zap.Logger
+	Log    *zap.Logger
 	// Registerer receives the fluxbase_realtime_* metrics; nil skips them.
 	Registerer prometheus.Registerer
 }
@@ -98,15 +98,15 @@ type Config struct {
 // Supabase's Phoenix-channel protocol, and the HTTP broadcast API. Serve
 // its Surface on the edge, run it with Run.
 type Endpoint struct {
-	cfg      Config
-	log      *zap.Logger
-	hub      *fanout.Hub
-	authz    *pgAuthorizer // nil without a Pool
-	access   tableAccess   // authz, or nil: what joins ask of tables
-	limits   Limits
+	cfg    Config
+	log    *zap.Logger
+	hub    *fanout.Hub
+	authz  *pgAuthorizer // nil without a Pool
+	access tableAccess   // authz, or nil: what joins ask of tables
+	limits Limits
 	// open counts the websockets from before their upgrade until their
 	// socket is closed, against Limits.MaxConnections.
-	open atomic.Int64
+	open     atomic.Int64
 	upgrader websocket.Upgrader
 	metrics  *realtimeMetrics
 	writers  *writerPool

@@ -87,26 +87,22 @@ type Config struct {
 	WriteTimeout time.Duration
 	// MaxMessageBytes bounds a client message. Default 1 MiB.
 	MaxMessageBytes int64
-	// Limits bound what one node and one client may ask (limits.go).
-	Limits Limits
-	Log    *zap.Logger
+	Log             *zap.Logger
 	// Registerer receives the fluxbase_realtime_* metrics; nil skips them.
 	Registerer prometheus.Registerer
+
+	// Limits bound what one node and one client may ask (limits.go).
+	Limits Limits
 }
 
 // Endpoint serves /realtime/v1: the websocket endpoint speaking
 // Supabase's Phoenix-channel protocol, and the HTTP broadcast API. Serve
 // its Surface on the edge, run it with Run.
 type Endpoint struct {
-	cfg    Config
-	log    *zap.Logger
-	hub    *fanout.Hub
-	authz  *pgAuthorizer // nil without a Pool
-	access tableAccess   // authz, or nil: what joins ask of tables
-	limits Limits
-	// open counts the websockets from before their upgrade until their
-	// socket is closed, against Limits.MaxConnections.
-	open     atomic.Int64
+	cfg      Config
+	log      *zap.Logger
+	hub      *fanout.Hub
+	authz    *pgAuthorizer // nil without a Pool
 	upgrader websocket.Upgrader
 	metrics  *realtimeMetrics
 	writers  *writerPool
@@ -116,6 +112,12 @@ type Endpoint struct {
 	cancel context.CancelFunc
 	conns  sync.WaitGroup // every connection until its socket is closed
 	closed sync.Once
+
+	access tableAccess // authz, or nil: what joins ask of tables
+	limits Limits
+	// open counts the websockets from before their upgrade until their
+	// socket is closed, against Limits.MaxConnections.
+	open atomic.Int64
 }
 
 type realtimeMetrics struct {

@@ -46,9 +46,15 @@ const Prefix = "/realtime/v1"
 //     ("seq" is accepted too), the last log_seq the client saw. The
 //     channel then replays the log after N to its bindings (filters and
 //     authorization applied as live) and switches to live with no gap and
-//     no duplicate. A position the log no
-//     longer holds closes the channel with a system error
-//     "UnableToReplayMessages: ...".
+//     no duplicate. A position the log no longer holds, or more than
+//     the hub's MaxResumeChanges behind its end, is refused in the
+//     join's reply with "UnableToReplayMessages: ..." (the client reads
+//     afresh); a replay that fails later closes the channel with a
+//     system error of that name.
+//
+// Limits (limits.go) bound what a client may ask: websockets per node,
+// channels per connection, bindings per join, presence size, joins and
+// messages per second, with Supabase's reasons.
 //
 // Filters are those of realtime-js's filter builder: comma-separated,
 // AND-combined "col=op.value" with eq, neq, lt, lte, gt, gte, in, like,

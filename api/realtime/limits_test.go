@@ -119,6 +119,11 @@ func TestConnectionLimit(t *testing.T) {
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || e.Code != "FB092" {
 		t.Fatalf("refusal: %d, Retry-After %q, body %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
+	// The upgrade's answer may reach a client before its handler has
+	// registered it with the hub: wait for the two, then see no third.
+	for deadline := time.Now().Add(10 * time.Second); env.rt.hub.Clients() < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if n := env.rt.hub.Clients(); n != 2 {
 		t.Fatalf("the hub holds %d clients, want 2: a refused connection must not join it", n)
 	}

@@ -164,6 +164,9 @@ func TestResumeLimit(t *testing.T) {
 	if r := join("realtime:far", 1); status(r) != "error" || !strings.HasPrefix(reason(r), "UnableToReplayMessages") || !strings.Contains(reason(r), "more than the 5") {
 		t.Fatalf("resume 9 changes back with a bound of 5: %s", r.Raw)
 	}
+	if r := join("realtime:beyond", 50); status(r) != "error" || !strings.HasPrefix(reason(r), "UnableToReplayMessages") || !strings.Contains(reason(r), "beyond the end") {
+		t.Fatalf("resume from a position the log never gave out: %s", r.Raw)
+	}
 	if r := join("realtime:near", 6); status(r) != "ok" {
 		t.Fatalf("resume 4 changes back: %s", r.Raw)
 	}

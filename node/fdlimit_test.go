@@ -78,8 +78,18 @@ func TestLimitListener(t *testing.T) {
 	if ln.Open() != 2 {
 		t.Fatalf("open %d, want 2", ln.Open())
 	}
-	if _, ok := first.(syscall.Conn); !ok {
+	// Realtime's writers write to the socket's descriptor directly.
+	sc, ok := first.(syscall.Conn)
+	if !ok {
 		t.Fatal("an accepted connection hides its descriptor")
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd := -1
+	if err := raw.Control(func(d uintptr) { fd = int(d) }); err != nil || fd < 0 {
+		t.Fatalf("descriptor %d, %v", fd, err)
 	}
 	first.Close()
 	first.Close() // a second close gives back nothing more

@@ -56,6 +56,23 @@ func TestRealtimeChannelsPerClientLimited(t *testing.T) {
 	if m.Payload["status"] != "ok" {
 		t.Fatalf("small presence refused: %s", m.Raw)
 	}
+	// A connection holds one presence per channel: tracks replace it.
+	for i := range 20 {
+		ref = c.send(jr, "realtime:room-100", "presence", map[string]any{"type": "presence", "event": "track", "payload": map[string]any{"n": i}})
+		c.expect("track reply", func(m *msg) bool { return m.Event == "phx_reply" && m.Ref != nil && *m.Ref == ref })
+	}
+	other := dial(t, n.url, n.anon)
+	other.send("=", "realtime:room-100", "phx_join", map[string]any{"config": map[string]any{}})
+	st := other.expect("presence state", func(m *msg) bool { return m.Event == "presence_state" })
+	if len(st.Payload) != 1 {
+		t.Fatalf("presence state of a channel one connection tracked 22 times: %s", st.Raw)
+	}
+	for _, v := range st.Payload {
+		metas, _ := v.(map[string]any)["metas"].([]any)
+		if len(metas) != 1 || metas[0].(map[string]any)["n"] != float64(19) {
+			t.Fatalf("presence state %s, want the last track only", st.Raw)
+		}
+	}
 }
 
 // A client that joins faster than its join rate has joins refused with

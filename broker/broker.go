@@ -110,6 +110,8 @@ type Broker struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	replicas int
+	srvOpts  *server.Options // the embedded server's
+	heal     *healer         // nil with ExternalURL
 
 	closeOnce sync.Once
 }
@@ -170,6 +172,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (*Broker, error) {
 		b.Close()
 		return nil, err
 	}
+	b.heal = startHeal(b)
 	return b, nil
 }
 
@@ -235,7 +238,7 @@ func (b *Broker) startServer() error {
 		srv.Shutdown()
 		return errors.New("nats server did not start")
 	}
-	b.srv = srv
+	b.srv, b.srvOpts = srv, opts
 	b.nc, err = nats.Connect("", nats.InProcessServer(srv), nats.UserInfo(internalUser, password),
 		nats.Name("fluxbase "+cfg.NodeName), nats.MaxReconnects(-1))
 	if err != nil {
@@ -322,6 +325,9 @@ func (b *Broker) Ready(ctx context.Context) error {
 	if !b.nc.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
+	if err := b.heal.err(); err != nil {
+		return err
+	}
 	if _, err := b.js.Stream(ctx, ChangesStream); err != nil {
 		return fmt.Errorf("stream %s: %w", ChangesStream, err)
 	}
@@ -332,6 +338,7 @@ func (b *Broker) Ready(ctx context.Context) error {
 // safe to call more than once.
 func (b *Broker) Close() {
 	b.closeOnce.Do(func() {
+		b.heal.stop()
 		if b.nc != nil {
 			b.nc.Close()
 		}
@@ -505,6 +512,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.msgs, c.bytes, c.peers, c.leader, c.healthy} {
 		ch <- d
 	}
+	ch <- recoveriesDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -519,7 +527,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.msgs, float64(info.State.Msgs))
 		gauge(c.bytes, float64(info.State.Bytes))
 	}
+	if c.b.heal.err() != nil {
+		healthy = 0
+	}
 	gauge(c.healthy, healthy)
+	c.b.heal.collect(ch)
 	if srv := c.b.srv; srv != nil {
 		gauge(c.peers, float64(srv.NumRemotes()))
 		leader := 0.0

@@ -1,0 +1,187 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// How often the healer probes the embedded server, and the longest it
+// waits between failed recoveries.
+const (
+	healInterval   = 2 * time.Second
+	healMaxBackoff = time.Minute
+	// healProvision bounds provisioning the stream and buckets again after
+	// a restart of JetStream.
+	healProvision = 30 * time.Second
+)
+
+var recoveriesDesc = prometheus.NewDesc("fluxbase_broker_recoveries_total",
+	"Times JetStream was restarted on the running server to clear a storage failure.", nil, nil)
+
+// healer watches the embedded server for a storage failure JetStream does
+// not recover from by itself, and recovers by restarting JetStream on the
+// running server.
+//
+// A failed write to a stream's files (too many open files, an I/O error)
+// is kept by the stream's store: every later write returns it, and the
+// server drops the publish without an answer, so publishers time out,
+// however long ago the cause went away. Out of disk space or permission,
+// the server disables JetStream altogether. Either way only reopening the
+// stores clears it: Server.ShutdownJetStream stops every stream and keeps
+// its files (and, clustered, the meta group's state), and
+// Server.EnableJetStream recovers them from disk, as a start of the server
+// would, while the server and its connections stay up. Memory-backed
+// buckets do not survive that, so the broker provisions again.
+type healer struct {
+	b      *Broker
+	ctx    context.Context // ends with stop
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu    sync.Mutex
+	fault error // the open episode's cause, nil when healthy
+
+	recoveries atomic.Uint64
+}
+
+// startHeal starts b's healer: only an embedded server is b's to heal.
+func startHeal(b *Broker) *healer {
+	if b.srv == nil {
+		return nil
+	}
+	h := &healer{b: b, done: make(chan struct{})}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	go h.run()
+	return h
+}
+
+// stop ends the healer and waits for it.
+func (h *healer) stop() {
+	if h == nil {
+		return
+	}
+	h.cancel()
+	<-h.done
+}
+
+// err is the open episode's failure, for Ready.
+func (h *healer) err() error {
+	if h == nil {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fault
+}
+
+func (h *healer) setFault(err error) {
+	h.mu.Lock()
+	h.fault = err
+	h.mu.Unlock()
+}
+
+func (h *healer) run() {
+	defer close(h.done)
+	log := h.b.log.Named("heal")
+	wait, backoff := healInterval, healInterval
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		cause := h.probe()
+		if cause == nil {
+			timer.Reset(healInterval)
+			continue
+		}
+		if h.err() == nil {
+			log.Warn("change log refuses writes; restarting JetStream", zap.Error(cause))
+			h.setFault(fmt.Errorf("change log refuses writes: %w", cause))
+		}
+		err := h.recover()
+		if err == nil {
+			err = h.probe()
+		}
+		if err == nil {
+			h.recoveries.Add(1)
+			h.setFault(nil)
+			log.Info("change log takes writes again")
+			wait, backoff = healInterval, healInterval
+		} else {
+			h.setFault(fmt.Errorf("change log refuses writes: %w; recovery failed: %w", cause, err))
+			log.Warn("recovery failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+			wait, backoff = backoff, min(2*backoff, healMaxBackoff)
+		}
+		timer.Reset(wait)
+	}
+}
+
+// probe reports a failure JetStream keeps: JetStream disabled, or a
+// stream's (or, clustered, its raft node's) stored write error. Other
+// health problems, such as a cluster electing a leader, pass by themselves
+// and are Ready's to report.
+func (h *healer) probe() error {
+	srv := h.b.srv
+	if !srv.JetStreamEnabled() {
+		return errors.New("JetStream is disabled")
+	}
+	for _, e := range srv.Healthz(&server.HealthzOptions{Details: true}).Errors {
+		if strings.Contains(e.Error, "write error") {
+			return errors.New(e.Error)
+		}
+	}
+	return nil
+}
+
+// recover restarts JetStream on the running server and provisions again.
+func (h *healer) recover() error {
+	srv := h.b.srv
+	if err := srv.ShutdownJetStream(); err != nil {
+		return fmt.Errorf("shut JetStream down: %w", err)
+	}
+	if err := srv.EnableJetStream(h.b.jetStreamConfig()); err != nil {
+		// Leave it off, not half on, for the next attempt.
+		_ = srv.ShutdownJetStream()
+		return fmt.Errorf("enable JetStream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, healProvision)
+	defer cancel()
+	return h.b.provision(ctx)
+}
+
+// jetStreamConfig is JetStream's configuration as the server was started
+// with it.
+func (b *Broker) jetStreamConfig() *server.JetStreamConfig {
+	o := b.srvOpts
+	return &server.JetStreamConfig{
+		StoreDir:     o.StoreDir,
+		SyncInterval: o.SyncInterval,
+		SyncAlways:   o.SyncAlways,
+		MaxMemory:    o.JetStreamMaxMemory,
+		MaxStore:     o.JetStreamMaxStore,
+		Domain:       o.JetStreamDomain,
+		Strict:       !o.NoJetStreamStrict,
+		CompressOK:   true,
+	}
+}
+
+// collect adds the healer's metrics to a scrape.
+func (h *healer) collect(ch chan<- prometheus.Metric) {
+	var n uint64
+	if h != nil {
+		n = h.recoveries.Load()
+	}
+	ch <- prometheus.MustNewConstMetric(recoveriesDesc, prometheus.CounterValue, float64(n))
+}

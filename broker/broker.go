@@ -16,6 +16,15 @@
 // own in-process connection uses a random password made at start. Routes
 // between nodes authenticate with a user and password derived from the
 // shared JWT secret, so only nodes with the same secret can join.
+//
+// Storage failures. JetStream keeps a failed write to a stream's files (too
+// many open files, an I/O error) and refuses every later write, and out of
+// disk space it disables itself; neither clears when the cause goes away.
+// The broker probes its embedded server for both and restarts JetStream on
+// the running server, which recovers the streams from disk, then
+// provisions again. Meanwhile Ready reports the failure; a failed recovery
+// is retried with backoff, and fluxbase_broker_recoveries_total counts the
+// recoveries.
 package broker
 
 import (

@@ -329,12 +329,13 @@ func (b *Broker) ClientURL() string {
 	return b.srv.ClientURL()
 }
 
-// Ready reports whether the change stream answers through this node.
+// Ready reports whether the change stream answers through this node, and
+// the embedded server keeps no storage failure that refuses writes.
 func (b *Broker) Ready(ctx context.Context) error {
 	if !b.nc.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
-	if err := b.heal.err(); err != nil {
+	if err := b.heal.check(); err != nil {
 		return err
 	}
 	if _, err := b.js.Stream(ctx, ChangesStream); err != nil {
@@ -512,7 +513,7 @@ func NewCollector(b *Broker) *Collector {
 		bytes:   d("stream_bytes", "Bytes held by the change stream."),
 		peers:   d("cluster_peers", "Other NATS servers this node is routed to."),
 		leader:  d("jetstream_leader", "1 when this node's server leads the JetStream cluster (or runs alone)."),
-		healthy: d("jetstream_healthy", "1 when the change stream answers through this node."),
+		healthy: d("jetstream_healthy", "1 when the change stream answers through this node and takes writes."),
 	}
 }
 
@@ -536,7 +537,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.msgs, float64(info.State.Msgs))
 		gauge(c.bytes, float64(info.State.Bytes))
 	}
-	if c.b.heal.err() != nil {
+	if c.b.heal.check() != nil {
 		healthy = 0
 	}
 	gauge(c.healthy, healthy)

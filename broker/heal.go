@@ -83,6 +83,21 @@ func (h *healer) err() error {
 	return h.fault
 }
 
+// check is the open episode's failure, or else what a probe finds now, so
+// that Ready tells the truth before the healer's next look.
+func (h *healer) check() error {
+	if h == nil {
+		return nil
+	}
+	if err := h.err(); err != nil {
+		return err
+	}
+	if err := h.probe(); err != nil {
+		return fmt.Errorf("change log refuses writes: %w", err)
+	}
+	return nil
+}
+
 func (h *healer) setFault(err error) {
 	h.mu.Lock()
 	h.fault = err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,56 +19,133 @@ import (
 	"go.uber.org/zap/zaptest"
 )
 
-// healChildEnv makes TestHealAfterDescriptorExhaustion run its scenario
-// in this process: the scenario lowers the process's descriptor limit and
-// exhausts it, which the package's other tests, running in parallel, must
-// not share.
+// healChildEnv names the test whose scenario runs in this process: the
+// scenarios lower the process's descriptor limit and exhaust it, which the
+// package's other tests, running in parallel, must not share. The test
+// runs this test binary again for it.
 const healChildEnv = "FLUXBASE_TEST_HEAL_CHILD"
 
+// inChild runs scenario in a child process, or, in that child, here.
+func inChild(t *testing.T, scenario func(*testing.T)) {
+	if os.Getenv(healChildEnv) == t.Name() {
+		scenario(t)
+		return
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), healChildEnv+"="+t.Name())
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("scenario: %v\n%s", err, out.String())
+	}
+	t.Logf("scenario:\n%s", out.String())
+}
+
 // A node that runs out of file descriptors (a flood of websockets) fails
-// to open the change log's next block file, and JetStream keeps that
-// write error: every later publish is refused, long after the descriptors
-// are free again. The broker notices, restarts JetStream on the running
+// to sync the change log's state file, and JetStream keeps that write
+// error: every later publish is refused, long after the descriptors are
+// free again. The broker notices, restarts JetStream on the running
 // server, and the log takes writes again — every acknowledged message in
 // it once, in order — without a restart of the node.
 func TestHealAfterDescriptorExhaustion(t *testing.T) {
-	if os.Getenv(healChildEnv) == "" {
-		t.Parallel()
-		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	inChild(t, func(t *testing.T) {
+		b, l := refuseWrites(t)
+
+		// The descriptors are free: publishes are taken again, the
+		// refused message first, as the replication log retries it.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestHealAfterDescriptorExhaustion$", "-test.v", "-test.count=1")
-		cmd.Env = append(os.Environ(), healChildEnv+"=1")
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("scenario: %v\n%s", err, out.String())
+		srv := b.srv
+		for want := l.acked + 20; l.acked < want; {
+			if err := l.publish(); err != nil {
+				if ctx.Err() != nil {
+					t.Fatalf("publish %d after the descriptors were freed: %v (ready: %v)", l.acked, err, b.Ready(context.Background()))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
 		}
-		t.Logf("scenario:\n%s", out.String())
-		return
-	}
-	healScenario(t)
+		if b.srv != srv || !srv.Running() {
+			t.Fatal("the server was replaced or stopped")
+		}
+		if err := b.Ready(ctx); err != nil {
+			t.Fatalf("ready after recovery: %v", err)
+		}
+		expectSequence(t, readAll(t, b.js), [2]any{"m", l.acked})
+		if n := recoveries(t, b); n < 1 {
+			t.Fatalf("fluxbase_broker_recoveries_total = %v, want at least 1", n)
+		}
+	})
 }
 
-func healScenario(t *testing.T) {
-	// A lower limit makes exhausting it cheap; restored at the end.
+// While the change log refuses writes, Ready says so, and why.
+func TestReadyWhileRefusingWrites(t *testing.T) {
+	inChild(t, func(t *testing.T) {
+		b, _ := refuseWrites(t, withoutHealing)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		for {
+			err := b.Ready(ctx)
+			if err != nil && strings.Contains(err.Error(), "too many open files") {
+				t.Logf("ready: %v", err)
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("ready while the log refuses writes: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+// withoutHealing stops the broker's healer, to see the failure stay.
+func withoutHealing(b *Broker) { b.heal.stop() }
+
+// testLog publishes m-0, m-1, … one at a time, each until acknowledged.
+type testLog struct {
+	js    jetstream.JetStream
+	acked int // m-0..m-(acked-1) are acknowledged
+}
+
+// publish tries to store the next message once.
+func (l *testLog) publish() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id := fmt.Sprintf("m-%d", l.acked)
+	msg := &nats.Msg{Subject: "fluxbase.changes.public.t.insert", Header: nats.Header{}, Data: []byte(id)}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	_, err := l.js.PublishMsg(ctx, msg)
+	if err == nil {
+		l.acked++
+	}
+	return err
+}
+
+// refuseWrites starts a broker in a process whose descriptor limit it
+// lowers (restored at the test's end), publishes, holds every descriptor
+// the process may open until a publish is refused, and frees them again.
+func refuseWrites(t *testing.T, opts ...func(*Broker)) (*Broker, *testLog) {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
 	saved := lim
-	lim.Cur = min(lim.Cur, 2048)
+	lim.Cur = min(lim.Cur, 2048) // cheap to exhaust
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
 			t.Error(err)
 		}
-	}()
+	})
 
-	// With an fsync interval, JetStream opens each stream's state file to
-	// sync it every interval, and fails to without descriptors. (Syncing
-	// every write, it fails when it reopens a block file it closed idle.)
+	// With an fsync interval, as by default, JetStream opens each stream's
+	// state file to sync it every interval, and without descriptors fails
+	// to. (Syncing every write, it fails when it reopens a block file it
+	// closed idle.)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	b, err := Start(ctx, Config{DataDir: t.TempDir(), SyncInterval: time.Second, DuplicateWindow: 10 * time.Minute},
@@ -75,32 +153,17 @@ func healScenario(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Close()
-	srv := b.srv
-	var acked int // messages m-0..m-(acked-1) are acknowledged
-	pub := func(ctx context.Context) error {
-		id := fmt.Sprintf("m-%d", acked)
-		msg := &nats.Msg{Subject: "fluxbase.changes.public.t.insert", Header: nats.Header{},
-			Data: []byte(id)}
-		msg.Header.Set(jetstream.MsgIDHeader, id)
-		_, err := b.js.PublishMsg(ctx, msg)
-		if err == nil {
-			acked++
-		}
-		return err
+	t.Cleanup(b.Close)
+	for _, o := range opts {
+		o(b)
 	}
-	attempt := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return pub(ctx)
-	}
+	l := &testLog{js: b.js}
 	for range 10 {
-		if err := attempt(); err != nil {
+		if err := l.publish(); err != nil {
 			t.Fatalf("publish before exhaustion: %v", err)
 		}
 	}
 
-	// Hold every descriptor the process may still open.
 	var held []*os.File
 	for {
 		f, err := os.Open(os.DevNull)
@@ -113,52 +176,20 @@ func healScenario(t *testing.T) {
 		held = append(held, f)
 	}
 	t.Logf("holding %d descriptors", len(held))
-	// Publish until the log's next sync fails and it refuses writes.
-	var failed error
+	var refused error
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if failed = attempt(); failed != nil {
+		if refused = l.publish(); refused != nil {
 			break
 		}
 	}
 	for _, f := range held {
 		f.Close()
 	}
-	if failed == nil {
+	if refused == nil {
 		t.Fatal("every publish succeeded without descriptors")
 	}
-	t.Logf("publish %d refused without descriptors: %v", acked, failed)
-
-	// The descriptors are free: publishes are taken again, the refused
-	// message first, as the replication log retries it.
-	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	logged := false
-	for want := acked + 20; acked < want; {
-		err := attempt()
-		if err != nil {
-			if !logged {
-				t.Logf("ready while refused: %v", b.Ready(ctx))
-				logged = true
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("publish %d after the descriptors were freed: %v (ready: %v)", acked, err, b.Ready(context.Background()))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	if b.srv != srv || !srv.Running() {
-		t.Fatal("the server was replaced or stopped")
-	}
-	if err := b.Ready(ctx); err != nil {
-		t.Fatalf("ready after recovery: %v", err)
-	}
-
-	got := readAll(t, b.js)
-	expectSequence(t, got, [2]any{"m", acked})
-
-	if n := recoveries(t, b); n < 1 {
-		t.Fatalf("fluxbase_broker_recoveries_total = %v, want at least 1", n)
-	}
+	t.Logf("publish %d refused without descriptors: %v", l.acked, refused)
+	return b, l
 }
 
 // recoveries reads fluxbase_broker_recoveries_total from b's collector.

@@ -25,7 +25,7 @@ const (
 )
 
 var recoveriesDesc = prometheus.NewDesc("fluxbase_broker_recoveries_total",
-	"Times JetStream was restarted on the running server to clear a storage failure.", nil, nil)
+	"Storage failures recovered from by restarting JetStream on the running server.", nil, nil)
 
 // healer watches the embedded server for a storage failure JetStream does
 // not recover from by itself, and recovers by restarting JetStream on the
@@ -107,8 +107,9 @@ func (h *healer) setFault(err error) {
 func (h *healer) run() {
 	defer close(h.done)
 	log := h.b.log.Named("heal")
-	wait, backoff := healInterval, healInterval
-	timer := time.NewTimer(wait)
+	backoff := healInterval
+	unprovisioned := false // JetStream restarted, not yet provisioned
+	timer := time.NewTimer(healInterval)
 	defer timer.Stop()
 	for {
 		select {
@@ -116,31 +117,50 @@ func (h *healer) run() {
 			return
 		case <-timer.C:
 		}
-		cause := h.probe()
-		if cause == nil {
+		err := h.heal(log, &unprovisioned)
+		if err == nil {
+			backoff = healInterval
 			timer.Reset(healInterval)
 			continue
 		}
+		h.setFault(fmt.Errorf("change log refuses writes: %w", err))
+		log.Warn("recovery failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+		timer.Reset(backoff)
+		backoff = min(2*backoff, healMaxBackoff)
+	}
+}
+
+// heal probes, restarts JetStream if it keeps a failure, and provisions
+// after a restart, until that succeeds. A failed provisioning (a cluster
+// still electing its leader) does not restart JetStream again.
+func (h *healer) heal(log *zap.Logger, unprovisioned *bool) error {
+	cause := h.probe()
+	if cause == nil && !*unprovisioned {
+		return nil
+	}
+	if cause != nil {
 		if h.err() == nil {
 			log.Warn("change log refuses writes; restarting JetStream", zap.Error(cause))
 			h.setFault(fmt.Errorf("change log refuses writes: %w", cause))
 		}
-		err := h.recover()
-		if err == nil {
-			err = h.probe()
+		if err := h.restart(); err != nil {
+			return fmt.Errorf("%w; restarting JetStream: %w", cause, err)
 		}
-		if err == nil {
-			h.recoveries.Add(1)
-			h.setFault(nil)
-			log.Info("change log takes writes again")
-			wait, backoff = healInterval, healInterval
-		} else {
-			h.setFault(fmt.Errorf("change log refuses writes: %w; recovery failed: %w", cause, err))
-			log.Warn("recovery failed; retrying", zap.Error(err), zap.Duration("in", backoff))
-			wait, backoff = backoff, min(2*backoff, healMaxBackoff)
-		}
-		timer.Reset(wait)
+		*unprovisioned = true
 	}
+	ctx, cancel := context.WithTimeout(h.ctx, healProvision)
+	defer cancel()
+	if err := h.b.provision(ctx); err != nil {
+		return fmt.Errorf("JetStream restarted; provisioning: %w", err)
+	}
+	*unprovisioned = false
+	if err := h.probe(); err != nil {
+		return err
+	}
+	h.recoveries.Add(1)
+	h.setFault(nil)
+	log.Info("change log takes writes again")
+	return nil
 }
 
 // probe reports a failure JetStream keeps: JetStream disabled, or a
@@ -160,20 +180,18 @@ func (h *healer) probe() error {
 	return nil
 }
 
-// recover restarts JetStream on the running server and provisions again.
-func (h *healer) recover() error {
+// restart restarts JetStream on the running server.
+func (h *healer) restart() error {
 	srv := h.b.srv
 	if err := srv.ShutdownJetStream(); err != nil {
-		return fmt.Errorf("shut JetStream down: %w", err)
+		return fmt.Errorf("shut down: %w", err)
 	}
 	if err := srv.EnableJetStream(h.b.jetStreamConfig()); err != nil {
 		// Leave it off, not half on, for the next attempt.
 		_ = srv.ShutdownJetStream()
-		return fmt.Errorf("enable JetStream: %w", err)
+		return fmt.Errorf("enable: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(h.ctx, healProvision)
-	defer cancel()
-	return h.b.provision(ctx)
+	return nil
 }
 
 // jetStreamConfig is JetStream's configuration as the server was started

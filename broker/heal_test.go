@@ -56,27 +56,62 @@ func TestHealAfterDescriptorExhaustion(t *testing.T) {
 
 		// The descriptors are free: publishes are taken again, the
 		// refused message first, as the replication log retries it.
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
 		srv := b.srv
-		for want := l.acked + 20; l.acked < want; {
-			if err := l.publish(); err != nil {
-				if ctx.Err() != nil {
-					t.Fatalf("publish %d after the descriptors were freed: %v (ready: %v)", l.acked, err, b.Ready(context.Background()))
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
+		publishAfter(t, l, 20, func() error { return b.Ready(context.Background()) })
 		if b.srv != srv || !srv.Running() {
 			t.Fatal("the server was replaced or stopped")
 		}
-		if err := b.Ready(ctx); err != nil {
+		if err := b.Ready(context.Background()); err != nil {
 			t.Fatalf("ready after recovery: %v", err)
 		}
 		expectSequence(t, readAll(t, b.js), [2]any{"m", l.acked})
 		if n := recoveries(t, b); n < 1 {
 			t.Fatalf("fluxbase_broker_recoveries_total = %v, want at least 1", n)
 		}
+	})
+}
+
+// A whole cluster runs out of descriptors at once: each node heals its
+// own JetStream, the cluster takes writes again, and every node serves the
+// acknowledged messages once, in order.
+func TestClusterHealAfterDescriptorExhaustion(t *testing.T) {
+	inChild(t, func(t *testing.T) {
+		lowerFDLimit(t)
+		nodes, _ := startCluster(t, 3, "heal-secret", func(c *Config) {
+			c.SyncInterval, c.DuplicateWindow = time.Second, 10*time.Minute
+		})
+		// A replicated stream syncs its files with its raft log's, and
+		// needs no new descriptor until it reopens a file it closed idle
+		// (after 30 s).
+		l := &testLog{js: nodes[0].js}
+		refuse(t, l, 40*time.Second)
+		// Every node heals its own JetStream; the cluster then elects
+		// its leaders again.
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		ready := func(b *Broker) error {
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			return b.Ready(ctx)
+		}
+		for i, b := range nodes {
+			for err := ready(b); err != nil; err = ready(b) {
+				if ctx.Err() != nil {
+					t.Fatalf("node %d not ready after the descriptors were freed: %v", i, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		publishAfter(t, l, 20, func() error { return nodes[0].Ready(context.Background()) })
+		var healed float64
+		for _, b := range nodes {
+			expectSequence(t, readAll(t, b.js), [2]any{"m", l.acked})
+			healed += recoveries(t, b)
+		}
+		if healed < 1 {
+			t.Fatal("no node recovered")
+		}
+		t.Logf("%v recoveries", healed)
 	})
 }
 
@@ -124,24 +159,9 @@ func (l *testLog) publish() error {
 }
 
 // refuseWrites starts a broker in a process whose descriptor limit it
-// lowers (restored at the test's end), publishes, holds every descriptor
-// the process may open until a publish is refused, and frees them again.
+// lowers, publishes, and has a publish refused for want of descriptors.
 func refuseWrites(t *testing.T, opts ...func(*Broker)) (*Broker, *testLog) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	saved := lim
-	lim.Cur = min(lim.Cur, 2048) // cheap to exhaust
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
-			t.Error(err)
-		}
-	})
-
+	lowerFDLimit(t)
 	// With an fsync interval, as by default, JetStream opens each stream's
 	// state file to sync it every interval, and without descriptors fails
 	// to. (Syncing every write, it fails when it reopens a block file it
@@ -158,12 +178,38 @@ func refuseWrites(t *testing.T, opts ...func(*Broker)) (*Broker, *testLog) {
 		o(b)
 	}
 	l := &testLog{js: b.js}
+	refuse(t, l, 100*time.Millisecond)
+	return b, l
+}
+
+// lowerFDLimit makes the process's descriptors cheap to exhaust, until
+// the test ends.
+func lowerFDLimit(t *testing.T) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	saved := lim
+	lim.Cur = min(lim.Cur, 2048)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// refuse publishes 10 messages through l, then holds every descriptor the
+// process may open until a publish, pause after the one before, is
+// refused, and frees them again.
+func refuse(t *testing.T, l *testLog, pause time.Duration) {
 	for range 10 {
 		if err := l.publish(); err != nil {
 			t.Fatalf("publish before exhaustion: %v", err)
 		}
 	}
-
 	var held []*os.File
 	for {
 		f, err := os.Open(os.DevNull)
@@ -177,7 +223,8 @@ func refuseWrites(t *testing.T, opts ...func(*Broker)) (*Broker, *testLog) {
 	}
 	t.Logf("holding %d descriptors", len(held))
 	var refused error
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(2*time.Minute + 3*pause); time.Now().Before(deadline); {
+		time.Sleep(pause)
 		if refused = l.publish(); refused != nil {
 			break
 		}
@@ -189,7 +236,21 @@ func refuseWrites(t *testing.T, opts ...func(*Broker)) (*Broker, *testLog) {
 		t.Fatal("every publish succeeded without descriptors")
 	}
 	t.Logf("publish %d refused without descriptors: %v", l.acked, refused)
-	return b, l
+}
+
+// publishAfter publishes n more messages through l, each retried until
+// acknowledged, within a generous deadline.
+func publishAfter(t *testing.T, l *testLog, n int, ready func() error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	for want := l.acked + n; l.acked < want; {
+		if err := l.publish(); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("publish %d after the descriptors were freed: %v (ready: %v)", l.acked, err, ready())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
 
 // recoveries reads fluxbase_broker_recoveries_total from b's collector.

@@ -89,13 +89,8 @@ func TestClusterHealAfterDescriptorExhaustion(t *testing.T) {
 		// its leaders again.
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 		defer cancel()
-		ready := func(b *Broker) error {
-			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			return b.Ready(ctx)
-		}
 		for i, b := range nodes {
-			for err := ready(b); err != nil; err = ready(b) {
+			for err := ready(ctx, b); err != nil; err = ready(ctx, b) {
 				if ctx.Err() != nil {
 					t.Fatalf("node %d not ready after the descriptors were freed: %v", i, err)
 				}
@@ -122,7 +117,7 @@ func TestReadyWhileRefusingWrites(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		for {
-			err := b.Ready(ctx)
+			err := ready(ctx, b)
 			if err != nil && strings.Contains(err.Error(), "too many open files") {
 				t.Logf("ready: %v", err)
 				break
@@ -133,6 +128,13 @@ func TestReadyWhileRefusingWrites(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+}
+
+// ready asks b's Ready once, as /ready does, for at most 5 s of ctx.
+func ready(ctx context.Context, b *Broker) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return b.Ready(ctx)
 }
 
 // withoutHealing stops the broker's healer, to see the failure stay.

@@ -107,7 +107,11 @@ func (h *healer) setFault(err error) {
 func (h *healer) run() {
 	defer close(h.done)
 	log := h.b.log.Named("heal")
+	// backoff grows with every failed recovery, and with every recovery
+	// that a new failure follows within healMaxBackoff, so that a lasting
+	// fault does not restart JetStream every few seconds.
 	backoff := healInterval
+	var recoveredAt time.Time
 	unprovisioned := false // JetStream restarted, not yet provisioned
 	timer := time.NewTimer(healInterval)
 	defer timer.Stop()
@@ -117,14 +121,20 @@ func (h *healer) run() {
 			return
 		case <-timer.C:
 		}
-		err := h.heal(log, &unprovisioned)
-		if err == nil {
-			backoff = healInterval
+		recovered, err := h.heal(log, &unprovisioned)
+		switch {
+		case err != nil:
+			h.setFault(fmt.Errorf("change log refuses writes: %w", err))
+			log.Warn("recovery failed; retrying", zap.Error(err), zap.Duration("in", backoff))
+		case recovered:
+			recoveredAt = time.Now()
+		default:
+			if time.Since(recoveredAt) > healMaxBackoff {
+				backoff = healInterval
+			}
 			timer.Reset(healInterval)
 			continue
 		}
-		h.setFault(fmt.Errorf("change log refuses writes: %w", err))
-		log.Warn("recovery failed; retrying", zap.Error(err), zap.Duration("in", backoff))
 		timer.Reset(backoff)
 		backoff = min(2*backoff, healMaxBackoff)
 	}
@@ -133,10 +143,10 @@ func (h *healer) run() {
 // heal probes, restarts JetStream if it keeps a failure, and provisions
 // after a restart, until that succeeds. A failed provisioning (a cluster
 // still electing its leader) does not restart JetStream again.
-func (h *healer) heal(log *zap.Logger, unprovisioned *bool) error {
+func (h *healer) heal(log *zap.Logger, unprovisioned *bool) (recovered bool, err error) {
 	cause := h.probe()
 	if cause == nil && !*unprovisioned {
-		return nil
+		return false, nil
 	}
 	if cause != nil {
 		if h.err() == nil {
@@ -144,23 +154,23 @@ func (h *healer) heal(log *zap.Logger, unprovisioned *bool) error {
 			h.setFault(fmt.Errorf("change log refuses writes: %w", cause))
 		}
 		if err := h.restart(); err != nil {
-			return fmt.Errorf("%w; restarting JetStream: %w", cause, err)
+			return false, fmt.Errorf("%w; restarting JetStream: %w", cause, err)
 		}
 		*unprovisioned = true
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, healProvision)
 	defer cancel()
 	if err := h.b.provision(ctx); err != nil {
-		return fmt.Errorf("JetStream restarted; provisioning: %w", err)
+		return false, fmt.Errorf("JetStream restarted; provisioning: %w", err)
 	}
 	*unprovisioned = false
 	if err := h.probe(); err != nil {
-		return err
+		return false, err
 	}
 	h.recoveries.Add(1)
 	h.setFault(nil)
 	log.Info("change log takes writes again")
-	return nil
+	return true, nil
 }
 
 // probe reports a failure JetStream keeps: JetStream disabled, or a

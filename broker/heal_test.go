@@ -80,9 +80,10 @@ func TestClusterHealAfterDescriptorExhaustion(t *testing.T) {
 		nodes, _ := startCluster(t, 3, "heal-secret", func(c *Config) {
 			c.SyncInterval, c.DuplicateWindow = time.Second, 10*time.Minute
 		})
-		// A replicated stream syncs its files with its raft log's, and
-		// needs no new descriptor until it reopens a file it closed idle
-		// (after 30 s).
+		// Clustered, publishes go on being acknowledged while the
+		// stores fail to sync their state files, until a raft log must
+		// reopen a block file it closed idle (after 30 s) and its node
+		// stops.
 		l := &testLog{js: nodes[0].js}
 		refuse(t, l, 40*time.Second)
 		// Every node heals its own JetStream; the cluster then elects

@@ -121,6 +121,45 @@ func mapErr(err error) error {
 	return err
 }
 
+// orderBy is an order-by clause on column, which must be "name" (the
+// default, for "") or one of others: the columns are never the client's
+// text.
+func orderBy(column string, desc bool, others ...string) (string, error) {
+	dir := " asc"
+	if desc {
+		dir = " desc"
+	}
+	if column == "" || column == "name" {
+		return "name" + dir, nil
+	}
+	for _, c := range others {
+		if c == column {
+			return c + dir, nil
+		}
+	}
+	return "", ErrInvalidRequest
+}
+
+// queryRows runs sql in tx and scans every row; no rows is an empty
+// slice, which answers [] in JSON.
+func queryRows[T any](ctx context.Context, tx pgx.Tx, scan func(pgx.Row) (T, error), sql string, args ...any) ([]T, error) {
+	rows, err := tx.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (T, error) { return scan(r) })
+	if out == nil {
+		out = []T{}
+	}
+	return out, err
+}
+
+func scanString(row pgx.Row) (string, error) {
+	var s string
+	err := row.Scan(&s)
+	return s, err
+}
+
 func (s *Store) asCaller(ctx context.Context, c Caller, fn func(pgx.Tx) error) error {
 	return mapErr(pgrole.Tx(ctx, s.pool, c.As, fn))
 }
@@ -164,17 +203,9 @@ type BucketList struct {
 
 // ListBuckets lists the buckets the caller may see.
 func (s *Store) ListBuckets(ctx context.Context, c Caller, o BucketList) ([]Bucket, error) {
-	col := "name"
-	switch o.SortColumn {
-	case "", "name":
-	case "id", "created_at", "updated_at":
-		col = o.SortColumn
-	default:
-		return nil, ErrInvalidRequest
-	}
-	dir := "asc"
-	if o.Desc {
-		dir = "desc"
+	order, err := orderBy(o.SortColumn, o.Desc, "id", "created_at", "updated_at")
+	if err != nil {
+		return nil, err
 	}
 	limit := any(nil)
 	if o.Limit > 0 {
@@ -182,22 +213,12 @@ func (s *Store) ListBuckets(ctx context.Context, c Caller, o BucketList) ([]Buck
 	}
 	sql := `select ` + bucketCols + ` from storage.buckets
 	  where $1 = '' or name ilike '%' || replace(replace(replace($1, '\', '\\'), '%', '\%'), '_', '\_') || '%'
-	  order by ` + col + ` ` + dir + `, id limit $2 offset $3`
-	out := []Bucket{}
-	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql, o.Search, limit, max(o.Offset, 0))
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			b, err := scanBucket(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, b)
-		}
-		return rows.Err()
+	  order by ` + order + `, id limit $2 offset $3`
+	var out []Bucket
+	err = s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		var err error
+		out, err = queryRows(ctx, tx, scanBucket, sql, o.Search, limit, max(o.Offset, 0))
+		return err
 	})
 	return out, err
 }
@@ -298,19 +319,9 @@ func (s *Store) EmptyBucket(ctx context.Context, c Caller, id string) error {
 	}
 	var keys []string
 	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `delete from storage.objects where bucket_id = $1 returning name, version`, id)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var name, version string
-			if err := rows.Scan(&name, &version); err != nil {
-				return err
-			}
-			keys = append(keys, Key(id, name, version))
-		}
-		return rows.Err()
+		var err error
+		keys, err = queryRows(ctx, tx, scanString, `delete from storage.objects where bucket_id = $1 returning bucket_id || '/' || name || '/' || coalesce(version, '')`, id)
+		return err
 	})
 	if err != nil {
 		return err
@@ -579,13 +590,9 @@ type Entry struct {
 // List lists one level of the folder o.Prefix: the objects in it and its
 // subfolders (by name), those whose names start with o.Search.
 func (s *Store) List(ctx context.Context, c Caller, bucket string, o ListOptions) ([]Entry, error) {
-	col := "name"
-	switch o.SortColumn {
-	case "", "name":
-	case "updated_at", "created_at", "last_accessed_at":
-		col = o.SortColumn
-	default:
-		return nil, ErrInvalidRequest
+	order, err := orderBy(o.SortColumn, o.Desc, "updated_at", "created_at", "last_accessed_at")
+	if err != nil {
+		return nil, err
 	}
 	dir := "asc"
 	if o.Desc {
@@ -609,37 +616,27 @@ func (s *Store) List(ctx context.Context, c Caller, bucket string, o ListOptions
 	    select rest, id, updated_at, created_at, last_accessed_at, metadata from s where strpos(rest, '/') = 0)
 	  select name, id::text, updated_at, created_at, last_accessed_at, metadata from e
 	  where $3 = '' or name ilike replace(replace(replace($3, '\', '\\'), '%', '\%'), '_', '\_') || '%'
-	  order by ` + col + ` ` + dir + ` nulls first, name collate "C" ` + dir + ` limit $4 offset $5`
-	out := []Entry{}
-	if _, err := s.GetBucketPast(ctx, bucket); err != nil {
+	  order by ` + order + ` nulls first, name collate "C" ` + dir + ` limit $4 offset $5`
+	if _, err := s.bucket(ctx, bucket); err != nil {
 		return nil, err
 	}
-	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, sql, bucket, prefix, o.Search, o.Limit, max(o.Offset, 0))
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var e Entry
-			var meta []byte
-			if err := rows.Scan(&e.Name, &e.ID, &e.UpdatedAt, &e.CreatedAt, &e.LastAccessedAt, &meta); err != nil {
-				return err
-			}
-			if meta != nil {
-				e.Metadata = meta
-			}
-			out = append(out, e)
-		}
-		return rows.Err()
+	var out []Entry
+	err = s.asCaller(ctx, c, func(tx pgx.Tx) error {
+		var err error
+		out, err = queryRows(ctx, tx, scanEntry, sql, bucket, prefix, o.Search, o.Limit, max(o.Offset, 0))
+		return err
 	})
 	return out, err
 }
 
-// GetBucketPast reads a bucket past row-level security: whether it
-// exists, for the errors of calls on its objects.
-func (s *Store) GetBucketPast(ctx context.Context, id string) (Bucket, error) {
-	return s.bucket(ctx, id)
+func scanEntry(row pgx.Row) (Entry, error) {
+	var e Entry
+	var meta []byte
+	err := row.Scan(&e.Name, &e.ID, &e.UpdatedAt, &e.CreatedAt, &e.LastAccessedAt, &meta)
+	if meta != nil {
+		e.Metadata = meta
+	}
+	return e, err
 }
 
 // Move renames an object, into another bucket too. It needs UPDATE of
@@ -727,21 +724,11 @@ func (s *Store) Copy(ctx context.Context, c Caller, bucket, from, toBucket, to s
 // Remove deletes the named objects the caller may delete and returns
 // their rows; names missing or hidden are left out.
 func (s *Store) Remove(ctx context.Context, c Caller, bucket string, names []string) ([]Object, error) {
-	out := []Object{}
+	var out []Object
 	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `delete from storage.objects where bucket_id = $1 and name = any($2) returning `+objectCols, bucket, names)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			o, err := scanObject(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, o)
-		}
-		return rows.Err()
+		var err error
+		out, err = queryRows(ctx, tx, scanObject, `delete from storage.objects where bucket_id = $1 and name = any($2) returning `+objectCols, bucket, names)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -769,22 +756,16 @@ func (s *Store) FindSigned(ctx context.Context, bucket, name string) (Object, er
 
 // Readable returns those of names the caller may read.
 func (s *Store) Readable(ctx context.Context, c Caller, bucket string, names []string) (map[string]bool, error) {
-	ok := map[string]bool{}
+	var readable []string
 	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `select name from storage.objects where bucket_id = $1 and name = any($2)`, bucket, names)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var n string
-			if err := rows.Scan(&n); err != nil {
-				return err
-			}
-			ok[n] = true
-		}
-		return rows.Err()
+		var err error
+		readable, err = queryRows(ctx, tx, scanString, `select name from storage.objects where bucket_id = $1 and name = any($2)`, bucket, names)
+		return err
 	})
+	ok := make(map[string]bool, len(readable))
+	for _, n := range readable {
+		ok[n] = true
+	}
 	return ok, err
 }
 

@@ -36,11 +36,7 @@ func (h *handler) listBuckets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list, err := h.store.ListBuckets(r.Context(), caller(r), o)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, list)
+	h.reply(w, r, list, err)
 }
 
 func (h *handler) getBucket(w http.ResponseWriter, r *http.Request) {
@@ -50,11 +46,7 @@ func (h *handler) getBucket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	b, err := h.store.GetBucket(r.Context(), caller(r), id)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, b)
+	h.reply(w, r, b, err)
 }
 
 // bucketBody is create's and update's body; absent fields are nil.
@@ -109,14 +101,9 @@ func (h *handler) createBucket(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) updateBucket(w http.ResponseWriter, r *http.Request) {
-	id, err := param(r, "bucket")
-	if err != nil {
-		errInvalidKey.write(w)
-		return
-	}
 	var b bucketBody
-	if err := decode(r, &b); err != nil {
-		h.fail(w, r, err)
+	id, ok := h.bucketAndBody(w, r, &b)
+	if !ok {
 		return
 	}
 	set, err := b.settings(true)

@@ -63,6 +63,15 @@ func writeEdgeError(w http.ResponseWriter, e *api.Error) {
 	newErr(e.Status, e.Code, http.StatusText(e.Status), e.Message).write(w)
 }
 
+// reply answers v, or err when it is not nil.
+func (h *handler) reply(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
 // fail answers err, mapped from the storage domain's; what is not the
 // client's fault is logged and answered 500.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {

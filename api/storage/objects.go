@@ -140,32 +140,25 @@ func (h *handler) upload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, uploaded{ID: o.ID, Key: bucket + "/" + name})
 }
 
-func (h *handler) download(w http.ResponseWriter, r *http.Request) {
-	bucket, name, err := target(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	o, err := h.store.Find(r.Context(), caller(r), bucket, name, false)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	h.serve(w, r, o)
-}
+func (h *handler) download(w http.ResponseWriter, r *http.Request)       { h.find(w, r, false, h.serve) }
+func (h *handler) publicDownload(w http.ResponseWriter, r *http.Request) { h.find(w, r, true, h.serve) }
+func (h *handler) info(w http.ResponseWriter, r *http.Request)           { h.find(w, r, false, writeInfo) }
+func (h *handler) publicInfo(w http.ResponseWriter, r *http.Request)     { h.find(w, r, true, writeInfo) }
 
-func (h *handler) publicDownload(w http.ResponseWriter, r *http.Request) {
+// find answers with the object of the request's path, read as the
+// caller (or, public, from a public bucket past row-level security).
+func (h *handler) find(w http.ResponseWriter, r *http.Request, public bool, answer func(http.ResponseWriter, *http.Request, storage.Object)) {
 	bucket, name, err := target(r)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	o, err := h.store.Find(r.Context(), caller(r), bucket, name, true)
+	o, err := h.store.Find(r.Context(), caller(r), bucket, name, public)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.serve(w, r, o)
+	answer(w, r, o)
 }
 
 // serve answers an object's bytes: whole, or the one range asked for
@@ -278,20 +271,7 @@ type objectInfo struct {
 	CreatedAt    time.Time       `json:"created_at"`
 }
 
-func (h *handler) info(w http.ResponseWriter, r *http.Request)       { h.infoOf(w, r, false) }
-func (h *handler) publicInfo(w http.ResponseWriter, r *http.Request) { h.infoOf(w, r, true) }
-
-func (h *handler) infoOf(w http.ResponseWriter, r *http.Request, public bool) {
-	bucket, name, err := target(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	o, err := h.store.Find(r.Context(), caller(r), bucket, name, public)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
+func writeInfo(w http.ResponseWriter, _ *http.Request, o storage.Object) {
 	meta := o.UserMetadata
 	if len(meta) == 0 {
 		meta = json.RawMessage("{}")
@@ -313,14 +293,9 @@ type listBody struct {
 }
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
-	bucket, err := param(r, "bucket")
-	if err != nil {
-		errInvalidKey.write(w)
-		return
-	}
 	var b listBody
-	if err := decode(r, &b); err != nil {
-		h.fail(w, r, err)
+	bucket, ok := h.bucketAndBody(w, r, &b)
+	if !ok {
 		return
 	}
 	o := storage.ListOptions{Prefix: b.Prefix, Search: b.Search, Limit: b.Limit, Offset: b.Offset}
@@ -340,11 +315,7 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	list, err := h.store.List(r.Context(), caller(r), bucket, o)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, list)
+	h.reply(w, r, list, err)
 }
 
 type moveBody struct {
@@ -371,14 +342,24 @@ func (b *moveBody) check() error {
 	return storage.ValidName(b.DestinationKey)
 }
 
-func (h *handler) move(w http.ResponseWriter, r *http.Request) {
+// readMove reads and checks a move's or copy's body; on false it has
+// answered.
+func (h *handler) readMove(w http.ResponseWriter, r *http.Request) (moveBody, bool) {
 	var b moveBody
-	if err := decode(r, &b); err != nil {
-		h.fail(w, r, err)
-		return
+	err := decode(r, &b)
+	if err == nil {
+		err = b.check()
 	}
-	if err := b.check(); err != nil {
+	if err != nil {
 		h.fail(w, r, err)
+		return b, false
+	}
+	return b, true
+}
+
+func (h *handler) move(w http.ResponseWriter, r *http.Request) {
+	b, ok := h.readMove(w, r)
+	if !ok {
 		return
 	}
 	if err := h.store.Move(r.Context(), caller(r), b.BucketID, b.SourceKey, b.DestinationBucket, b.DestinationKey); err != nil {
@@ -389,13 +370,8 @@ func (h *handler) move(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) copy(w http.ResponseWriter, r *http.Request) {
-	var b moveBody
-	if err := decode(r, &b); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if err := b.check(); err != nil {
-		h.fail(w, r, err)
+	b, ok := h.readMove(w, r)
+	if !ok {
 		return
 	}
 	o, err := h.store.Copy(r.Context(), caller(r), b.BucketID, b.SourceKey, b.DestinationBucket, b.DestinationKey, b.CopyMetadata == nil || *b.CopyMetadata)
@@ -410,16 +386,11 @@ func (h *handler) copy(w http.ResponseWriter, r *http.Request) {
 const maxRemove = 1000
 
 func (h *handler) remove(w http.ResponseWriter, r *http.Request) {
-	bucket, err := param(r, "bucket")
-	if err != nil {
-		errInvalidKey.write(w)
-		return
-	}
 	var b struct {
 		Prefixes []string `json:"prefixes"`
 	}
-	if err := decode(r, &b); err != nil {
-		h.fail(w, r, err)
+	bucket, ok := h.bucketAndBody(w, r, &b)
+	if !ok {
 		return
 	}
 	if len(b.Prefixes) == 0 || len(b.Prefixes) > maxRemove {
@@ -427,11 +398,7 @@ func (h *handler) remove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	removed, err := h.store.Remove(r.Context(), caller(r), bucket, b.Prefixes)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, removed)
+	h.reply(w, r, removed, err)
 }
 
 func (h *handler) deleteOne(w http.ResponseWriter, r *http.Request) {

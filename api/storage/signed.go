@@ -60,17 +60,12 @@ type signedItem struct {
 // signMany makes download URLs for several objects; those the caller
 // cannot read get an error instead.
 func (h *handler) signMany(w http.ResponseWriter, r *http.Request) {
-	bucket, err := param(r, "bucket")
-	if err != nil || storage.ValidBucketID(bucket) != nil {
-		errInvalidKey.write(w)
-		return
-	}
 	var b struct {
 		ExpiresIn int64    `json:"expiresIn"`
 		Paths     []string `json:"paths"`
 	}
-	if err := decode(r, &b); err != nil {
-		h.fail(w, r, err)
+	bucket, ok := h.bucketAndBody(w, r, &b)
+	if !ok {
 		return
 	}
 	ttl, err := signTTL(b.ExpiresIn)

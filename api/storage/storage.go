@@ -128,6 +128,24 @@ func target(r *http.Request) (bucket, name string, err error) {
 	return bucket, name, storage.ValidName(name)
 }
 
+// bucketAndBody reads the path's bucket and decodes the body into v; on
+// false it has answered.
+func (h *handler) bucketAndBody(w http.ResponseWriter, r *http.Request, v any) (string, bool) {
+	bucket, err := param(r, "bucket")
+	if err == nil {
+		err = storage.ValidBucketID(bucket)
+	}
+	if err != nil {
+		errInvalidKey.write(w)
+		return "", false
+	}
+	if err := decode(r, v); err != nil {
+		h.fail(w, r, err)
+		return "", false
+	}
+	return bucket, true
+}
+
 // decode reads a JSON body of at most 1 MiB into v; an empty body is {}.
 func decode(r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))

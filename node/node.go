@@ -109,6 +109,7 @@ type Node struct {
 	bus      *broker.Broker
 	repl     *replication.Replicator
 	rt       *realtime.Endpoint
+	files    *storage.Store
 	srv      *api.Server
 
 	closeOnce sync.Once
@@ -219,10 +220,11 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Registerer: reg,
 	})
 
-	files, err := openStorage(ctx, cfg, log)
+	backend, err := openStorage(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	n.files = storage.NewStore(n.pool, backend, log.Named("storage"))
 
 	n.srv = api.New(api.Config{
 		Debug:        cfg.Debug,
@@ -237,7 +239,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
 			n.rt.Surface(),
 			apistorage.New(apistorage.Config{
-				Store:  storage.NewStore(n.pool, files, log.Named("storage")),
+				Store:  n.files,
 				Signer: storage.NewSigner(cfg.Auth.JWTSecret),
 				Log:    log.Named("storage"),
 			}),
@@ -270,6 +272,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.rt.Run(ctx) })
 	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
+	g.Go(func() error { return n.files.RunCollector(ctx, collectInterval, storage.DefaultUploadAge) })
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
 		zap.Int("broker_replicas", n.bus.Replicas()), zap.Int("open_file_limit", n.budget.Limit),
 		zap.Int("max_http_connections", n.budget.HTTPConns), zap.Int("max_websockets", n.budget.Websockets))
@@ -305,6 +308,10 @@ func (n *Node) Close() {
 		}
 	})
 }
+
+// collectInterval is how often a node deletes the object bytes no row
+// names (see storage.Store.Collect).
+const collectInterval = 10 * time.Minute
 
 // openStorage opens the storage backend: local files under LocalPath
 // (default <DataDir>/storage), or the S3 bucket, created when missing.

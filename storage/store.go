@@ -30,7 +30,9 @@ import (
 // An object is never half-written: its bytes go to a new versioned key
 // (<bucket>/<name>/<version>), the row is switched to that version in
 // one transaction, and the replaced version's bytes are deleted after
-// the commit. A reader finds a row only once its bytes are whole.
+// the commit. A reader finds a row only once its bytes are whole. Bytes
+// no row names are recorded until deleted, so what a crash leaves is
+// found by Collect (collect.go).
 type Store struct {
 	pool    *pgxpool.Pool
 	backend Backend
@@ -317,16 +319,16 @@ func (s *Store) EmptyBucket(ctx context.Context, c Caller, id string) error {
 	if _, err := s.GetBucket(ctx, c, id); err != nil {
 		return err
 	}
-	var keys []string
+	var gone []ref
 	err := s.asCaller(ctx, c, func(tx pgx.Tx) error {
 		var err error
-		keys, err = queryRows(ctx, tx, scanString, `delete from storage.objects where bucket_id = $1 returning bucket_id || '/' || name || '/' || coalesce(version, '')`, id)
+		gone, err = queryRows(ctx, tx, scanRef, `delete from storage.objects where bucket_id = $1 and version is not null returning bucket_id, name, version`, id)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	s.deleteBytes(keys...)
+	s.release(gone...)
 	return nil
 }
 
@@ -354,16 +356,10 @@ func (s *Store) DeleteBucket(ctx context.Context, c Caller, id string) error {
 	})
 }
 
-// deleteBytes removes versions whose rows are gone. A failure leaves
-// orphan bytes, which only cost space; it is logged.
-func (s *Store) deleteBytes(keys ...string) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	for _, k := range keys {
-		if err := s.backend.Delete(ctx, k); err != nil {
-			s.log.Warn("delete replaced object bytes", zap.String("key", k), zap.Error(err))
-		}
-	}
+func scanRef(row pgx.Row) (ref, error) {
+	var r ref
+	err := row.Scan(&r.bucket, &r.name, &r.version)
+	return r, err
 }
 
 // ---- objects
@@ -432,13 +428,17 @@ func (s *Store) Put(ctx context.Context, c Caller, u Upload) (Object, error) {
 		}
 	}
 
-	key := Key(u.Bucket, u.Name, version)
+	fresh := ref{u.Bucket, u.Name, version}
+	if err := s.begin(ctx, fresh); err != nil {
+		return Object{}, err
+	}
 	body := u.Body
 	if limit >= 0 {
 		body = &limitReader{r: body, left: limit}
 	}
-	info, err := s.backend.Put(ctx, key, body, u.Size)
+	info, err := s.backend.Put(ctx, fresh.key(), body, u.Size)
 	if err != nil {
+		s.release(fresh)
 		if errors.Is(err, ErrTooLarge) {
 			return Object{}, ErrTooLarge
 		}
@@ -465,6 +465,9 @@ func (s *Store) Put(ctx context.Context, c Caller, u Upload) (Object, error) {
 		case !u.Upsert:
 			return ErrKeyExists
 		}
+		if err := claim(ctx, tx, fresh); err != nil {
+			return err
+		}
 		o, err = scanObject(tx.QueryRow(ctx, `insert into storage.objects as o (bucket_id, name, owner, owner_id, version, metadata, user_metadata)
 		  values ($1, $2, $3, $4, $5, $6, $7)
 		  on conflict (bucket_id, name) do update set owner = excluded.owner, owner_id = excluded.owner_id,
@@ -477,11 +480,11 @@ func (s *Store) Put(ctx context.Context, c Caller, u Upload) (Object, error) {
 		err = ErrKeyExists
 	}
 	if err != nil {
-		s.deleteBytes(key)
+		s.release(fresh)
 		return Object{}, err
 	}
 	if replaced != "" {
-		s.deleteBytes(Key(u.Bucket, u.Name, replaced))
+		s.release(ref{u.Bucket, u.Name, replaced})
 	}
 	return o, nil
 }
@@ -653,14 +656,13 @@ func (s *Store) Move(ctx context.Context, c Caller, bucket, from, toBucket, to s
 	if _, err := s.bucket(ctx, toBucket); err != nil {
 		return err
 	}
-	version := newVersion()
-	dst := Key(toBucket, to, version)
-	if _, err := s.backend.Copy(ctx, Key(bucket, from, src.Version), dst); err != nil {
-		return fmt.Errorf("copy object bytes: %w", err)
+	dst, err := s.copyBytes(ctx, ref{bucket, from, src.Version}, toBucket, to)
+	if err != nil {
+		return err
 	}
 	err = s.asCaller(ctx, c, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `update storage.objects set bucket_id = $3, name = $4, version = $5, updated_at = now()
-		  where bucket_id = $1 and name = $2 and version = $6`, bucket, from, toBucket, to, version, src.Version)
+		  where bucket_id = $1 and name = $2 and version = $6`, bucket, from, toBucket, to, dst.version, src.Version)
 		if err == nil && tag.RowsAffected() == 0 {
 			return ErrNoSuchKey
 		}
@@ -670,11 +672,25 @@ func (s *Store) Move(ctx context.Context, c Caller, bucket, from, toBucket, to s
 		err = ErrKeyExists
 	}
 	if err != nil {
-		s.deleteBytes(dst)
+		s.release(dst)
 		return err
 	}
-	s.deleteBytes(Key(bucket, from, src.Version))
+	s.release(ref{bucket, from, src.Version})
 	return nil
+}
+
+// copyBytes copies src's bytes to a new version of toBucket/to, recorded
+// as an upload until a row names it.
+func (s *Store) copyBytes(ctx context.Context, src ref, toBucket, to string) (ref, error) {
+	dst := ref{toBucket, to, newVersion()}
+	if err := s.begin(ctx, dst); err != nil {
+		return ref{}, err
+	}
+	if _, err := s.backend.Copy(ctx, src.key(), dst.key()); err != nil {
+		s.release(dst)
+		return ref{}, fmt.Errorf("copy object bytes: %w", err)
+	}
+	return dst, nil
 }
 
 // Copy copies an object, into another bucket too; it needs SELECT of the
@@ -691,14 +707,12 @@ func (s *Store) Copy(ctx context.Context, c Caller, bucket, from, toBucket, to s
 	if _, err := s.bucket(ctx, toBucket); err != nil {
 		return Object{}, err
 	}
-	version := newVersion()
-	dst := Key(toBucket, to, version)
-	info, err := s.backend.Copy(ctx, Key(bucket, from, src.Version), dst)
+	dst, err := s.copyBytes(ctx, ref{bucket, from, src.Version}, toBucket, to)
 	if err != nil {
-		return Object{}, fmt.Errorf("copy object bytes: %w", err)
+		return Object{}, err
 	}
 	meta := src.Metadata
-	meta.LastModified = info.ModTime.UTC()
+	meta.LastModified = time.Now().UTC()
 	var userMeta json.RawMessage
 	if copyMetadata {
 		userMeta = src.UserMetadata
@@ -708,14 +722,14 @@ func (s *Store) Copy(ctx context.Context, c Caller, bucket, from, toBucket, to s
 		var err error
 		o, err = scanObject(tx.QueryRow(ctx, `insert into storage.objects (bucket_id, name, owner, owner_id, version, metadata, user_metadata)
 		  values ($1, $2, $3, $4, $5, $6, $7) returning `+objectCols,
-			toBucket, to, ownerUUID(c.Owner), nullable(c.Owner), version, meta, userMeta))
+			toBucket, to, ownerUUID(c.Owner), nullable(c.Owner), dst.version, meta, userMeta))
 		return err
 	})
 	if isUnique(err) {
 		err = ErrKeyExists
 	}
 	if err != nil {
-		s.deleteBytes(dst)
+		s.release(dst)
 		return Object{}, err
 	}
 	return o, nil
@@ -733,11 +747,13 @@ func (s *Store) Remove(ctx context.Context, c Caller, bucket string, names []str
 	if err != nil {
 		return nil, err
 	}
-	keys := make([]string, len(out))
-	for i, o := range out {
-		keys[i] = Key(o.BucketID, o.Name, o.Version)
+	gone := make([]ref, 0, len(out))
+	for _, o := range out {
+		if o.Version != "" {
+			gone = append(gone, ref{o.BucketID, o.Name, o.Version})
+		}
 	}
-	s.deleteBytes(keys...)
+	s.release(gone...)
 	return out, nil
 }
 
@@ -780,3 +796,6 @@ func (s *Store) CheckUpload(ctx context.Context, c Caller, u Upload) error {
 	}
 	return s.checkWrite(ctx, c, u, newVersion())
 }
+
+// Pool is the store's database pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }

@@ -44,6 +44,43 @@ alter table storage.buckets enable row level security;
 alter table storage.objects enable row level security;
 grant all on storage.buckets, storage.objects to anon, authenticated, service_role;
 
+-- Bytes no row names yet, or no longer: the versions of uploads in
+-- flight (kind 'upload', written before their bytes and removed when a
+-- row names them) and the versions rows stopped naming (kind
+-- 'replaced', written by the trigger below in the same transaction as
+-- the update or delete). The node deletes replaced bytes at once; the
+-- collector deletes what a crash left. No API role may read it.
+create table if not exists storage.fluxbase_pending (
+  bucket_id text not null,
+  name text not null,
+  version text not null,
+  kind text not null check (kind in ('upload', 'replaced')),
+  created_at timestamptz not null default now(),
+  primary key (bucket_id, name, version)
+);
+revoke all on storage.fluxbase_pending from public;
+
+-- +goose StatementBegin
+create or replace function storage.fluxbase_track_versions() returns trigger
+language plpgsql security definer set search_path = '' as $$
+begin
+  if tg_op in ('UPDATE', 'DELETE') and old.version is not null
+     and (tg_op = 'DELETE' or (old.bucket_id, old.name, old.version) is distinct from (new.bucket_id, new.name, new.version)) then
+    insert into storage.fluxbase_pending (bucket_id, name, version, kind)
+      values (old.bucket_id, old.name, old.version, 'replaced') on conflict do nothing;
+  end if;
+  if tg_op in ('INSERT', 'UPDATE') and new.version is not null then
+    delete from storage.fluxbase_pending p
+      where p.bucket_id = new.bucket_id and p.name = new.name and p.version = new.version;
+  end if;
+  return null;
+end
+$$;
+-- +goose StatementEnd
+revoke all on function storage.fluxbase_track_versions() from public;
+create trigger fluxbase_track_versions after insert or update or delete on storage.objects
+  for each row execute function storage.fluxbase_track_versions();
+
 -- The folders of a name, its last segment, and that segment's extension:
 -- storage.foldername('a/b/c.png') = {a,b}, filename = 'c.png',
 -- extension = 'png'.
@@ -74,6 +111,9 @@ grant execute on function storage.foldername(text), storage.filename(text), stor
   to anon, authenticated, service_role;
 
 -- +goose Down
+drop trigger if exists fluxbase_track_versions on storage.objects;
+drop function if exists storage.fluxbase_track_versions();
+drop table if exists storage.fluxbase_pending;
 drop function if exists storage.extension(text);
 drop function if exists storage.filename(text);
 drop function if exists storage.foldername(text);

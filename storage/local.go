@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"crypto/md5"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -87,7 +88,7 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader, size int64) (I
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
+	f, err := os.CreateTemp(dir, tempPrefix(p)+"*")
 	if err != nil {
 		return Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
@@ -123,6 +124,18 @@ func (l *Local) Put(ctx context.Context, key string, r io.Reader, size int64) (I
 		return Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	return Info{Size: n, ETag: hex.EncodeToString(h.Sum(nil)), ModTime: st.ModTime()}, nil
+}
+
+// tempPrefix is the name prefix of the temporary files of writes to p:
+// a dot, so no object's escaped name has it, then p's own name (hashed
+// when long), so Delete finds the writes a crash left unfinished.
+func tempPrefix(p string) string {
+	base := filepath.Base(p)
+	if len(base) > 180 {
+		sum := sha256.Sum256([]byte(base))
+		base = hex.EncodeToString(sum[:])
+	}
+	return "." + base + ".tmp-"
 }
 
 // syncDir makes a rename in dir durable; a failure only weakens that.
@@ -180,8 +193,9 @@ func (l *Local) Stat(_ context.Context, key string) (Info, error) {
 	return Info{Size: st.Size(), ModTime: st.ModTime()}, nil
 }
 
-// Delete implements Backend. It removes the folders the file leaves
-// empty, up to the root.
+// Delete implements Backend. It removes the temporary files of
+// unfinished writes to key too (a crashed node's, or one still running,
+// which then fails), and the folders it leaves empty, up to the root.
 func (l *Local) Delete(_ context.Context, key string) error {
 	p, err := l.path(key)
 	if err != nil {
@@ -189,6 +203,13 @@ func (l *Local) Delete(_ context.Context, key string) error {
 	}
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	// The prefix is escaped (no glob metacharacters) or hex.
+	temps, _ := filepath.Glob(filepath.Join(filepath.Dir(p), tempPrefix(p)+"*"))
+	for _, t := range temps {
+		if err := os.Remove(t); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("delete %s: %w", key, err)
+		}
 	}
 	for dir := filepath.Dir(p); dir != l.root && strings.HasPrefix(dir, l.root); dir = filepath.Dir(dir) {
 		if os.Remove(dir) != nil { // not empty, or gone

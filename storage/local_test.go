@@ -2,6 +2,8 @@ package storage_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -89,5 +91,70 @@ func TestValidateKey(t *testing.T) {
 		if err := storage.ValidateKey(k); err != nil {
 			t.Errorf("%q: %v", k, err)
 		}
+	}
+}
+
+// blockingReader sends its first bytes, then waits for release.
+type blockingReader struct {
+	first   string
+	sent    chan struct{}
+	release chan struct{}
+	state   int
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	switch b.state {
+	case 0:
+		b.state = 1
+		close(b.sent)
+		return copy(p, b.first), nil
+	case 1:
+		<-b.release
+		b.state = 2
+		return copy(p, "rest"), nil
+	}
+	return 0, io.EOF
+}
+
+// Deleting a key removes an unfinished write to it — what a crashed
+// node left, or one still running, which then fails and stores nothing.
+func TestLocalDeleteTakesUnfinishedWrites(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	root := t.TempDir()
+	b, err := storage.NewLocal(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := &blockingReader{first: "first bytes", sent: make(chan struct{}), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.Put(ctx, "bk/obj/v1", body, -1)
+		done <- err
+	}()
+	<-body.sent
+	temps, _ := filepath.Glob(filepath.Join(root, "bk", "obj", ".*"))
+	if len(temps) != 1 {
+		t.Fatalf("temporary files %v, want one", temps)
+	}
+	if err := b.Delete(ctx, "bk/obj/v1"); err != nil {
+		t.Fatal(err)
+	}
+	close(body.release)
+	if err := <-done; err == nil {
+		t.Fatal("a write whose key was deleted meanwhile succeeded")
+	}
+	if _, err := b.Stat(ctx, "bk/obj/v1"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("stat: %v", err)
+	}
+	var left []string
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) != 0 {
+		t.Fatalf("files left: %v", left)
 	}
 }

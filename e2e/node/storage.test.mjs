@@ -5,7 +5,7 @@
 // the private bucket and passes FLUXBASE_A, FLUXBASE_B, ANON_KEY,
 // SERVICE_KEY, STORAGE_A_ID, STORAGE_A_TOKEN, STORAGE_B_ID and
 // STORAGE_B_TOKEN.
-import { test } from 'node:test'
+import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createClient } from '@supabase/supabase-js'
 import WebSocket from 'ws'
@@ -28,6 +28,34 @@ const userA = client(FLUXBASE_A, ANON_KEY, STORAGE_A_TOKEN)
 const userAonB = client(FLUXBASE_B, ANON_KEY, STORAGE_A_TOKEN)
 const userB = client(FLUXBASE_B, ANON_KEY, STORAGE_B_TOKEN)
 const mine = (name) => `${STORAGE_A_ID}/${name}`
+
+const realtimeClients = []
+function realtime(url, token) {
+  const c = createClient(url, ANON_KEY, { auth: { persistSession: false, autoRefreshToken: false }, realtime: { transport: WebSocket }, accessToken: async () => token })
+  realtimeClients.push(c)
+  return c
+}
+after(async () => {
+  for (const c of realtimeClients) await c.removeAllChannels()
+})
+
+function subscribed(channel) {
+  return new Promise((resolve, reject) => {
+    channel.subscribe((status, err) => {
+      if (status === 'SUBSCRIBED') resolve()
+      else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') reject(err ?? new Error(status))
+    })
+  })
+}
+
+async function waitFor(what, cond, ms = 20000) {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (cond()) return
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
 
 function refused(r, statusCode, code) {
   assert.ok(r.error, `expected an error ${code}, got data ${JSON.stringify(r.data)}`)
@@ -206,6 +234,31 @@ test('limits: size and MIME type', async () => {
   refused(await userA.from('e2e-docs').upload(mine('big.txt'), 'x'.repeat((1 << 20) + 1), { contentType: 'text/plain' }), '413', 'EntityTooLarge')
   refused(await userA.from('e2e-docs').upload(mine('doc.pdf'), 'pdf', { contentType: 'application/pdf' }), '415', 'InvalidMimeType')
   assert.equal((await userA.from('e2e-docs').exists(mine('big.txt'))).data, false)
+})
+
+test('uploads are changes of storage.objects, seen by realtime as row-level security allows', async () => {
+  const gotA = []
+  const gotB = []
+  const ra = realtime(FLUXBASE_B, STORAGE_A_TOKEN)
+  const rb = realtime(FLUXBASE_B, STORAGE_B_TOKEN)
+  // The token is fetched asynchronously; the joins must carry it.
+  await ra.realtime.setAuth()
+  await rb.realtime.setAuth()
+  const chA = ra.channel('objects-a')
+    .on('postgres_changes', { event: 'INSERT', schema: 'storage', table: 'objects' }, (p) => gotA.push(p))
+  const chB = rb.channel('objects-b')
+    .on('postgres_changes', { event: 'INSERT', schema: 'storage', table: 'objects' }, (p) => gotB.push(p))
+  await subscribed(chA)
+  await subscribed(chB)
+  assert.equal((await userA.from('e2e-docs').upload(mine('live.txt'), 'live', { contentType: 'text/plain' })).error, null)
+  assert.equal((await userB.from('e2e-docs').upload(`${STORAGE_B_ID}/live.txt`, 'live', { contentType: 'text/plain' })).error, null)
+  await waitFor("A's upload on A's channel", () => gotA.some((p) => p.new.name === mine('live.txt')))
+  await waitFor("B's upload on B's channel", () => gotB.some((p) => p.new.name === `${STORAGE_B_ID}/live.txt`))
+  // B's own change came after A's on the log: had A's been allowed to B,
+  // it would be here by now.
+  assert.ok(gotB.every((p) => p.new.owner_id === STORAGE_B_ID), JSON.stringify(gotB))
+  assert.ok(gotA.every((p) => p.new.owner_id === STORAGE_A_ID), JSON.stringify(gotA))
+  assert.equal(gotA.find((p) => p.new.name === mine('live.txt')).new.bucket_id, 'e2e-docs')
 })
 
 test('remove, empty and delete buckets', async () => {

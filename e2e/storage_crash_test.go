@@ -23,7 +23,6 @@ import (
 
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 	"github.com/fluxbase/fluxbase/storage"
 )
 
@@ -37,63 +36,16 @@ func TestStorageCrash(t *testing.T) {
 	t.Parallel()
 	bin := buildFluxbase(t)
 	ctx := context.Background()
-	dbURL := pgtest.NewDB(t)
-	if err := migrate(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	files, data := t.TempDir(), t.TempDir()
-	ports := make([]int, 2)
-	for i := range ports {
-		var err error
-		if ports[i], err = pgcluster.FreePort(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	base := "http://127.0.0.1:" + strconv.Itoa(ports[0])
-	env := append(os.Environ(), "DATABASE_URL="+dbURL, "FLUXBASE_JWT_SECRET="+jwtSecret,
-		"FLUXBASE_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ports[0]), "FLUXBASE_DATA_DIR="+data,
-		"FLUXBASE_NATS_PORT=-1", "FLUXBASE_CLUSTER_PORT="+strconv.Itoa(ports[1]),
-		"FLUXBASE_REPLICATION_SLOT="+slotName(), "FLUXBASE_STORAGE_LOCAL_PATH="+files)
-	start := func() (*exec.Cmd, chan struct{}) {
-		cmd := exec.Command(bin, "serve")
-		cmd.Env = env
-		logs := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			<-done
-			if t.Failed() {
-				t.Logf("node log:\n%s", logs.String())
-			}
-		})
-		waitHTTP(t, base+"/health", 90*time.Second)
-		return cmd, done
-	}
-	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
+	dbURL := newMigratedDB(t)
+	files := t.TempDir()
+	base, env := serveEnv(t, dbURL, "FLUXBASE_STORAGE_LOCAL_PATH="+files)
+	start := func() (*exec.Cmd, chan struct{}) { return startServe(t, bin, env, base) }
 	send := func(method, path string, body io.Reader, headers ...string) (*http.Response, error) {
-		req, _ := http.NewRequest(method, base+"/storage/v1"+path, body)
-		req.Header.Set("apikey", service)
-		for i := 0; i+1 < len(headers); i += 2 {
-			req.Header.Set(headers[i], headers[i+1])
-		}
-		return http.DefaultClient.Do(req)
+		return storageRequest(base, method, path, body, headers...)
 	}
 	mustSend := func(method, path string, body io.Reader, headers ...string) {
 		t.Helper()
-		res, err := send(method, path, body, headers...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode != 200 {
-			t.Fatalf("%s %s: %d %s", method, path, res.StatusCode, b)
-		}
+		mustStorage(t, base, method, path, body, headers...)
 	}
 	content := func(seed uint64) []byte {
 		r := rand.New(rand.NewPCG(seed, 7))
@@ -231,4 +183,63 @@ func TestStorageCrash(t *testing.T) {
 	if len(left) != 10 {
 		t.Fatalf("%d files after collection, want the 10 objects': %v", len(left), left)
 	}
+}
+
+// serveEnv is the environment of one standalone `fluxbase serve` node on
+// dbURL, on free ports and its own slot, with extra added; base is its
+// URL.
+func serveEnv(t *testing.T, dbURL string, extra ...string) (base string, env []string) {
+	t.Helper()
+	ports := make([]int, 2)
+	for i := range ports {
+		var err error
+		if ports[i], err = pgcluster.FreePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base = "http://127.0.0.1:" + strconv.Itoa(ports[0])
+	env = append(os.Environ(), "DATABASE_URL="+dbURL, "FLUXBASE_JWT_SECRET="+jwtSecret,
+		"FLUXBASE_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ports[0]), "FLUXBASE_DATA_DIR="+t.TempDir(),
+		"FLUXBASE_NATS_PORT=-1", "FLUXBASE_CLUSTER_PORT="+strconv.Itoa(ports[1]),
+		"FLUXBASE_REPLICATION_SLOT="+slotName())
+	return base, append(env, extra...)
+}
+
+// startServe starts `fluxbase serve` with env and waits for base to
+// answer; the node is killed when the test ends, its log shown if the
+// test failed. done closes when the process has exited.
+func startServe(t *testing.T, bin string, env []string, base string) (cmd *exec.Cmd, done chan struct{}) {
+	t.Helper()
+	cmd = exec.Command(bin, "serve")
+	cmd.Env = env
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("node log:\n%s", logs.String())
+		}
+	})
+	waitHTTP(t, base+"/health", 90*time.Second)
+	return cmd, done
+}
+
+// storageRequest sends a /storage/v1 request with the service key.
+func storageRequest(base, method, path string, body io.Reader, headers ...string) (*http.Response, error) {
+	req, err := http.NewRequest(method, base+"/storage/v1"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
+	req.Header.Set("apikey", service)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return http.DefaultClient.Do(req)
 }

@@ -224,7 +224,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if err != nil {
 		return nil, err
 	}
-	n.files = storage.NewStore(n.pool, backend, log.Named("storage"))
+	n.files = storage.NewStore(n.pool, backend, log.Named("storage")).WithMaxFileSize(cfg.Storage.MaxFileSize)
 
 	n.srv = api.New(api.Config{
 		Debug:        cfg.Debug,

@@ -26,6 +26,9 @@ type Config struct {
 	// shares (a network file system), which silences the warning that
 	// local files are one node's.
 	LocalShared bool
+	// MaxFileSize bounds every upload, under each bucket's own limit; 0
+	// means none.
+	MaxFileSize int64
 	// S3 configures the S3 provider.
 	S3 S3Config
 }

@@ -37,6 +37,7 @@ type Store struct {
 	pool    *pgxpool.Pool
 	backend Backend
 	log     *zap.Logger
+	maxSize int64 // every upload's bound, under the bucket's; 0 for none
 }
 
 // NewStore returns the store over pool and backend.
@@ -45,6 +46,13 @@ func NewStore(pool *pgxpool.Pool, backend Backend, log *zap.Logger) *Store {
 		log = zap.NewNop()
 	}
 	return &Store{pool: pool, backend: backend, log: log}
+}
+
+// WithMaxFileSize bounds every upload to n bytes (0: no bound beyond
+// the buckets' own limits) and returns s.
+func (s *Store) WithMaxFileSize(n int64) *Store {
+	s.maxSize = n
+	return s
 }
 
 // Backend is the store's backend.
@@ -412,11 +420,14 @@ func (s *Store) Put(ctx context.Context, c Caller, u Upload) (Object, error) {
 		return Object{}, ErrMimeType
 	}
 	limit := int64(-1)
-	if b.FileSizeLimit != nil {
+	if s.maxSize > 0 {
+		limit = s.maxSize
+	}
+	if b.FileSizeLimit != nil && (limit < 0 || *b.FileSizeLimit < limit) {
 		limit = *b.FileSizeLimit
-		if u.Size > limit {
-			return Object{}, ErrTooLarge
-		}
+	}
+	if limit >= 0 && u.Size > limit {
+		return Object{}, ErrTooLarge
 	}
 	if len(u.UserMetadata) == 0 {
 		u.UserMetadata = nil

@@ -144,6 +144,12 @@ func TestStoreReplaceAndLimits(t *testing.T) {
 	if !errors.Is(err, storage.ErrMimeType) {
 		t.Fatalf("a MIME type outside the list: %v", err)
 	}
+	// The node's bound holds under a bucket's larger limit.
+	s.WithMaxFileSize(4)
+	if _, err := put(s, user(alice), alice+"/five.txt", "12345", false); !errors.Is(err, storage.ErrTooLarge) {
+		t.Fatalf("over the node's bound: %v", err)
+	}
+	s.WithMaxFileSize(0)
 	for _, name := range []string{"../x", alice + "/../x", "/abs", alice + "/a\\b", alice + "/\x00", alice + "/é"} {
 		if _, err := put(s, user(alice), name, "x", false); !errors.Is(err, storage.ErrInvalidName) {
 			t.Errorf("name %q: %v", name, err)

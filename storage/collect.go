@@ -14,7 +14,9 @@ import (
 // (kind 'upload'), and from when a row stops naming them until they are
 // deleted (kind 'replaced', recorded by a trigger in the transaction
 // that changed the row, whoever ran it). So bytes a crash left behind
-// are always listed, and Collect deletes them.
+// are always listed, and Collect deletes them. Cached image renditions
+// (kind 'render', version "<source version>.render/<options>") are
+// listed too, and collected once no row names their source version.
 
 // ref names one version of an object.
 type ref struct{ bucket, name, version string }
@@ -84,8 +86,9 @@ func (s *Store) collectBatch(ctx context.Context, uploadAge time.Duration, limit
 			err := row.Scan(&r.bucket, &r.name, &r.version)
 			return r, err
 		}, `select bucket_id, name, version from storage.fluxbase_pending p
-		  where (kind = 'replaced' or created_at < now() - $1::interval)
-		    and not exists (select from storage.objects o where o.bucket_id = p.bucket_id and o.name = p.name and o.version = p.version)
+		  where (kind <> 'upload' or created_at < now() - $1::interval)
+		    and not exists (select from storage.objects o where o.bucket_id = p.bucket_id and o.name = p.name
+		      and o.version = split_part(p.version, '.render/', 1))
 		  limit $2 for update skip locked`, uploadAge, limit)
 		if err != nil {
 			return err

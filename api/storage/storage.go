@@ -2,7 +2,8 @@
 // API as @supabase/storage-js speaks it — buckets, objects (upload by
 // multipart form or raw body, download with ranges and conditional
 // requests, info, list, move, copy, remove), signed download and upload
-// URLs and public URLs — with storage-api's error shape,
+// URLs and public URLs, image transformations (/render/image) — with
+// storage-api's error shape,
 // {statusCode, code, error, message}, for every error, the edge's too.
 //
 // It owns only the HTTP: names are decoded and checked here, and every
@@ -90,6 +91,10 @@ func New(cfg Config) api.Surface {
 			route(http.MethodHead, "/object/{bucket}/*", key, h.download),
 			route(http.MethodDelete, "/object/{bucket}/*", key, h.deleteOne),
 			route(http.MethodDelete, "/object/{bucket}", key, h.remove),
+
+			route(http.MethodGet, "/render/image/authenticated/{bucket}/*", key, h.renderAuthenticated),
+			route(http.MethodGet, "/render/image/public/{bucket}/*", open, h.renderPublic),
+			route(http.MethodGet, "/render/image/sign/{bucket}/*", open, h.renderSigned),
 		},
 	}
 }

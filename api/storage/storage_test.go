@@ -46,6 +46,7 @@ create policy see_buckets on storage.buckets for select to authenticated using (
 
 type env struct {
 	srv                *httptest.Server
+	store              *storage.Store
 	root               string
 	signer             *storage.Signer
 	anon, service      string
@@ -61,10 +62,11 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	signer := storage.NewSigner(apitest.Secret)
-	surface := New(Config{Store: storage.NewStore(pool, b, nil), Signer: signer})
+	store := storage.NewStore(pool, b, nil)
+	surface := New(Config{Store: store, Signer: signer})
 	srv := httptest.NewServer(api.New(api.Config{Surfaces: []api.Surface{surface}}, apitest.Verifier(t), zap.NewNop(), prometheus.NewRegistry()))
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, root: root, signer: signer,
+	return &env{srv: srv, store: store, root: root, signer: signer,
 		anon: apitest.Key(t, auth.RoleAnon), service: apitest.Key(t, auth.RoleServiceRole),
 		aliceTok: apitest.UserToken(t, alice), bobToken: apitest.UserToken(t, bob)}
 }

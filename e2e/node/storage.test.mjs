@@ -230,6 +230,26 @@ test('row-level security: by folder and owner; anonymous reads of a private buck
   assert.equal(r.error, null)
 })
 
+test('image transformations: download and public URLs with transform', async () => {
+  // A 1×1 PNG, scaled to 4×3 (fill) and read back: the size is in the
+  // PNG header, bytes 16 to 24.
+  const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==', 'base64')
+  const dims = (buf) => [buf.readUInt32BE(16), buf.readUInt32BE(20)]
+  assert.equal((await userA.from('e2e-docs').upload(mine('dot.png'), png, { contentType: 'image/png' })).error, null)
+  let r = await userAonB.from('e2e-docs').download(mine('dot.png'), { transform: { width: 4, height: 3, resize: 'fill' } })
+  assert.equal(r.error, null)
+  assert.deepEqual(dims(Buffer.from(await r.data.arrayBuffer())), [4, 3])
+  refused(await userB.from('e2e-docs').download(mine('dot.png'), { transform: { width: 4 } }), '404', 'NoSuchKey')
+
+  await serviceA.from('e2e-pub').upload('dot.png', png, { contentType: 'image/png' })
+  const { data } = anonB.from('e2e-pub').getPublicUrl('dot.png', { transform: { width: 5, height: 5 } })
+  assert.match(data.publicUrl, /\/render\/image\/public\//)
+  const res = await fetch(data.publicUrl)
+  assert.equal(res.status, 200)
+  assert.equal(res.headers.get('content-type'), 'image/png')
+  assert.deepEqual(dims(Buffer.from(await res.arrayBuffer())), [5, 5])
+})
+
 test('limits: size and MIME type', async () => {
   refused(await userA.from('e2e-docs').upload(mine('big.txt'), 'x'.repeat((1 << 20) + 1), { contentType: 'text/plain' }), '413', 'EntityTooLarge')
   refused(await userA.from('e2e-docs').upload(mine('doc.pdf'), 'pdf', { contentType: 'application/pdf' }), '415', 'InvalidMimeType')

@@ -48,13 +48,15 @@ grant all on storage.buckets, storage.objects to anon, authenticated, service_ro
 -- flight (kind 'upload', written before their bytes and removed when a
 -- row names them) and the versions rows stopped naming (kind
 -- 'replaced', written by the trigger below in the same transaction as
--- the update or delete). The node deletes replaced bytes at once; the
--- collector deletes what a crash left. No API role may read it.
+-- the update or delete), and cached image renditions (kind 'render',
+-- version '<source version>.render/<options>'). The node deletes
+-- replaced bytes at once; the collector deletes what a crash left and
+-- renditions of versions gone. No API role may read it.
 create table if not exists storage.fluxbase_pending (
   bucket_id text not null,
   name text not null,
   version text not null,
-  kind text not null check (kind in ('upload', 'replaced')),
+  kind text not null check (kind in ('upload', 'replaced', 'render')),
   created_at timestamptz not null default now(),
   primary key (bucket_id, name, version)
 );

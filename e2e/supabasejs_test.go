@@ -86,7 +86,15 @@ func TestSupabaseJS(t *testing.T) {
 func ensureNodeModules(t *testing.T, dir string) {
 	t.Helper()
 	nodeModulesOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@supabase", "supabase-js")); err == nil {
+		// Installed when every locked package is there (npm ci again
+		// when the lock file gained one).
+		installed := true
+		for _, pkg := range []string{"@supabase/supabase-js", "tus-js-client"} {
+			if _, err := os.Stat(filepath.Join(dir, "node_modules", filepath.FromSlash(pkg))); err != nil {
+				installed = false
+			}
+		}
+		if installed {
 			return
 		}
 		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")

@@ -2,7 +2,8 @@
 // API as @supabase/storage-js speaks it — buckets, objects (upload by
 // multipart form or raw body, download with ranges and conditional
 // requests, info, list, move, copy, remove), signed download and upload
-// URLs and public URLs, image transformations (/render/image) — with
+// URLs and public URLs, resumable (TUS) uploads, image transformations
+// (/render/image) — with
 // storage-api's error shape,
 // {statusCode, code, error, message}, for every error, the edge's too.
 //
@@ -92,6 +93,11 @@ func New(cfg Config) api.Surface {
 			route(http.MethodDelete, "/object/{bucket}/*", key, h.deleteOne),
 			route(http.MethodDelete, "/object/{bucket}", key, h.remove),
 
+			route(http.MethodPost, "/upload/resumable", key, h.tusCreate),
+			route(http.MethodHead, "/upload/resumable/{id}", key, h.tusHead),
+			route(http.MethodPatch, "/upload/resumable/{id}", key, h.tusPatch),
+			route(http.MethodDelete, "/upload/resumable/{id}", key, h.tusDelete),
+
 			route(http.MethodGet, "/render/image/authenticated/{bucket}/*", key, h.renderAuthenticated),
 			route(http.MethodGet, "/render/image/public/{bucket}/*", open, h.renderPublic),
 			route(http.MethodGet, "/render/image/sign/{bucket}/*", open, h.renderSigned),
@@ -150,6 +156,9 @@ func (h *handler) bucketAndBody(w http.ResponseWriter, r *http.Request, v any) (
 	}
 	return bucket, true
 }
+
+// chiParam is a path parameter as it came.
+func chiParam(r *http.Request, name string) string { return chi.URLParam(r, name) }
 
 // decode reads a JSON body of at most 1 MiB into v; an empty body is {}.
 func decode(r *http.Request, v any) error {

@@ -9,6 +9,7 @@ import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createClient } from '@supabase/supabase-js'
 import WebSocket from 'ws'
+import * as tus from 'tus-js-client'
 
 const { FLUXBASE_A, FLUXBASE_B, ANON_KEY, SERVICE_KEY, STORAGE_A_ID, STORAGE_A_TOKEN, STORAGE_B_ID, STORAGE_B_TOKEN } = process.env
 if (!FLUXBASE_A || !FLUXBASE_B || !ANON_KEY || !SERVICE_KEY || !STORAGE_A_ID || !STORAGE_A_TOKEN || !STORAGE_B_TOKEN) {
@@ -248,6 +249,51 @@ test('image transformations: download and public URLs with transform', async () 
   assert.equal(res.status, 200)
   assert.equal(res.headers.get('content-type'), 'image/png')
   assert.deepEqual(dims(Buffer.from(await res.arrayBuffer())), [5, 5])
+})
+
+test('a resumable (TUS) upload interrupted on node A is finished on node B', async () => {
+  const data = Buffer.alloc(600 << 10)
+  for (let i = 0; i < data.length; i++) data[i] = i % 251
+  const options = (endpoint, extra) => ({
+    endpoint: `${endpoint}/storage/v1/upload/resumable`,
+    headers: { authorization: `Bearer ${STORAGE_A_TOKEN}`, apikey: ANON_KEY, 'x-upsert': 'true' },
+    metadata: { bucketName: 'e2e-docs', objectName: mine('resumable.bin'), contentType: 'image/png', cacheControl: '3600' },
+    chunkSize: 256 << 10,
+    retryDelays: [],
+    ...extra,
+  })
+  // Node A takes the first chunk, then the client goes away.
+  let url
+  await new Promise((resolve, reject) => {
+    const up = new tus.Upload(data, options(FLUXBASE_A, {
+      onChunkComplete: (_size, sent) => {
+        if (sent >= 256 << 10) {
+          url = up.url
+          up.abort().then(resolve, reject)
+        }
+      },
+      onError: reject,
+      onSuccess: () => reject(new Error('the upload finished before it was interrupted')),
+    }))
+    up.start()
+  })
+  assert.ok(url)
+  // It resumes on node B, from the offset B reports.
+  const onB = url.replace(FLUXBASE_A, FLUXBASE_B)
+  let resumedAt = -1
+  await new Promise((resolve, reject) => {
+    const up = new tus.Upload(data, options(FLUXBASE_B, {
+      uploadUrl: onB,
+      onProgress: (sent) => { if (resumedAt < 0) resumedAt = sent },
+      onError: reject,
+      onSuccess: resolve,
+    }))
+    up.start()
+  })
+  assert.ok(resumedAt >= 256 << 10, `resumed at ${resumedAt}`)
+  const r = await userAonB.from('e2e-docs').download(mine('resumable.bin'))
+  assert.equal(r.error, null)
+  assert.ok(Buffer.from(await r.data.arrayBuffer()).equals(data))
 })
 
 test('limits: size and MIME type', async () => {

@@ -83,6 +83,26 @@ revoke all on function storage.fluxbase_track_versions() from public;
 create trigger fluxbase_track_versions after insert or update or delete on storage.objects
   for each row execute function storage.fluxbase_track_versions();
 
+-- Resumable (TUS) uploads in progress: what the creation said, and how
+-- many bytes have arrived, as parts in the backend at
+-- <bucket>/<name>/<id>.tus/<offset> (recorded as uploads in
+-- fluxbase_pending). Any node may take the next chunk.
+create table if not exists storage.fluxbase_tus (
+  id uuid primary key,
+  bucket_id text not null,
+  name text not null,
+  owner text not null default '',
+  upsert boolean not null,
+  length bigint not null,
+  received bigint not null default 0,
+  parts bigint[] not null default '{}',
+  content_type text not null,
+  cache_control text not null,
+  user_metadata jsonb,
+  created_at timestamptz not null default now()
+);
+revoke all on storage.fluxbase_tus from public;
+
 -- The folders of a name, its last segment, and that segment's extension:
 -- storage.foldername('a/b/c.png') = {a,b}, filename = 'c.png',
 -- extension = 'png'.
@@ -116,6 +136,7 @@ grant execute on function storage.foldername(text), storage.filename(text), stor
 drop trigger if exists fluxbase_track_versions on storage.objects;
 drop function if exists storage.fluxbase_track_versions();
 drop table if exists storage.fluxbase_pending;
+drop table if exists storage.fluxbase_tus;
 drop function if exists storage.extension(text);
 drop function if exists storage.filename(text);
 drop function if exists storage.foldername(text);

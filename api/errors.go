@@ -5,9 +5,10 @@ import (
 	"net/http"
 )
 
-// Error is an API error as clients see it. The REST surface uses PostgREST's
-// shape, {code, message, details, hint}; the other surfaces share it so a
-// client needs one error decoder.
+// Error is an API error as clients see it, in PostgREST's shape, {code,
+// message, details, hint}, which the edge and every surface share so a
+// client needs one error decoder. A surface may put its official
+// client's own codes in it (REST answers PostgREST's and SQLSTATEs).
 type Error struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
@@ -25,24 +26,31 @@ func (e *Error) With(details any) *Error {
 	return &c
 }
 
-// The catalogue. Codes are stable: clients may switch on them.
+// The catalogue of the edge's own errors, also used by the surfaces.
+// Codes are stable: clients may switch on them. Fluxbase's codes are FB
+// and three digits that are no HTTP status: FB00x credentials, FB01x
+// routing, FB02x the requests of a surface, FB09x server faults. The
+// table of every code is docs/ERRORS.md.
 var (
-	ErrNoAPIKey       = &Error{Status: http.StatusUnauthorized, Code: "FB401", Message: "No API key found in request", Hint: "pass the anon or service key in the apikey header or an Authorization: Bearer token"}
-	ErrInvalidToken   = &Error{Status: http.StatusUnauthorized, Code: "FB402", Message: "Invalid API key or token"}
-	ErrExpiredToken   = &Error{Status: http.StatusUnauthorized, Code: "FB403", Message: "JWT expired"}
-	ErrForbidden      = &Error{Status: http.StatusForbidden, Code: "FB404", Message: "This operation needs the service key"}
-	ErrNotFound       = &Error{Status: http.StatusNotFound, Code: "FB405", Message: "Not found"}
-	ErrMethodNotAllow = &Error{Status: http.StatusMethodNotAllowed, Code: "FB406", Message: "Method not allowed"}
-	ErrInternal       = &Error{Status: http.StatusInternalServerError, Code: "FB500", Message: "Internal server error"}
-	ErrUnavailable    = &Error{Status: http.StatusServiceUnavailable, Code: "FB503", Message: "Service unavailable"}
+	ErrNoAPIKey       = &Error{Status: http.StatusUnauthorized, Code: "FB001", Message: "No API key found in request", Hint: "pass the anon or service key in the apikey header or an Authorization: Bearer token"}
+	ErrInvalidToken   = &Error{Status: http.StatusUnauthorized, Code: "FB002", Message: "Invalid API key or token"}
+	ErrExpiredToken   = &Error{Status: http.StatusUnauthorized, Code: "FB003", Message: "JWT expired"}
+	ErrForbidden      = &Error{Status: http.StatusForbidden, Code: "FB004", Message: "This operation needs the service key"}
+	ErrNeedUser       = &Error{Status: http.StatusForbidden, Code: "FB005", Message: "This operation needs a signed-in user's token", Hint: "send the user's access token as Authorization: Bearer"}
+	ErrNotFound       = &Error{Status: http.StatusNotFound, Code: "FB010", Message: "Not found"}
+	ErrMethodNotAllow = &Error{Status: http.StatusMethodNotAllowed, Code: "FB011", Message: "Method not allowed"}
+	ErrInternal       = &Error{Status: http.StatusInternalServerError, Code: "FB090", Message: "Internal server error"}
+	ErrUnavailable    = &Error{Status: http.StatusServiceUnavailable, Code: "FB091", Message: "Service unavailable"}
 )
 
-// writeError renders e; every error response goes through here.
-func writeError(w http.ResponseWriter, e *Error) {
-	writeJSON(w, e.Status, e)
+// WriteError renders e; every error response of the edge and its
+// surfaces goes through here.
+func WriteError(w http.ResponseWriter, e *Error) {
+	WriteJSON(w, e.Status, e)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers status with v as JSON.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)

@@ -9,21 +9,65 @@ import (
 	"github.com/fluxbase/fluxbase/auth"
 )
 
-// guard admits a request only with a valid API key or token, and puts the
-// verified claims in its context. The user's token (Authorization: Bearer)
-// decides the role when present; the API key must be valid too when sent.
-// Browsers cannot set headers on a websocket, so the key may also come in
-// the query as apikey.
-func (s *Server) guard(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		claims, apiErr := s.authenticate(r)
-		if apiErr != nil {
-			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-			writeError(w, apiErr)
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey, claims)))
-	})
+// Access is what a route asks of a request's credentials before its
+// handler runs. The zero value, NeedKey, is the safe default: a route
+// that says nothing admits only a valid API key or token.
+type Access int
+
+const (
+	// NeedKey admits a valid API key or token, whatever its role.
+	NeedKey Access = iota
+	// Open admits any request, for what a browser reaches by a link or a
+	// redirect: mail links, OAuth callbacks, public objects, signed URLs.
+	// Valid credentials, when sent, still set the claims; invalid ones
+	// are ignored, not refused, so a stale session token does not break
+	// a public link. The handler sees nil claims then, as without any.
+	Open
+	// NeedUser admits a signed-in user's token: one with a subject, which
+	// the anon and service keys lack.
+	NeedUser
+	// NeedService admits the service key (a token of service_role).
+	NeedService
+)
+
+// guard admits a request when its credentials satisfy access, and puts
+// the verified claims in its context. The user's token (Authorization:
+// Bearer) decides the role when present; the API key must be valid too
+// when sent. Browsers cannot set headers on a websocket, so the key may
+// also come in the query as apikey. An access the guard does not know
+// is refused like NeedService, the strictest.
+func (s *Server) guard(access Access) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			claims, apiErr := s.authenticate(r)
+			if access == Open {
+				if apiErr == nil {
+					r = r.WithContext(context.WithValue(r.Context(), claimsKey, claims))
+				}
+				next.ServeHTTP(w, r)
+				return
+			}
+			if apiErr != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+				WriteError(w, apiErr)
+				return
+			}
+			switch access {
+			case NeedKey:
+			case NeedUser:
+				if claims.Subject == "" {
+					WriteError(w, ErrNeedUser)
+					return
+				}
+			default:
+				if !claims.IsServiceRole() {
+					WriteError(w, ErrForbidden)
+					return
+				}
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey, claims)))
+		})
+	}
 }
 
 func (s *Server) authenticate(r *http.Request) (*auth.Claims, *Error) {
@@ -82,19 +126,11 @@ func tokenError(err error) *Error {
 	}
 }
 
-// Claims returns the verified claims of a request that passed the guard.
+// Claims returns the verified claims of a request. They are there on
+// every route whose Access requires credentials; on an Open route they
+// are nil unless the client sent valid ones, so a handler never assumes
+// claims its route's Access did not require.
 func Claims(r *http.Request) *auth.Claims {
 	c, _ := r.Context().Value(claimsKey).(*auth.Claims)
 	return c
-}
-
-// requireServiceRole admits only requests made with the service key.
-func requireServiceRole(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c := Claims(r); c == nil || !c.IsServiceRole() {
-			writeError(w, ErrForbidden)
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }

@@ -143,7 +143,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 				zap.String("path", r.URL.Path),
 				zap.String("request_id", RequestID(r)),
 				zap.ByteString("stack", debug.Stack()))
-			writeError(w, ErrInternal)
+			WriteError(w, ErrInternal)
 		}()
 		next.ServeHTTP(w, r)
 	})

@@ -1,10 +1,16 @@
 // Package api is Fluxbase's HTTP edge: one chi router with the middleware
 // every request passes (request ids, access logs, panic recovery, metrics,
-// CORS, gzip), health and readiness, and the guarded API prefixes under
-// which the REST, auth, storage, realtime and CDC handlers are mounted.
+// CORS, gzip), health and readiness, the key guard, and the error
+// catalogue with the helpers every error response goes through.
 //
-// It owns HTTP concerns only: the domain packages (auth, broker,
-// replication, storage) never import it.
+// It serves no product itself. Each HTTP surface (api/rest,
+// api/realtime, and auth, storage and CDC as they come) is a package of
+// its own that hands the edge a Surface: a prefix and routes, each route
+// declaring the Access it needs, NeedKey when it says nothing. The guard
+// runs before every route and before the 404 and 405 of every API
+// prefix, so a path no surface serves still needs a key to learn so.
+// Surfaces import api, never each other; the domain packages (auth,
+// broker, replication, pgrole) never import api.
 package api
 
 import (
@@ -25,8 +31,27 @@ import (
 	"github.com/fluxbase/fluxbase/auth"
 )
 
-// The API prefixes; each is guarded by token verification.
+// The API prefixes. Each answers behind the guard, with a surface's routes
+// or, when no surface has it yet, 404 for every path once the key passes.
 var apiPrefixes = []string{"/rest/v1", "/auth/v1", "/storage/v1", "/realtime/v1", "/cdc/v1"}
+
+// Route is one endpoint of a surface: Method ("" for every method) and
+// Pattern (chi's syntax, relative to the surface's prefix; the pattern
+// labels the route's metrics), the Access it needs, and its handler.
+type Route struct {
+	Method  string
+	Pattern string
+	Access  Access
+	Handler http.Handler
+}
+
+// Surface is an HTTP surface: the routes a package serves under Prefix
+// ("/rest/v1", ...). A path under Prefix that no route matches answers
+// 404, a method a matched path lacks 405, both after the guard.
+type Surface struct {
+	Prefix string
+	Routes []Route
+}
 
 // Check reports whether a dependency answers; nil means healthy.
 type Check func(ctx context.Context) error
@@ -48,9 +73,9 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Checks decide readiness.
 	Checks []NamedCheck
-	// Mounts are the handlers under the guarded prefixes, by prefix
-	// ("/rest/v1", ...). A prefix without one answers 404 after the guard.
-	Mounts map[string]http.Handler
+	// Surfaces are served under their prefixes, one surface a prefix. An
+	// API prefix without one answers 404 after the guard.
+	Surfaces []Surface
 }
 
 // Server is the HTTP edge of one node.
@@ -80,11 +105,11 @@ func New(cfg Config, verifier *auth.Verifier, log *zap.Logger, reg *prometheus.R
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
 	r.Use(requestID, s.observe, s.recoverer, cors)
-	r.NotFound(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrNotFound) })
-	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrMethodNotAllow) })
+	r.NotFound(notFound)
+	r.MethodNotAllowed(methodNotAllowed)
 
 	r.Get("/health", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	r.Get("/ready", s.ready)
 	r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
@@ -95,25 +120,52 @@ func (s *Server) routes() chi.Router {
 	if err != nil {
 		panic(err) // only for invalid options
 	}
+	compress := func(h http.Handler) http.Handler { return gzip(h) }
+	served := map[string]bool{}
+	for _, sf := range s.cfg.Surfaces {
+		s.mount(r, sf, compress)
+		served[sf.Prefix] = true
+	}
 	for _, prefix := range apiPrefixes {
-		h := s.cfg.Mounts[prefix]
-		if h == nil {
-			h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeError(w, ErrNotFound) })
+		if !served[prefix] {
+			s.mount(r, Surface{Prefix: prefix}, compress)
 		}
-		r.With(s.guard).Mount(prefix, gzip(h))
 	}
 	if s.cfg.Debug {
-		r.Route("/debug/pprof", func(r chi.Router) {
-			r.Use(s.guard, requireServiceRole)
-			r.HandleFunc("/*", pprof.Index)
-			r.HandleFunc("/cmdline", pprof.Cmdline)
-			r.HandleFunc("/profile", pprof.Profile)
-			r.HandleFunc("/symbol", pprof.Symbol)
-			r.HandleFunc("/trace", pprof.Trace)
-		})
+		s.mount(r, Surface{Prefix: "/debug/pprof", Routes: []Route{
+			{Pattern: "/*", Access: NeedService, Handler: http.HandlerFunc(pprof.Index)},
+			{Pattern: "/cmdline", Access: NeedService, Handler: http.HandlerFunc(pprof.Cmdline)},
+			{Pattern: "/profile", Access: NeedService, Handler: http.HandlerFunc(pprof.Profile)},
+			{Pattern: "/symbol", Access: NeedService, Handler: http.HandlerFunc(pprof.Symbol)},
+			{Pattern: "/trace", Access: NeedService, Handler: http.HandlerFunc(pprof.Trace)},
+		}}, func(h http.Handler) http.Handler { return h })
 	}
 	return r
 }
+
+// mount serves sf's routes under its prefix, each behind the guard for
+// its access and wrapped by wrap. What no route matches gets 404 or 405
+// behind the default guard, so it reveals nothing to a request without a
+// key.
+func (s *Server) mount(r chi.Router, sf Surface, wrap func(http.Handler) http.Handler) {
+	r.Route(sf.Prefix, func(sr chi.Router) {
+		keyed := s.guard(NeedKey)
+		sr.NotFound(keyed(wrap(http.HandlerFunc(notFound))).ServeHTTP)
+		sr.MethodNotAllowed(keyed(wrap(http.HandlerFunc(methodNotAllowed))).ServeHTTP)
+		for _, rt := range sf.Routes {
+			h := s.guard(rt.Access)(wrap(rt.Handler))
+			if rt.Method == "" {
+				sr.Handle(rt.Pattern, h)
+			} else {
+				sr.Method(rt.Method, rt.Pattern, h)
+			}
+		}
+	})
+}
+
+func notFound(w http.ResponseWriter, _ *http.Request) { WriteError(w, ErrNotFound) }
+
+func methodNotAllowed(w http.ResponseWriter, _ *http.Request) { WriteError(w, ErrMethodNotAllow) }
 
 // ServeHTTP makes the Server an http.Handler, for tests.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
@@ -145,12 +197,12 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		checks[res.name] = "ok"
 	}
 	if len(failing) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{
+		WriteJSON(w, http.StatusServiceUnavailable, map[string]any{
 			"status": "unavailable", "failing": failing, "checks": checks,
 		})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": checks})
+	WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": checks})
 }
 
 // Serve serves on ln until ctx ends, then shuts down gracefully: it first

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,61 +19,41 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/internal/apitest"
 )
 
-const secret = "api-test-secret-long-enough-for-hs256!"
+const secret = apitest.Secret
+
+var sign, get = apitest.Sign, apitest.Get
+
+// standIn reports the role and subject the request runs as, or "none"
+// without claims.
+func standIn(w http.ResponseWriter, r *http.Request) {
+	c := Claims(r)
+	if c == nil {
+		WriteJSON(w, http.StatusOK, map[string]string{"role": "none"})
+		return
+	}
+	WriteJSON(w, http.StatusOK, map[string]string{"role": c.Role, "sub": c.Subject})
+}
 
 func newTestServer(t *testing.T, cfg Config) *httptest.Server {
 	t.Helper()
-	v, err := auth.NewVerifier(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Mounts == nil {
-		cfg.Mounts = map[string]http.Handler{}
-	}
-	// A stand-in REST handler that reports the role the request runs as.
-	cfg.Mounts["/rest/v1"] = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch strings.TrimPrefix(r.URL.Path, "/rest/v1") {
-		case "/panic":
-			panic("boom")
-		case "/big":
-			writeJSON(w, http.StatusOK, map[string]string{"data": strings.Repeat("x", 8000)})
-		default:
-			writeJSON(w, http.StatusOK, map[string]string{"role": Claims(r).Role, "sub": Claims(r).Subject})
-		}
-	})
-	srv := httptest.NewServer(New(cfg, v, zap.NewNop(), prometheus.NewRegistry()))
+	// A stand-in REST surface that reports the role the request runs as.
+	cfg.Surfaces = append(cfg.Surfaces, Surface{Prefix: "/rest/v1", Routes: []Route{{Pattern: "/*",
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch strings.TrimPrefix(r.URL.Path, "/rest/v1") {
+			case "/panic":
+				panic("boom")
+			case "/big":
+				WriteJSON(w, http.StatusOK, map[string]string{"data": strings.Repeat("x", 8000)})
+			default:
+				standIn(w, r)
+			}
+		})}}})
+	srv := httptest.NewServer(New(cfg, apitest.Verifier(t), zap.NewNop(), prometheus.NewRegistry()))
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-func sign(t *testing.T, s string, claims map[string]any) string {
-	t.Helper()
-	tok, err := auth.Sign(s, claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tok
-}
-
-func get(t *testing.T, url string, headers map[string]string) (*http.Response, map[string]any) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var body map[string]any
-	raw, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(raw, &body); err != nil {
-		t.Fatalf("%s: body is not JSON: %q", url, raw)
-	}
-	return resp, body
 }
 
 func TestGuard(t *testing.T) {
@@ -86,36 +67,45 @@ func TestGuard(t *testing.T) {
 	enc := base64.RawURLEncoding.EncodeToString
 	algNone := enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc([]byte(`{"role":"service_role"}`)) + "."
 
-	tests := []struct {
-		name     string
-		path     string
-		headers  map[string]string
-		status   int
-		wantRole string
-		wantCode string
-	}{
+	tests := []accessCase{
 		{"anon key", "/rest/v1/t", map[string]string{"apikey": anon}, 200, "anon", ""},
 		{"service key", "/rest/v1/t", map[string]string{"apikey": service}, 200, "service_role", ""},
 		{"anon key plus user token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + user}, 200, "authenticated", ""},
 		{"key in query", "/rest/v1/t?apikey=" + anon, nil, 200, "anon", ""},
-		{"no key", "/rest/v1/t", nil, 401, "", "FB401"},
-		{"garbage key", "/rest/v1/t", map[string]string{"apikey": "garbage"}, 401, "", "FB402"},
-		{"expired token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, "", "FB403"},
-		{"wrong signature", "/rest/v1/t", map[string]string{"apikey": wrongSig}, 401, "", "FB402"},
-		{"alg none", "/rest/v1/t", map[string]string{"Authorization": "Bearer " + algNone}, 401, "", "FB402"},
-		{"basic auth", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Basic eDp5"}, 401, "", "FB402"},
-		{"bad key, good token", "/rest/v1/t", map[string]string{"apikey": "bad", "Authorization": "Bearer " + user}, 401, "", "FB402"},
-		{"storage guarded before it exists", "/storage/v1/object/x", map[string]string{"apikey": "bad"}, 401, "", "FB402"},
-		{"auth guarded before it exists", "/auth/v1/user", nil, 401, "", "FB401"},
-		{"realtime guarded", "/realtime/v1/websocket", nil, 401, "", "FB401"},
-		{"cdc guarded", "/cdc/v1/changes", map[string]string{"apikey": expired}, 401, "", "FB403"},
-		{"unmounted prefix with a good key", "/cdc/v1/changes", map[string]string{"apikey": anon}, 404, "", "FB405"},
+		{"no key", "/rest/v1/t", nil, 401, "", "FB001"},
+		{"garbage key", "/rest/v1/t", map[string]string{"apikey": "garbage"}, 401, "", "FB002"},
+		{"expired token", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, "", "FB003"},
+		{"wrong signature", "/rest/v1/t", map[string]string{"apikey": wrongSig}, 401, "", "FB002"},
+		{"alg none", "/rest/v1/t", map[string]string{"Authorization": "Bearer " + algNone}, 401, "", "FB002"},
+		{"basic auth", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Basic eDp5"}, 401, "", "FB002"},
+		{"bad key, good token", "/rest/v1/t", map[string]string{"apikey": "bad", "Authorization": "Bearer " + user}, 401, "", "FB002"},
+		{"storage guarded before it exists", "/storage/v1/object/x", map[string]string{"apikey": "bad"}, 401, "", "FB002"},
+		{"auth guarded before it exists", "/auth/v1/user", nil, 401, "", "FB001"},
+		{"realtime guarded", "/realtime/v1/websocket", nil, 401, "", "FB001"},
+		{"cdc guarded", "/cdc/v1/changes", map[string]string{"apikey": expired}, 401, "", "FB003"},
+		{"unmounted prefix with a good key", "/cdc/v1/changes", map[string]string{"apikey": anon}, 404, "", "FB010"},
 		{"health needs no key", "/health", nil, 200, "", ""},
 	}
+	checkAccess(t, srv.URL, tests)
+}
+
+// accessCase is a GET and what it must answer: a status, then the role
+// the stand-in reports ("" for not checked) or an error code.
+type accessCase struct {
+	name     string
+	path     string
+	headers  map[string]string
+	status   int
+	wantRole string
+	wantCode string
+}
+
+func checkAccess(t *testing.T, base string, tests []accessCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			resp, body := get(t, srv.URL+tt.path, tt.headers)
+			resp, body := get(t, base+tt.path, tt.headers)
 			if resp.StatusCode != tt.status {
 				t.Fatalf("status %d, want %d (body %v)", resp.StatusCode, tt.status, body)
 			}
@@ -130,6 +120,18 @@ func TestGuard(t *testing.T) {
 			}
 		})
 	}
+}
+
+// metricsText is what the server's /metrics answers.
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return string(raw)
 }
 
 func TestReady(t *testing.T) {
@@ -179,7 +181,7 @@ func TestMiddleware(t *testing.T) {
 
 	t.Run("panic becomes 500 and the server lives on", func(t *testing.T) {
 		resp, body := get(t, srv.URL+"/rest/v1/panic", map[string]string{"apikey": anon})
-		if resp.StatusCode != 500 || body["code"] != "FB500" {
+		if resp.StatusCode != 500 || body["code"] != "FB090" {
 			t.Fatalf("%d %v", resp.StatusCode, body)
 		}
 		if resp, _ := get(t, srv.URL+"/health", nil); resp.StatusCode != 200 {
@@ -259,13 +261,7 @@ func TestMiddleware(t *testing.T) {
 	})
 	t.Run("metrics by route pattern", func(t *testing.T) {
 		get(t, srv.URL+"/health", nil)
-		resp, err := http.Get(srv.URL + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		text := string(raw)
+		text := metricsText(t, srv.URL)
 		for _, want := range []string{
 			`http_requests_total{method="GET",route="/health",status="200"}`,
 			`http_request_duration_seconds_bucket{method="GET",route="/health"`,
@@ -284,5 +280,78 @@ func TestPprofOffByDefault(t *testing.T) {
 	service, _ := auth.APIKey(secret, auth.RoleServiceRole)
 	if resp, _ := get(t, srv.URL+"/debug/pprof/cmdline", map[string]string{"apikey": service}); resp.StatusCode != 404 {
 		t.Fatalf("pprof answered %d without FLUXBASE_DEBUG", resp.StatusCode)
+	}
+}
+
+// Each route is guarded as it declares: an Open route serves anyone, a
+// NeedUser route only a signed-in user, a NeedService route only the
+// service key, and a route that says nothing needs a key. What no route
+// matches still needs a key to learn it is not there.
+func TestRouteAccess(t *testing.T) {
+	t.Parallel()
+	h := http.HandlerFunc(standIn)
+	srv := newTestServer(t, Config{Surfaces: []Surface{{Prefix: "/t/v1", Routes: []Route{
+		{Method: http.MethodGet, Pattern: "/open", Access: Open, Handler: h},
+		{Method: http.MethodGet, Pattern: "/user", Access: NeedUser, Handler: h},
+		{Method: http.MethodGet, Pattern: "/service", Access: NeedService, Handler: h},
+		{Method: http.MethodGet, Pattern: "/default", Handler: h},
+	}}}})
+	anon := apitest.Key(t, auth.RoleAnon)
+	service := apitest.Key(t, auth.RoleServiceRole)
+	user := apitest.UserToken(t, "u-1")
+	expired := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u-1", "exp": time.Now().Add(-time.Hour).Unix()})
+	withUser := map[string]string{"apikey": anon, "Authorization": "Bearer " + user}
+
+	checkAccess(t, srv.URL, []accessCase{
+		{"open without a key", "/t/v1/open", nil, 200, "none", ""},
+		{"open with the anon key sets claims", "/t/v1/open", map[string]string{"apikey": anon}, 200, "anon", ""},
+		{"open with a user token sets claims", "/t/v1/open", withUser, 200, "authenticated", ""},
+		{"open ignores a garbage key", "/t/v1/open", map[string]string{"apikey": "garbage"}, 200, "none", ""},
+		{"open ignores an expired token", "/t/v1/open", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 200, "none", ""},
+		{"user route without a key", "/t/v1/user", nil, 401, "", "FB001"},
+		{"user route refuses the anon key", "/t/v1/user", map[string]string{"apikey": anon}, 403, "", "FB005"},
+		{"user route refuses the service key", "/t/v1/user", map[string]string{"apikey": service}, 403, "", "FB005"},
+		{"user route refuses an expired token", "/t/v1/user", map[string]string{"apikey": anon, "Authorization": "Bearer " + expired}, 401, "", "FB003"},
+		{"user route serves a user", "/t/v1/user", withUser, 200, "authenticated", ""},
+		{"service route refuses a user token", "/t/v1/service", withUser, 403, "", "FB004"},
+		{"service route refuses the anon key", "/t/v1/service", map[string]string{"apikey": anon}, 403, "", "FB004"},
+		{"service route serves the service key", "/t/v1/service", map[string]string{"apikey": service}, 200, "service_role", ""},
+		{"default route needs a key", "/t/v1/default", nil, 401, "", "FB001"},
+		{"default route takes the anon key", "/t/v1/default", map[string]string{"apikey": anon}, 200, "anon", ""},
+		{"unknown path without a key", "/t/v1/nothing", nil, 401, "", "FB001"},
+		{"unknown path with a key", "/t/v1/nothing", map[string]string{"apikey": anon}, 404, "", "FB010"},
+	})
+
+	t.Run("a method the path lacks", func(t *testing.T) {
+		t.Parallel()
+		for key, want := range map[string]int{"": 401, anon: 405} {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/t/v1/open", nil)
+			if key != "" {
+				req.Header.Set("apikey", key)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("POST with key %q: status %d, want %d", key, resp.StatusCode, want)
+			}
+		}
+	})
+}
+
+// A surface's requests are counted under their route pattern, prefix
+// included, not under their path.
+func TestMetricsRoutePattern(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Config{Surfaces: []Surface{{Prefix: "/t/v1", Routes: []Route{
+		{Method: http.MethodGet, Pattern: "/items/{id}", Access: Open, Handler: http.HandlerFunc(standIn)},
+	}}}})
+	for i := range 2 {
+		get(t, fmt.Sprintf("%s/t/v1/items/%d", srv.URL, i), nil)
+	}
+	if want := `http_requests_total{method="GET",route="/t/v1/items/{id}",status="200"} 2`; !strings.Contains(metricsText(t, srv.URL), want) {
+		t.Errorf("metrics lack %s", want)
 	}
 }

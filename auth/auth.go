@@ -5,7 +5,7 @@
 // anon and service-role API keys are long-lived tokens whose `role` claim
 // names a database role, and user tokens carry `role: authenticated` and the
 // user's id in `sub`. Users, passwords and sessions live elsewhere in this
-// package as they arrive; HTTP handling lives in api.
+// package as they arrive; HTTP handling lives in api and its surfaces.
 package auth
 
 import (

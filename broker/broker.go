@@ -1,12 +1,12 @@
 // Package broker runs the event bus every Fluxbase node shares: a NATS
 // server embedded in the node (standalone, or clustered with the other
 // nodes by routes) with JetStream, or a connection to an existing NATS
-// cluster. It provisions the change log — stream FLUXBASE_CHANGES on
-// subjects fluxbase.changes.> — and the KV buckets other parts keep
+// cluster. It provisions the change log — the stream change.Stream on
+// the subjects change.SubjectWildcard — and the KV buckets other parts keep
 // cluster-wide state in, and hands the node one in-process connection.
 //
 // It does not decode or publish changes (replication does), nor fan them out
-// to websocket clients (broker/fanout and api do). The api package sees no
+// to websocket clients (broker/fanout and api/realtime do). The api packages see no
 // NATS types: replication and the fan-out hub take the connection through
 // their own adapters, wired in cmd/fluxbase.
 //
@@ -38,13 +38,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // Names of what the broker provisions.
 const (
-	ChangesStream  = "FLUXBASE_CHANGES"
-	ChangesSubject = "fluxbase.changes.>"
-
 	PresenceBucket    = "fluxbase_presence"
 	RateLimitBucket   = "fluxbase_ratelimits"
 	RevocationsBucket = "fluxbase_revocations"
@@ -254,9 +253,9 @@ func (b *Broker) provision(ctx context.Context) error {
 		maxBytes = -1
 	}
 	sc := jetstream.StreamConfig{
-		Name:        ChangesStream,
+		Name:        change.Stream,
 		Description: "Fluxbase change events, one per committed row change, in commit order",
-		Subjects:    []string{ChangesSubject},
+		Subjects:    []string{change.SubjectWildcard},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
@@ -273,7 +272,7 @@ func (b *Broker) provision(ctx context.Context) error {
 	}
 	return retry(ctx, func(ctx context.Context) error {
 		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("stream %s: %w", ChangesStream, err)
+			return fmt.Errorf("stream %s: %w", change.Stream, err)
 		}
 		for _, kv := range kvs {
 			if _, err := b.js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
@@ -322,8 +321,8 @@ func (b *Broker) Ready(ctx context.Context) error {
 	if !b.nc.IsConnected() {
 		return errors.New("not connected to NATS")
 	}
-	if _, err := b.js.Stream(ctx, ChangesStream); err != nil {
-		return fmt.Errorf("stream %s: %w", ChangesStream, err)
+	if _, err := b.js.Stream(ctx, change.Stream); err != nil {
+		return fmt.Errorf("stream %s: %w", change.Stream, err)
 	}
 	return nil
 }
@@ -375,13 +374,13 @@ var consumerPermissions = &server.Permissions{
 			"$JS.API.INFO",
 			"$JS.API.STREAM.NAMES",
 			"$JS.API.STREAM.LIST",
-			"$JS.API.STREAM.INFO." + ChangesStream,
-			"$JS.API.STREAM.MSG.GET." + ChangesStream,
-			"$JS.API.DIRECT.GET." + ChangesStream,
-			"$JS.API.DIRECT.GET." + ChangesStream + ".>",
+			"$JS.API.STREAM.INFO." + change.Stream,
+			"$JS.API.STREAM.MSG.GET." + change.Stream,
+			"$JS.API.DIRECT.GET." + change.Stream,
+			"$JS.API.DIRECT.GET." + change.Stream + ".>",
 			"$JS.API.CONSUMER.>",
-			"$JS.ACK." + ChangesStream + ".>",
-			"$JS.FC." + ChangesStream + ".>",
+			"$JS.ACK." + change.Stream + ".>",
+			"$JS.FC." + change.Stream + ".>",
 			"_INBOX.>",
 		},
 	},
@@ -513,7 +512,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	gauge := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v) }
 	healthy := 0.0
-	if s, err := c.b.js.Stream(ctx, ChangesStream); err == nil {
+	if s, err := c.b.js.Stream(ctx, change.Stream); err == nil {
 		healthy = 1
 		info := s.CachedInfo()
 		gauge(c.msgs, float64(info.State.Msgs))

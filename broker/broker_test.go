@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 func freePort(t testing.TB) int {
@@ -70,14 +72,14 @@ func readAll(t testing.TB, js jetstream.JetStream) []string {
 	defer cancel()
 	var s jetstream.Stream
 	var err error
-	for s, err = js.Stream(ctx, ChangesStream); err != nil; s, err = js.Stream(ctx, ChangesStream) {
+	for s, err = js.Stream(ctx, change.Stream); err != nil; s, err = js.Stream(ctx, change.Stream) {
 		if ctx.Err() != nil {
 			t.Fatalf("stream info: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	total := s.CachedInfo().State.Msgs
-	c, err := js.OrderedConsumer(ctx, ChangesStream, jetstream.OrderedConsumerConfig{})
+	c, err := js.OrderedConsumer(ctx, change.Stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +175,7 @@ func TestRestartUpdatesLimits(t *testing.T) {
 	b.Close()
 	b = start(t, Config{DataDir: dir, ChangesMaxAge: 2 * time.Hour, ChangesMaxBytes: 2 << 30})
 	defer b.Close()
-	s, err := b.JetStream().Stream(context.Background(), ChangesStream)
+	s, err := b.JetStream().Stream(context.Background(), change.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,10 +301,10 @@ func TestExternalClient(t *testing.T) {
 	if _, err := js.Publish(short(), "fluxbase.changes.public.t.insert", []byte("forged")); err == nil {
 		t.Fatal("an external client published into the change log")
 	}
-	if err := js.DeleteStream(short(), ChangesStream); err == nil {
+	if err := js.DeleteStream(short(), change.Stream); err == nil {
 		t.Fatal("an external client deleted the change log")
 	}
-	if _, err := js.Stream(short(), ChangesStream); err != nil {
+	if _, err := js.Stream(short(), change.Stream); err != nil {
 		t.Fatalf("stream info after the refused writes: %v", err)
 	}
 	expectSequence(t, readAll(t, b.JetStream()), [2]any{"x", 5})

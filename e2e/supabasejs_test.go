@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fluxbase/fluxbase/auth"
-	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
@@ -184,7 +184,7 @@ func waitStreaming(t *testing.T, pool *pgxpool.Pool, js jetstream.JetStream) {
 		if _, err := pool.Exec(ctx, `insert into public.e2e_ping default values`); err != nil {
 			t.Fatal(err)
 		}
-		if s, err := js.Stream(ctx, broker.ChangesStream); err == nil {
+		if s, err := js.Stream(ctx, change.Stream); err == nil {
 			if info, err := s.Info(ctx); err == nil && info.State.Msgs > 0 {
 				return
 			}

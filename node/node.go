@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -29,9 +28,12 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fluxbase/fluxbase/api"
+	"github.com/fluxbase/fluxbase/api/realtime"
+	"github.com/fluxbase/fluxbase/api/rest"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/broker/fanout"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/migrations"
 	"github.com/fluxbase/fluxbase/replication"
 	"github.com/fluxbase/fluxbase/storage"
@@ -97,7 +99,7 @@ type Node struct {
 	replicas []*pgxpool.Pool
 	bus      *broker.Broker
 	repl     *replication.Replicator
-	rt       *api.Realtime
+	rt       *realtime.Endpoint
 	srv      *api.Server
 
 	closeOnce sync.Once
@@ -164,7 +166,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	reg.MustRegister(broker.NewCollector(n.bus))
 
 	changeLog, err := replication.NewJetStreamLog(n.bus.Conn(), replication.JetStreamLogOptions{
-		Stream:       broker.ChangesStream,
+		Stream:       change.Stream,
 		SyncInterval: n.bus.SyncInterval(),
 	})
 	if err != nil {
@@ -180,10 +182,10 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if hub.NodeID == "" {
 		hub.NodeID = cfg.Name
 	}
-	n.rt = api.NewRealtime(api.RealtimeConfig{
+	n.rt = realtime.New(realtime.Config{
 		Verifier:   verifier,
 		Pool:       n.pool,
-		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), broker.ChangesStream),
+		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),
 		Bus:        fanout.NewNATSBus(n.bus.Conn()),
 		Hub:        hub,
 		Log:        log,
@@ -199,9 +201,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			{Name: "replication", Check: func(context.Context) error { return n.repl.Ready() }},
 			{Name: "realtime", Check: func(context.Context) error { return n.rt.Hub().Ready() }},
 		},
-		Mounts: map[string]http.Handler{
-			"/rest/v1":     api.NewREST(api.RESTConfig{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
-			"/realtime/v1": n.rt,
+		Surfaces: []api.Surface{
+			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
+			n.rt.Surface(),
 		},
 	}, verifier, log, reg)
 	return n, nil

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 )
 
@@ -130,7 +131,7 @@ func startBenchBroker(b *testing.B, sync string) *benchBroker {
 }
 
 func (bb *benchBroker) msgs(b *testing.B) uint64 {
-	s, err := bb.js.Stream(context.Background(), broker.ChangesStream)
+	s, err := bb.js.Stream(context.Background(), change.Stream)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -177,7 +178,7 @@ func benchExec(b *testing.B, dbURL string, sqls ...string) {
 	}
 }
 
-func benchQueryLSN(b *testing.B, dbURL, sql string, args ...any) LSN {
+func benchQueryLSN(b *testing.B, dbURL, sql string, args ...any) change.LSN {
 	b.Helper()
 	conn, err := pgx.Connect(context.Background(), dbURL)
 	if err != nil {
@@ -191,7 +192,7 @@ func benchQueryLSN(b *testing.B, dbURL, sql string, args ...any) LSN {
 	if s == nil {
 		return 0
 	}
-	l, err := ParseLSN(*s)
+	l, err := change.ParseLSN(*s)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func benchCommitToStored(b *testing.B, syncMode string) {
 		waitHolder(b, startBenchReplicator(b, dbURL, slotFor(dbURL), bb, 0))
 		var mu sync.Mutex
 		var lat []time.Duration
-		s, err := bb.js.Stream(context.Background(), broker.ChangesStream)
+		s, err := bb.js.Stream(context.Background(), change.Stream)
 		if err != nil {
 			b.Fatal(err)
 		}

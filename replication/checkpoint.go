@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // This file is the checkpoint stage. The slot's confirmed LSN tells
@@ -20,11 +22,11 @@ import (
 // It is kept small (56 bytes): up to 32 windows of entries may wait for the
 // log to sync.
 type pending struct {
-	ack      Ack    // an event, until its acknowledgement is seen
-	seq      uint64 // an event's stream sequence, once acknowledged
-	lsn      LSN    // a position: what the slot may confirm after it
-	sent     int64  // an event: when it was published (Unix ns)
-	commitTS int64  // a position that ends a transaction: its commit time (Unix µs)
+	ack      Ack        // an event, until its acknowledgement is seen
+	seq      uint64     // an event's stream sequence, once acknowledged
+	lsn      change.LSN // a position: what the slot may confirm after it
+	sent     int64      // an event: when it was published (Unix ns)
+	commitTS int64      // a position that ends a transaction: its commit time (Unix µs)
 	event    bool
 	op       uint8 // opSlot
 }
@@ -46,18 +48,18 @@ type checkpoint struct {
 	scan      int
 	events    int // events in the queue
 	unacked   int // events whose acknowledgement has not been seen
-	confirmed LSN
+	confirmed change.LSN
 
 	durableSeq func() uint64
 	onEvent    func(op uint8)       // an event became durable (opSlot)
 	onCommit   func(tsMicros int64) // a transaction became durable
 }
 
-func newCheckpoint(confirmed LSN, durableSeq func() uint64) *checkpoint {
+func newCheckpoint(confirmed change.LSN, durableSeq func() uint64) *checkpoint {
 	return &checkpoint{confirmed: confirmed, durableSeq: durableSeq, onEvent: func(uint8) {}, onCommit: func(int64) {}}
 }
 
-func (c *checkpoint) addEvent(ack Ack, op Op, now time.Time) {
+func (c *checkpoint) addEvent(ack Ack, op change.Op, now time.Time) {
 	c.q = append(c.q, pending{event: true, ack: ack, op: uint8(opSlot(op)), sent: now.UnixNano()})
 	c.events++
 	c.unacked++
@@ -66,7 +68,7 @@ func (c *checkpoint) addEvent(ack Ack, op Op, now time.Time) {
 // addPosition queues a WAL position. Consecutive positions (keepalives on
 // an idle stream) collapse into one entry, so the queue never grows with
 // time, only with events.
-func (c *checkpoint) addPosition(lsn LSN, commitTS time.Time) {
+func (c *checkpoint) addPosition(lsn change.LSN, commitTS time.Time) {
 	var ts int64
 	if !commitTS.IsZero() {
 		ts = commitTS.UnixMicro()

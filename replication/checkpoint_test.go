@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // manualAck is an Ack the test completes.
@@ -26,14 +28,14 @@ func TestCheckpointConfirmsOnlyDurable(t *testing.T) {
 	ck.onCommit = func(ts int64) { committed = append(committed, ts) }
 	now := time.Now()
 	a1, a2, a3 := newManualAck(), newManualAck(), newManualAck()
-	ck.addEvent(a1, OpInsert, now)
-	ck.addEvent(a2, OpInsert, now)
+	ck.addEvent(a1, change.OpInsert, now)
+	ck.addEvent(a2, change.OpInsert, now)
 	ck.addPosition(200, now) // commit of the first transaction
-	ck.addEvent(a3, OpUpdate, now)
+	ck.addEvent(a3, change.OpUpdate, now)
 	ck.addPosition(300, now.Add(time.Second))
 	ck.addPosition(350, time.Time{}) // a keepalive right after: collapses into 300's entry
 
-	step := func(want LSN, unacked, events int) {
+	step := func(want change.LSN, unacked, events int) {
 		t.Helper()
 		if err := ck.advance(); err != nil {
 			t.Fatal(err)
@@ -71,9 +73,9 @@ func TestCheckpointStopsAtFailure(t *testing.T) {
 	t.Parallel()
 	ck := newCheckpoint(0, func() uint64 { return 10 })
 	a1, a2 := newManualAck(), newManualAck()
-	ck.addEvent(a1, OpInsert, time.Now())
+	ck.addEvent(a1, change.OpInsert, time.Now())
 	ck.addPosition(50, time.Time{})
-	ck.addEvent(a2, OpInsert, time.Now())
+	ck.addEvent(a2, change.OpInsert, time.Now())
 	ck.addPosition(60, time.Time{})
 	a1.complete(0, errors.New("no stream"))
 	a2.complete(2, nil)

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // The crash and memory tests need processes they can SIGKILL: they run this
@@ -152,7 +153,7 @@ func startNATS(dir, port, sync string) (*server.Server, error) {
 
 // brokerLog is the replication log on b, wired as cmd/fluxbase wires it.
 func brokerLog(b *broker.Broker) (*JetStreamLog, error) {
-	return NewJetStreamLog(b.Conn(), JetStreamLogOptions{Stream: broker.ChangesStream, SyncInterval: b.SyncInterval(), AckTimeout: 5 * time.Second})
+	return NewJetStreamLog(b.Conn(), JetStreamLogOptions{Stream: change.Stream, SyncInterval: b.SyncInterval(), AckTimeout: 5 * time.Second})
 }
 
 // runNode streams the slot into b's change stream until ctx ends.

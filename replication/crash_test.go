@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
@@ -230,7 +230,7 @@ func writeRows(t *testing.T, dbURL string, w int, stop <-chan struct{}) []int {
 }
 
 // readStream reads the whole change stream once it holds want events.
-func readStream(t *testing.T, nc *nats.Conn, want int, timeout time.Duration) []Change {
+func readStream(t *testing.T, nc *nats.Conn, want int, timeout time.Duration) []change.Event {
 	t.Helper()
 	ctx := context.Background()
 	js, err := jetstream.New(nc)
@@ -239,7 +239,7 @@ func readStream(t *testing.T, nc *nats.Conn, want int, timeout time.Duration) []
 	}
 	var s jetstream.Stream
 	waitFor(t, timeout, fmt.Sprintf("%d events in the stream", want), func() bool {
-		if s, err = js.Stream(ctx, broker.ChangesStream); err != nil {
+		if s, err = js.Stream(ctx, change.Stream); err != nil {
 			return false
 		}
 		info, err := s.Info(ctx)
@@ -253,7 +253,7 @@ func readStream(t *testing.T, nc *nats.Conn, want int, timeout time.Duration) []
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []Change
+	var out []change.Event
 	for uint64(len(out)) < info.State.Msgs {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -261,7 +261,7 @@ func readStream(t *testing.T, nc *nats.Conn, want int, timeout time.Duration) []
 		}
 		got := 0
 		for m := range batch.Messages() {
-			var c Change
+			var c change.Event
 			if err := json.Unmarshal(m.Data(), &c); err != nil {
 				t.Fatalf("message: %v", err)
 			}
@@ -282,7 +282,7 @@ func readStream(t *testing.T, nc *nats.Conn, want int, timeout time.Duration) []
 }
 
 // checkCrashStream checks the stream against what the writers committed.
-func checkCrashStream(t *testing.T, changes []Change, committed [][]int) {
+func checkCrashStream(t *testing.T, changes []change.Event, committed [][]int) {
 	t.Helper()
 	checkTransactions(t, changes)
 	seen := map[[2]int]bool{}
@@ -294,7 +294,7 @@ func checkCrashStream(t *testing.T, changes []Change, committed [][]int) {
 		var w, n int
 		wv, _ := c.Record.Get("writer")
 		nv, _ := c.Record.Get("n")
-		if err := json.Unmarshal(wv, &w); err != nil || c.Op != OpInsert {
+		if err := json.Unmarshal(wv, &w); err != nil || c.Op != change.OpInsert {
 			t.Fatalf("event %d: %s %v", i, c.Op, err)
 		}
 		if err := json.Unmarshal(nv, &n); err != nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // This file is the decode stage: pgoutput messages (protocol version 1) in,
@@ -18,9 +20,9 @@ import (
 
 // event is one encoded change, ready to publish.
 type event struct {
-	pos     Position
-	lsn     LSN
-	op      Op
+	pos     change.Position
+	lsn     change.LSN
+	op      change.Op
 	subject string
 	data    []byte
 	// commitTS is carried for the last-commit metric.
@@ -29,8 +31,8 @@ type event struct {
 
 // commitInfo ends a transaction.
 type commitInfo struct {
-	commitLSN LSN // the commit record's LSN, as in Begin
-	endLSN    LSN // where the commit record ends: what the slot confirms
+	commitLSN change.LSN // the commit record's LSN, as in Begin
+	endLSN    change.LSN // where the commit record ends: what the slot confirms
 	ts        time.Time
 }
 
@@ -41,7 +43,7 @@ type sink interface {
 	commit(c commitInfo) error
 	// position reports a WAL position outside any transaction, after
 	// everything before it was handed over (a heartbeat message).
-	position(lsn LSN) error
+	position(lsn change.LSN) error
 }
 
 // relation is the decoder's view of one table, from its latest Relation
@@ -54,7 +56,7 @@ type relation struct {
 	table       string
 	replIdent   byte // d default, n nothing, f full, i index
 	cols        []relColumn
-	columns     []Column
+	columns     []change.Column
 	columnsJSON []byte
 	pk          []int // columns of the primary key, by index
 	identity    []int // columns of the replica identity key, unless FULL
@@ -81,13 +83,13 @@ type decoder struct {
 	// skipThrough drops events at or before this position: they are
 	// already in the log (exactly once across restarts). skipped counts
 	// them, for the log.
-	skipThrough Position
+	skipThrough change.Position
 	skipped     int
 
 	rels map[uint32]*relation
 
 	inTx      bool
-	commitLSN LSN
+	commitLSN change.LSN
 	xid       uint32
 	commitTS  time.Time
 	txIndex   int
@@ -97,18 +99,18 @@ type decoder struct {
 	heldSet bool
 
 	// Scratch, reused for every change.
-	change  Change
+	change  change.Event
 	arena   []byte
 	scratch []byte
-	newRow  Row
-	oldRow  Row
-	pkRow   Row
+	newRow  change.Row
+	oldRow  change.Row
+	pkRow   change.Row
 	toast   []string
 }
 
 func newDecoder(types *typeCache, out sink, subject func(schema, table, op string) string) *decoder {
 	if subject == nil {
-		subject = ChangeSubject
+		subject = change.Subject
 	}
 	return &decoder{types: types, out: out, subject: subject, rels: make(map[uint32]*relation)}
 }
@@ -204,14 +206,14 @@ func pgTime(us uint64) time.Time {
 }
 
 // decode handles one pgoutput message whose WAL record starts at lsn.
-func (d *decoder) decode(ctx context.Context, lsn LSN, msg []byte) error {
+func (d *decoder) decode(ctx context.Context, lsn change.LSN, msg []byte) error {
 	if len(msg) == 0 {
 		return protoErr("empty message")
 	}
 	r := &reader{b: msg[1:]}
 	switch msg[0] {
 	case 'B':
-		final := LSN(r.u64("begin final LSN"))
+		final := change.LSN(r.u64("begin final LSN"))
 		ts := pgTime(r.u64("begin timestamp"))
 		xid := r.u32("begin xid")
 		if r.err != nil {
@@ -224,8 +226,8 @@ func (d *decoder) decode(ctx context.Context, lsn LSN, msg []byte) error {
 		return nil
 	case 'C':
 		r.u8("commit flags")
-		commitLSN := LSN(r.u64("commit LSN"))
-		end := LSN(r.u64("commit end LSN"))
+		commitLSN := change.LSN(r.u64("commit LSN"))
+		end := change.LSN(r.u64("commit end LSN"))
 		ts := pgTime(r.u64("commit timestamp"))
 		if r.err != nil {
 			return r.err
@@ -287,7 +289,7 @@ func (d *decoder) relationMessage(ctx context.Context, r *reader) error {
 		return protoErr("relation announces %d columns in %d bytes", n, len(r.b))
 	}
 	rel.cols = make([]relColumn, n)
-	rel.columns = make([]Column, n)
+	rel.columns = make([]change.Column, n)
 	for i := range rel.cols {
 		flags := r.u8("column flags")
 		name := r.str("column name")
@@ -301,16 +303,16 @@ func (d *decoder) relationMessage(ctx context.Context, r *reader) error {
 			return err
 		}
 		rel.cols[i] = relColumn{name: name, typ: t, key: flags&1 != 0}
-		rel.columns[i] = Column{Name: name, Type: t.name}
+		rel.columns[i] = change.Column{Name: name, Type: t.name}
 	}
 	if len(r.b) != 0 {
 		return protoErr("%d bytes after relation %d", len(r.b), rel.id)
 	}
-	rel.columnsJSON = appendColumns(nil, rel.columns)
+	rel.columnsJSON = change.AppendColumns(nil, rel.columns)
 	if err := d.setPK(ctx, rel); err != nil {
 		return err
 	}
-	for i, op := range []Op{OpInsert, OpUpdate, OpDelete, OpTruncate} {
+	for i, op := range []change.Op{change.OpInsert, change.OpUpdate, change.OpDelete, change.OpTruncate} {
 		rel.subjects[i] = d.subject(rel.schema, rel.table, string(op))
 	}
 	d.rels[rel.id] = rel
@@ -356,19 +358,19 @@ func (d *decoder) setPK(ctx context.Context, rel *relation) error {
 	return nil
 }
 
-func opSlot(op Op) int {
+func opSlot(op change.Op) int {
 	switch op {
-	case OpInsert:
+	case change.OpInsert:
 		return 0
-	case OpUpdate:
+	case change.OpUpdate:
 		return 1
-	case OpDelete:
+	case change.OpDelete:
 		return 2
 	}
 	return 3
 }
 
-func (d *decoder) rowMessage(kind byte, lsn LSN, r *reader) error {
+func (d *decoder) rowMessage(kind byte, lsn change.LSN, r *reader) error {
 	relid := r.u32("relation id")
 	if r.err != nil {
 		return r.err
@@ -385,13 +387,13 @@ func (d *decoder) rowMessage(kind byte, lsn LSN, r *reader) error {
 	var err error
 	switch kind {
 	case 'I':
-		c.Op = OpInsert
+		c.Op = change.OpInsert
 		if tag := r.u8("insert tuple tag"); r.err == nil && tag != 'N' {
 			return protoErr("insert tuple tag %q", tag)
 		}
 		c.Record, err = d.tuple(rel, r, d.newRow[:0], false, true)
 	case 'U':
-		c.Op = OpUpdate
+		c.Op = change.OpUpdate
 		tag := r.u8("update tuple tag")
 		if r.err == nil && (tag == 'K' || tag == 'O') {
 			if c.OldRecord, err = d.tuple(rel, r, d.oldRow[:0], tag == 'K', false); err != nil {
@@ -404,7 +406,7 @@ func (d *decoder) rowMessage(kind byte, lsn LSN, r *reader) error {
 		}
 		c.Record, err = d.tuple(rel, r, d.newRow[:0], false, true)
 	case 'D':
-		c.Op = OpDelete
+		c.Op = change.OpDelete
 		tag := r.u8("delete tuple tag")
 		if r.err == nil && tag != 'K' && tag != 'O' {
 			return protoErr("delete tuple tag %q", tag)
@@ -428,7 +430,7 @@ func (d *decoder) rowMessage(kind byte, lsn LSN, r *reader) error {
 		d.oldRow = c.OldRecord
 	}
 	src := c.Record
-	if c.Op == OpDelete {
+	if c.Op == change.OpDelete {
 		src = c.OldRecord
 	}
 	c.PK = d.keyRow(rel.pk, rel, src, c.OldRecord)
@@ -447,7 +449,7 @@ func (d *decoder) rowMessage(kind byte, lsn LSN, r *reader) error {
 }
 
 // keyRow picks the key columns from src (or old); nil when one is missing.
-func (d *decoder) keyRow(key []int, rel *relation, src, old Row) Row {
+func (d *decoder) keyRow(key []int, rel *relation, src, old change.Row) change.Row {
 	if len(key) == 0 {
 		return nil
 	}
@@ -461,24 +463,23 @@ func (d *decoder) keyRow(key []int, rel *relation, src, old Row) Row {
 		if !ok {
 			return nil
 		}
-		row = append(row, Field{Name: name, Value: v})
+		row = append(row, change.Field{Name: name, Value: v})
 	}
 	return row
 }
 
 // begin prepares the scratch change for the next event of the transaction.
-func (d *decoder) begin(rel *relation, lsn LSN) *Change {
+func (d *decoder) begin(rel *relation, lsn change.LSN) *change.Event {
 	d.toast = d.toast[:0]
-	d.change = Change{
-		CommitLSN:   d.commitLSN,
-		LSN:         lsn,
-		XID:         d.xid,
-		CommitTS:    d.commitTS,
-		TxIndex:     d.txIndex,
-		Schema:      rel.schema,
-		Table:       rel.table,
-		Columns:     rel.columns,
-		columnsJSON: rel.columnsJSON,
+	d.change = change.Event{
+		CommitLSN: d.commitLSN,
+		LSN:       lsn,
+		XID:       d.xid,
+		CommitTS:  d.commitTS,
+		TxIndex:   d.txIndex,
+		Schema:    rel.schema,
+		Table:     rel.table,
+		Columns:   rel.columns,
 	}
 	return &d.change
 }
@@ -486,7 +487,7 @@ func (d *decoder) begin(rel *relation, lsn LSN) *Change {
 // tuple decodes TupleData into row. keyOnly keeps only the identity key
 // columns (a 'K' tuple carries the others as NULL); newTuple records
 // unchanged TOAST columns in d.toast.
-func (d *decoder) tuple(rel *relation, r *reader, row Row, keyOnly, newTuple bool) (Row, error) {
+func (d *decoder) tuple(rel *relation, r *reader, row change.Row, keyOnly, newTuple bool) (change.Row, error) {
 	n := int(r.u16("tuple column count"))
 	if r.err != nil {
 		return nil, r.err
@@ -495,7 +496,7 @@ func (d *decoder) tuple(rel *relation, r *reader, row Row, keyOnly, newTuple boo
 		return nil, protoErr("tuple has %d columns, relation %s.%s has %d", n, rel.schema, rel.table, len(rel.cols))
 	}
 	if row == nil {
-		row = make(Row, 0, n)
+		row = make(change.Row, 0, n)
 	}
 	for i := 0; i < n; i++ {
 		col := &rel.cols[i]
@@ -506,7 +507,7 @@ func (d *decoder) tuple(rel *relation, r *reader, row Row, keyOnly, newTuple boo
 		switch kind {
 		case 'n':
 			if !keyOnly || col.key {
-				row = append(row, Field{Name: col.name, Value: jsonNull})
+				row = append(row, change.Field{Name: col.name, Value: jsonNull})
 			}
 		case 'u':
 			if newTuple {
@@ -523,7 +524,7 @@ func (d *decoder) tuple(rel *relation, r *reader, row Row, keyOnly, newTuple boo
 			}
 			start := len(d.arena)
 			d.arena = appendValue(d.arena, col.typ, text, &d.scratch)
-			row = append(row, Field{Name: col.name, Value: d.arena[start:len(d.arena):len(d.arena)]})
+			row = append(row, change.Field{Name: col.name, Value: d.arena[start:len(d.arena):len(d.arena)]})
 		case 'b':
 			return nil, protoErr("binary tuple data was not requested")
 		default:
@@ -535,7 +536,7 @@ func (d *decoder) tuple(rel *relation, r *reader, row Row, keyOnly, newTuple boo
 
 var jsonNull = []byte("null")
 
-func (d *decoder) truncateMessage(lsn LSN, r *reader) error {
+func (d *decoder) truncateMessage(lsn change.LSN, r *reader) error {
 	n := r.u32("truncate relation count")
 	r.u8("truncate options")
 	if r.err != nil {
@@ -560,7 +561,7 @@ func (d *decoder) truncateMessage(lsn LSN, r *reader) error {
 			return protoErr("truncate of relation %d before its Relation message", id)
 		}
 		c := d.begin(rel, lsn)
-		c.Op = OpTruncate
+		c.Op = change.OpTruncate
 		if err := d.hold(rel, c); err != nil {
 			return err
 		}
@@ -571,8 +572,8 @@ func (d *decoder) truncateMessage(lsn LSN, r *reader) error {
 // hold encodes c (without tx_last) and releases the change held before it:
 // whether a change is the last of its transaction is known only when the
 // next change or the commit arrives, so exactly one change waits.
-func (d *decoder) hold(rel *relation, c *Change) error {
-	pos := Position{CommitLSN: c.CommitLSN, TxIndex: c.TxIndex}
+func (d *decoder) hold(rel *relation, c *change.Event) error {
+	pos := change.Position{CommitLSN: c.CommitLSN, TxIndex: c.TxIndex}
 	d.txIndex++
 	if !d.skipThrough.Less(pos) {
 		// Already in the log. The one held (if any) is not last.
@@ -586,7 +587,7 @@ func (d *decoder) hold(rel *relation, c *Change) error {
 	if size < 256 {
 		size = 256
 	}
-	data := c.appendHead(make([]byte, 0, size+len(`,"tx_last":false}`)))
+	data := c.AppendJSONHead(make([]byte, 0, size+len(`,"tx_last":false}`)), rel.columnsJSON)
 	rel.sizeHint = len(data) + len(data)/8
 	d.heldEv = event{pos: pos, lsn: c.LSN, op: c.Op, subject: rel.subjects[opSlot(c.Op)], data: data, commitTS: c.CommitTS}
 	d.heldSet = true
@@ -600,7 +601,7 @@ func (d *decoder) release(last bool) error {
 	d.heldSet = false
 	ev := d.heldEv
 	d.heldEv = event{}
-	ev.data = appendTail(ev.data, last)
+	ev.data = change.AppendJSONTail(ev.data, last)
 	return d.out.event(ev)
 }
 

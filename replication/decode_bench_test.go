@@ -4,14 +4,16 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // discard is a sink that drops events.
 type discard struct{ n int }
 
-func (d *discard) event(ev event) error    { d.n += len(ev.data); return nil }
-func (d *discard) commit(commitInfo) error { return nil }
-func (d *discard) position(LSN) error      { return nil }
+func (d *discard) event(ev event) error      { d.n += len(ev.data); return nil }
+func (d *discard) commit(commitInfo) error   { return nil }
+func (d *discard) position(change.LSN) error { return nil }
 
 // BenchmarkDecodeInsert measures pgoutput → encoded event for a typical
 // row (the hot path without I/O).
@@ -31,7 +33,7 @@ func BenchmarkDecodeInsert(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		lsn := LSN(i*100 + 1000)
+		lsn := change.LSN(i*100 + 1000)
 		if i%10 == 0 {
 			_ = d.decode(ctx, lsn, msgBegin(lsn+90, ts, uint32(i)))
 		}

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // fakeLog is an in-memory Log with JetStream's semantics for what the
@@ -99,12 +101,12 @@ func (f *fakeLog) len() int {
 }
 
 // changes decodes every stored message.
-func (f *fakeLog) changes(t testing.TB) []Change {
+func (f *fakeLog) changes(t testing.TB) []change.Event {
 	t.Helper()
 	f.mu.Lock()
 	msgs := append([]Message(nil), f.msgs...)
 	f.mu.Unlock()
-	out := make([]Change, len(msgs))
+	out := make([]change.Event, len(msgs))
 	for i, m := range msgs {
 		if err := json.Unmarshal(m.Data, &out[i]); err != nil {
 			t.Fatalf("message %d: %v", i, err)

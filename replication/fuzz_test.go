@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // fuzzColumns cover every conversion the tuple decoder makes.
@@ -67,7 +69,7 @@ func FuzzDecode(f *testing.F) {
 		_ = d.decode(ctx, 60, msgInsert(1, fuzzSeedValues()...))
 		_ = d.decode(ctx, 70, msgCommit(100, 120, ts))
 		for i, ev := range out.events {
-			var c Change
+			var c change.Event
 			if err := json.Unmarshal(ev.data, &c); err != nil {
 				t.Fatalf("event %d is not a valid change: %v\n%s", i, err, ev.data)
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
@@ -34,12 +35,12 @@ var sessionSettings = []string{
 type collector struct {
 	events    []event
 	commits   []commitInfo
-	positions []LSN
+	positions []change.LSN
 }
 
-func (c *collector) event(ev event) error       { c.events = append(c.events, ev); return nil }
-func (c *collector) commit(ci commitInfo) error { c.commits = append(c.commits, ci); return nil }
-func (c *collector) position(l LSN) error       { c.positions = append(c.positions, l); return nil }
+func (c *collector) event(ev event) error        { c.events = append(c.events, ev); return nil }
+func (c *collector) commit(ci commitInfo) error  { c.commits = append(c.commits, ci); return nil }
+func (c *collector) position(l change.LSN) error { c.positions = append(c.positions, l); return nil }
 
 // goldenScenario is DDL, then statements whose changes are decoded.
 type goldenScenario struct {
@@ -222,7 +223,7 @@ func decodeScenario(t *testing.T, sc goldenScenario) *collector {
 	d := newDecoder(newTypeCache(catalogTypeLookup(side)), out, nil)
 	d.lookupPK = catalogPKLookup(side)
 	for _, m := range msgs {
-		lsn, err := ParseLSN(m.lsn)
+		lsn, err := change.ParseLSN(m.lsn)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,21 +247,21 @@ func TestGolden(t *testing.T) {
 
 // checkEvents decodes events, checks each against its envelope (position,
 // subject) and the encoding round trip, then checks the transactions.
-func checkEvents(t *testing.T, events []event) []Change {
+func checkEvents(t *testing.T, events []event) []change.Event {
 	t.Helper()
-	var changes []Change
+	var changes []change.Event
 	for i, ev := range events {
 		if !json.Valid(ev.data) {
 			t.Fatalf("event %d is not valid JSON: %s", i, ev.data)
 		}
-		var c Change
+		var c change.Event
 		if err := json.Unmarshal(ev.data, &c); err != nil {
 			t.Fatalf("event %d: %v", i, err)
 		}
 		if again := c.AppendJSON(nil); !bytes.Equal(again, ev.data) {
 			t.Fatalf("event %d does not survive a decode/encode round trip:\n%s\n%s", i, ev.data, again)
 		}
-		if c.Position() != ev.pos || ev.subject != ChangeSubject(c.Schema, c.Table, string(c.Op)) {
+		if c.Position() != ev.pos || ev.subject != change.Subject(c.Schema, c.Table, string(c.Op)) {
 			t.Fatalf("event %d: pos %v subject %s, change says %v %s.%s.%s", i, ev.pos, ev.subject, c.Position(), c.Schema, c.Table, c.Op)
 		}
 		changes = append(changes, c)
@@ -271,7 +272,7 @@ func checkEvents(t *testing.T, events []event) []Change {
 
 // checkTransactions asserts what golden files mask: commit order, the
 // transaction fields and tx_index/tx_last.
-func checkTransactions(t *testing.T, changes []Change) {
+func checkTransactions(t *testing.T, changes []change.Event) {
 	t.Helper()
 	for i, c := range changes {
 		if c.XID == 0 || c.CommitTS.IsZero() || c.LSN == 0 || c.LSN > c.CommitLSN {
@@ -299,7 +300,7 @@ func checkTransactions(t *testing.T, changes []Change) {
 
 // compareGolden masks the fields that differ from run to run (LSNs, xid,
 // commit time) and compares with testdata/golden/<name>.json.
-func compareGolden(t *testing.T, name string, changes []Change) {
+func compareGolden(t *testing.T, name string, changes []change.Event) {
 	t.Helper()
 	var buf bytes.Buffer
 	buf.WriteString("[\n")

@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // JetStreamLog is a Log on a JetStream stream reached through a NATS
@@ -40,7 +42,7 @@ type seqAt struct {
 
 // JetStreamLogOptions configure a JetStreamLog.
 type JetStreamLogOptions struct {
-	// Stream is the stream's name; default FLUXBASE_CHANGES.
+	// Stream is the stream's name; default change.Stream.
 	Stream string
 	// SyncInterval is the stream's server's fsync interval; 0 means the
 	// server syncs every write (sync_interval: always) or the stream is
@@ -66,7 +68,7 @@ func (a *jsAck) Result() (uint64, error) { return a.seq, a.err }
 // NewJetStreamLog returns a Log that publishes on nc.
 func NewJetStreamLog(nc *nats.Conn, opts JetStreamLogOptions) (*JetStreamLog, error) {
 	if opts.Stream == "" {
-		opts.Stream = "FLUXBASE_CHANGES"
+		opts.Stream = change.Stream
 	}
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = 8192

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -34,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 while this node holds the replication slot, else 0.",
 		}),
 	}
-	for i, op := range []Op{OpInsert, OpUpdate, OpDelete, OpTruncate} {
+	for i, op := range []change.Op{change.OpInsert, change.OpUpdate, change.OpDelete, change.OpTruncate} {
 		m.byOp[i] = m.events.WithLabelValues(string(op))
 	}
 	if reg == nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
@@ -73,7 +74,7 @@ func TestMillionRowTransaction(t *testing.T) {
 		if hwm, err := vmHWM(node.cmd.Process.Pid); err == nil {
 			peak = hwm
 		}
-		s, err := js.Stream(ctx, broker.ChangesStream)
+		s, err := js.Stream(ctx, change.Stream)
 		if err != nil {
 			return false
 		}
@@ -93,7 +94,7 @@ func TestMillionRowTransaction(t *testing.T) {
 		t.Fatalf("node peak RSS %d MB, want under 300 MB", peak>>20)
 	}
 	// The last event closes the transaction.
-	s, _ := js.Stream(ctx, broker.ChangesStream)
+	s, _ := js.Stream(ctx, change.Stream)
 	last, err := s.GetLastMsgForSubject(ctx, ">")
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package replication
 import (
 	"encoding/binary"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // Builders of pgoutput messages (protocol version 1) for tests that need
@@ -18,11 +20,11 @@ func (w wire) str(s string) wire { return append(append(w, s...), 0) }
 
 func pgMicros(t time.Time) uint64 { return uint64(t.Sub(pgEpoch) / time.Microsecond) }
 
-func msgBegin(final LSN, ts time.Time, xid uint32) []byte {
+func msgBegin(final change.LSN, ts time.Time, xid uint32) []byte {
 	return wire{'B'}.u64(uint64(final)).u64(pgMicros(ts)).u32(xid)
 }
 
-func msgCommit(commit, end LSN, ts time.Time) []byte {
+func msgCommit(commit, end change.LSN, ts time.Time) []byte {
 	return wire{'C'}.u8(0).u64(uint64(commit)).u64(uint64(end)).u64(pgMicros(ts))
 }
 
@@ -91,7 +93,7 @@ func msgTruncate(rels ...uint32) []byte {
 	return w
 }
 
-func msgMessage(transactional bool, lsn LSN, prefix string, content []byte) []byte {
+func msgMessage(transactional bool, lsn change.LSN, prefix string, content []byte) []byte {
 	var flags byte
 	if transactional {
 		flags = 1

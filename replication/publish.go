@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // This file is the publish stage: events go to the log pipelined, up to
@@ -55,7 +57,7 @@ func (p *publisher) event(ev event) error {
 		}
 		ev.data = data
 	}
-	p.idb = ev.pos.appendMsgID(p.idb[:0])
+	p.idb = ev.pos.AppendMsgID(p.idb[:0])
 	id := string(p.idb)
 	ack, err := p.log.PublishAsync(Message{Subject: ev.subject, ID: id, ExpectLastID: p.lastID, Data: ev.data})
 	if err != nil {
@@ -72,7 +74,7 @@ func (p *publisher) commit(c commitInfo) error {
 	return nil
 }
 
-func (p *publisher) position(lsn LSN) error {
+func (p *publisher) position(lsn change.LSN) error {
 	p.ck.addPosition(lsn, time.Time{})
 	return nil
 }
@@ -83,7 +85,7 @@ func (p *publisher) position(lsn LSN) error {
 // log's maximum message would fail its publish again after every restart
 // and stop replication for good.
 func shrinkEvent(data []byte, max int) ([]byte, []string, error) {
-	var c Change
+	var c change.Event
 	if err := json.Unmarshal(data, &c); err != nil {
 		return nil, nil, fmt.Errorf("shrink event: %w", err)
 	}
@@ -106,10 +108,10 @@ func shrinkEvent(data []byte, max int) ([]byte, []string, error) {
 }
 
 // largestValue finds the biggest non-key value of the record or old record.
-func largestValue(c *Change) (*Row, int) {
-	var best *Row
+func largestValue(c *change.Event) (*change.Row, int) {
+	var best *change.Row
 	at, size := -1, 0
-	for _, row := range []*Row{&c.Record, &c.OldRecord} {
+	for _, row := range []*change.Row{&c.Record, &c.OldRecord} {
 		for i, f := range *row {
 			if _, key := c.PK.Get(f.Name); !key && len(f.Value) > size {
 				best, at, size = row, i, len(f.Value)

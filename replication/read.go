@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -42,12 +43,12 @@ type session struct {
 	ck   *checkpoint
 
 	recvTimeout time.Duration
-	received    LSN // the furthest WAL position the server has sent
+	received    change.LSN // the furthest WAL position the server has sent
 	lastRecv    time.Time
 	nextStatus  time.Time
 	nextPoll    time.Time
-	deadline    time.Time // the read deadline set on the connection
-	sentFlush   LSN       // the flush position last reported
+	deadline    time.Time  // the read deadline set on the connection
+	sentFlush   change.LSN // the flush position last reported
 	timer       *time.Timer
 	statusBuf   []byte
 	sinceAdv    int
@@ -90,9 +91,9 @@ func (r *Replicator) session(ctx context.Context) (time.Duration, error) {
 		// still decides.
 		return 0, errSlotInUse
 	}
-	var confirmed LSN
+	var confirmed change.LSN
 	if confirmedText != nil {
-		if confirmed, err = ParseLSN(*confirmedText); err != nil {
+		if confirmed, err = change.ParseLSN(*confirmedText); err != nil {
 			return 0, err
 		}
 	}
@@ -129,9 +130,9 @@ func (r *Replicator) session(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return time.Since(began), fmt.Errorf("read the log's last change: %w", err)
 	}
-	var skip Position
+	var skip change.Position
 	if ok {
-		if skip, err = ParseMsgID(lastID); err != nil {
+		if skip, err = change.ParseMsgID(lastID); err != nil {
 			return time.Since(began), fmt.Errorf("the log's last message: %w", err)
 		}
 	}
@@ -282,7 +283,7 @@ func (s *session) handle(data []byte) error {
 		if len(data) < 25 {
 			return protoErr("XLogData of %d bytes", len(data))
 		}
-		start := LSN(binary.BigEndian.Uint64(data[1:]))
+		start := change.LSN(binary.BigEndian.Uint64(data[1:]))
 		s.received = max(s.received, start)
 		if err := s.dec.decode(s.ctx, start, data[25:]); err != nil {
 			return err
@@ -300,7 +301,7 @@ func (s *session) handle(data []byte) error {
 		if len(data) < 18 {
 			return protoErr("keepalive of %d bytes", len(data))
 		}
-		end := LSN(binary.BigEndian.Uint64(data[1:]))
+		end := change.LSN(binary.BigEndian.Uint64(data[1:]))
 		s.received = max(s.received, end)
 		if !s.dec.inTx {
 			// Everything the server sent before this keepalive has been

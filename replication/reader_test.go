@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
@@ -109,26 +110,26 @@ func mustExec(t *testing.T, conn *pgx.Conn, sqls ...string) {
 	}
 }
 
-func slotLSN(t *testing.T, conn *pgx.Conn, slot string) LSN {
+func slotLSN(t *testing.T, conn *pgx.Conn, slot string) change.LSN {
 	t.Helper()
 	var s string
 	if err := conn.QueryRow(context.Background(), "select confirmed_flush_lsn::text from pg_replication_slots where slot_name = $1", slot).Scan(&s); err != nil {
 		t.Fatal(err)
 	}
-	l, err := ParseLSN(s)
+	l, err := change.ParseLSN(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l
 }
 
-func currentLSN(t *testing.T, conn *pgx.Conn) LSN {
+func currentLSN(t *testing.T, conn *pgx.Conn) change.LSN {
 	t.Helper()
 	var s string
 	if err := conn.QueryRow(context.Background(), "select pg_current_wal_lsn()::text").Scan(&s); err != nil {
 		t.Fatal(err)
 	}
-	l, _ := ParseLSN(s)
+	l, _ := change.ParseLSN(s)
 	return l
 }
 
@@ -188,15 +189,15 @@ func TestExactlyOnceAcrossRestart(t *testing.T) {
 	}
 	// The walsender shows the reader's next status report; on a loaded
 	// machine that can take longer than the sleep above.
-	var w, f LSN
+	var w, f change.LSN
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var write, flush string
 		if err := conn.QueryRow(context.Background(), "select write_lsn::text, flush_lsn::text from pg_stat_replication where application_name = 'fluxbase-replication'").Scan(&write, &flush); err != nil {
 			t.Fatal(err)
 		}
-		w, _ = ParseLSN(write)
-		f, _ = ParseLSN(flush)
+		w, _ = change.ParseLSN(write)
+		f, _ = change.ParseLSN(flush)
 		if w > f || time.Now().After(deadline) {
 			break
 		}
@@ -376,8 +377,9 @@ func TestPublicationFollowsConfig(t *testing.T) {
 			"insert into fresh values (1, 'x')", "update fresh set what = 'y'")
 		waitFor(t, 10*time.Second, "two changes", func() bool { return log.len() >= 2 })
 		got := log.changes(t)
-		if old, _ := got[1].OldRecord.Get("what"); got[1].Op != OpUpdate || string(old) != `"x"` {
-			t.Errorf("old record of the first update of a new table: %s", got[1].OldRecord.appendJSON(nil))
+		if old, _ := got[1].OldRecord.Get("what"); got[1].Op != change.OpUpdate || string(old) != `"x"` {
+			b, _ := json.Marshal(got[1].OldRecord)
+			t.Errorf("old record of the first update of a new table: %s", b)
 		}
 	})
 	t.Run("list", func(t *testing.T) {
@@ -399,11 +401,12 @@ func TestPublicationFollowsConfig(t *testing.T) {
 		waitFor(t, 10*time.Second, "three changes", func() bool { return log.len() >= 3 })
 		time.Sleep(300 * time.Millisecond)
 		got := log.changes(t)
-		if len(got) != 3 || got[0].Table != "a" || got[1].Table != "events" || got[2].Op != OpUpdate {
+		if len(got) != 3 || got[0].Table != "a" || got[1].Table != "events" || got[2].Op != change.OpUpdate {
 			t.Fatalf("changes: %+v", got)
 		}
 		if old, _ := got[2].OldRecord.Get("what"); string(old) != `"x"` {
-			t.Errorf("old record of an update under replica identity full: %s", got[2].OldRecord.appendJSON(nil))
+			b, _ := json.Marshal(got[2].OldRecord)
+			t.Errorf("old record of an update under replica identity full: %s", b)
 		}
 	})
 }
@@ -423,9 +426,9 @@ func TestMetricsAndStatus(t *testing.T) {
 	}
 	mustExec(t, conn, "insert into t values (1), (2)", "update t set id = 3 where id = 1", "delete from t")
 	waitFor(t, 10*time.Second, "events counted", func() bool {
-		return metricValue(r.metrics.byOp[opSlot(OpDelete)]) == 2
+		return metricValue(r.metrics.byOp[opSlot(change.OpDelete)]) == 2
 	})
-	if got := metricValue(r.metrics.byOp[opSlot(OpInsert)]); got != 2 {
+	if got := metricValue(r.metrics.byOp[opSlot(change.OpInsert)]); got != 2 {
 		t.Errorf("inserts = %v", got)
 	}
 	if got := metricValue(r.metrics.holder); got != 1 {

@@ -1,6 +1,7 @@
 // Package replication turns the PostgreSQL write-ahead log into change
 // events: it owns the publication and the logical replication slot, decodes
-// pgoutput into Change events, and is the only writer of the change log.
+// pgoutput into change.Event events, and is the only writer of the change
+// log.
 //
 // It does not own the log itself (the broker package runs the JetStream
 // stream and decides where it lives and how it syncs), nor fan-out to
@@ -17,9 +18,10 @@
 //	publish.go     pipelined publishing into the log, a bounded window in flight
 //	checkpoint.go  the slot's confirmed LSN, advanced only past durable events
 //
-// change.go is the event (the CDC contract of DESIGN.md), types.go the
-// column values, subject.go the subjects, catalog.go the catalog lookups,
-// and jetstream.go a Log on any JetStream stream.
+// The event, its encoding, its subjects and its message id are the
+// contract of package change; here types.go converts column values to the
+// contract's JSON, catalog.go does the catalog lookups, and jetstream.go is
+// a Log on any JetStream stream.
 //
 // # Guarantees
 //
@@ -53,31 +55,18 @@
 //
 // # Events
 //
-// One message per row change, subject fluxbase.changes.<schema>.<table>.<op>
-// (names escaped by EscapeToken), header Nats-Msg-Id <commit_lsn>/<tx_index>,
-// and a JSON body with the keys of Change in this order: commit_lsn, lsn
-// (PostgreSQL's text form, "16/B374D848"), xid, commit_ts (RFC 3339, UTC,
-// microseconds), tx_index, schema, table, op, pk, record, old_record,
-// columns, unchanged_toast, tx_last. See Change for what each row holds.
+// The events are those of the contract in package change: one message per
+// row change on change.Subject (fluxbase.changes.<schema>.<table>.<op>),
+// with header Nats-Msg-Id <commit_lsn>/<tx_index> (change.Position.MsgID)
+// and the JSON of change.Event as its body, keys in the order that package
+// documents, tx_last last.
 //
 // # Values
 //
-// Column values are JSON typed from the column type: int2, int4, int8 and
-// oid as numbers; float4 and float8 as numbers except NaN and ±Infinity,
-// which are strings; numeric as a number when it has at most 15 significant
-// digits (so a float64 holds it exactly) and as a string with every digit
-// otherwise (and for NaN, ±Infinity); bool as true/false; json and jsonb
-// nested as they are; arrays as JSON arrays (nested per dimension, NULL
-// elements as null, lower bounds dropped) of their element type;
-// timestamptz as RFC 3339 in UTC ("2024-01-02T03:04:05.5Z"); timestamp as
-// RFC 3339 without an offset; date, time, timetz and interval as
-// PostgreSQL's ISO text ("1 year 2 mons 03:04:05"); bytea as standard
-// base64; enums as their label; a domain as its base type; everything else
-// (text, uuid, inet, money, ranges, composites, extension types) as the
-// string PostgreSQL prints. Values RFC 3339 cannot write (infinity, BC
-// dates, years after 9999) stay PostgreSQL's text. The replication
-// connection fixes DateStyle, IntervalStyle, TimeZone, extra_float_digits
-// and bytea_output, so role or database settings cannot change this.
+// Column values are converted (types.go) to the JSON that package change
+// documents for each type. The replication connection fixes DateStyle,
+// IntervalStyle, TimeZone, extra_float_digits and bytea_output, so role or
+// database settings cannot change this.
 //
 // # Metrics
 //
@@ -97,6 +86,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fluxbase/fluxbase/change"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
@@ -209,7 +199,7 @@ type Config struct {
 	// 8 MiB less 64 KiB for headers, under the broker's maximum payload of
 	// 8 MiB; negative disables the check.
 	MaxEventBytes int
-	// Subject names the subject of a change; default ChangeSubject.
+	// Subject names the subject of a change; default change.Subject.
 	Subject func(schema, table, op string) string
 }
 
@@ -241,7 +231,7 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.ShutdownTimeout, 5*time.Second)
 	if c.Subject == nil {
-		c.Subject = ChangeSubject
+		c.Subject = change.Subject
 	}
 	if c.MaxEventBytes == 0 {
 		c.MaxEventBytes = 8<<20 - 64<<10

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // kind is how a column's text value becomes JSON.
@@ -197,7 +199,7 @@ func appendValue(dst []byte, t *pgType, text []byte, scratch *[]byte) []byte {
 	n := len(dst)
 	out, ok := appendTyped(dst, t, text, scratch)
 	if !ok {
-		return appendJSONBytes(dst[:n], text)
+		return change.AppendJSONBytes(dst[:n], text)
 	}
 	return out
 }
@@ -212,14 +214,14 @@ func appendTyped(dst []byte, t *pgType, text []byte, scratch *[]byte) ([]byte, b
 	case kindFloat:
 		if !isJSONNumber(text) {
 			// NaN, Infinity and -Infinity have no JSON number.
-			return appendJSONBytes(dst, text), true
+			return change.AppendJSONBytes(dst, text), true
 		}
 		return append(dst, text...), true
 	case kindNumeric:
 		if numericFitsFloat(text) {
 			return append(dst, text...), true
 		}
-		return appendJSONBytes(dst, text), true
+		return change.AppendJSONBytes(dst, text), true
 	case kindBool:
 		switch string(text) {
 		case "t":
@@ -246,7 +248,7 @@ func appendTyped(dst []byte, t *pgType, text []byte, scratch *[]byte) ([]byte, b
 		p := arrayParser{text: text, elem: t.elem, delim: t.delim, scratch: scratch}
 		return p.parse(dst)
 	default:
-		return appendJSONBytes(dst, text), true
+		return change.AppendJSONBytes(dst, text), true
 	}
 }
 
@@ -421,7 +423,7 @@ func isOctal(c byte) bool { return c >= '0' && c <= '7' }
 func appendTimestamptz(dst []byte, text []byte) ([]byte, bool) {
 	base, off, ok := splitOffset(text)
 	if !ok || !isISODateTime(base) {
-		return appendJSONBytes(dst, text), true
+		return change.AppendJSONBytes(dst, text), true
 	}
 	if bytes.Equal(off, []byte("+00")) || bytes.Equal(off, []byte("-00")) || bytes.Equal(off, []byte("+00:00")) {
 		dst = append(dst, '"')
@@ -439,7 +441,7 @@ func appendTimestamptz(dst []byte, text []byte) ([]byte, bool) {
 	}
 	ts, err := time.Parse(layout, string(text))
 	if err != nil {
-		return appendJSONBytes(dst, text), true
+		return change.AppendJSONBytes(dst, text), true
 	}
 	dst = append(dst, '"')
 	dst = ts.UTC().AppendFormat(dst, time.RFC3339Nano)
@@ -450,7 +452,7 @@ func appendTimestamptz(dst []byte, text []byte) ([]byte, bool) {
 // an offset ("2024-01-02T03:04:05.5").
 func appendTimestamp(dst []byte, text []byte) ([]byte, bool) {
 	if !isISODateTime(text) {
-		return appendJSONBytes(dst, text), true
+		return change.AppendJSONBytes(dst, text), true
 	}
 	dst = append(dst, '"')
 	dst = append(dst, text[:10]...)

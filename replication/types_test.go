@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 func TestAppendValue(t *testing.T) {
@@ -129,112 +131,12 @@ func TestTypeCacheResolves(t *testing.T) {
 	}
 }
 
-func TestSubjectEscaping(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct{ name, token string }{
-		{"todos", "todos"},
-		{"My_Table-2", "My_Table-2"},
-		{"a.b", "a%2Eb"},
-		{"with space", "with%20space"},
-		{"*", "%2A"},
-		{">", "%3E"},
-		{"100%", "100%25"},
-		{"données", "donn%C3%A9es"},
-		{"", "%"},
-	} {
-		if got := EscapeToken(tt.name); got != tt.token {
-			t.Errorf("EscapeToken(%q) = %q, want %q", tt.name, got, tt.token)
-		}
-		back, ok := UnescapeToken(tt.token)
-		if !ok || back != tt.name {
-			t.Errorf("UnescapeToken(%q) = %q, %v", tt.token, back, ok)
-		}
-	}
-	for _, bad := range []string{"", "%2", "%zz", "%61", "a.b", "a%2eb"} {
-		if _, ok := UnescapeToken(bad); ok {
-			t.Errorf("UnescapeToken(%q) accepted", bad)
-		}
-	}
-	if got := ChangeSubject("public", "a.b", "insert"); got != "fluxbase.changes.public.a%2Eb.insert" {
-		t.Errorf("ChangeSubject = %s", got)
-	}
-	if s, tb, op, ok := ParseChangeSubject(ChangeSubject("my schema", "a.b", "update")); !ok || s != "my schema" || tb != "a.b" || op != "update" {
-		t.Errorf("ParseChangeSubject(ChangeSubject(...)) = %q %q %q %v", s, tb, op, ok)
-	}
-	for _, bad := range []string{"fluxbase.changes.public.t", "fluxbase.changes.public.t.insert.x", "other.changes.public.t.insert", "fluxbase.changes.a%2eb.t.insert"} {
-		if _, _, _, ok := ParseChangeSubject(bad); ok {
-			t.Errorf("ParseChangeSubject(%q) accepted", bad)
-		}
-	}
-}
-
-func TestPositions(t *testing.T) {
-	t.Parallel()
-	for _, s := range []string{"0/0", "16/B374D848", "FFFFFFFF/FFFFFFFF"} {
-		l, err := ParseLSN(s)
-		if err != nil || l.String() != s {
-			t.Errorf("ParseLSN(%q) = %v, %v", s, l, err)
-		}
-	}
-	for _, s := range []string{"", "/", "1/", "/1", "x/1", "123456789/0", "1-1"} {
-		if _, err := ParseLSN(s); err == nil {
-			t.Errorf("ParseLSN(%q) accepted", s)
-		}
-	}
-	p := Position{CommitLSN: 0x16B374D848, TxIndex: 7}
-	if p.MsgID() != "16/B374D848/7" {
-		t.Errorf("MsgID = %s", p.MsgID())
-	}
-	if q, err := ParseMsgID(p.MsgID()); err != nil || q != p {
-		t.Errorf("ParseMsgID = %v, %v", q, err)
-	}
-	for _, s := range []string{"16/B374D848", "16/B374D848/-1", "x/y/1"} {
-		if _, err := ParseMsgID(s); err == nil {
-			t.Errorf("ParseMsgID(%q) accepted", s)
-		}
-	}
-	if !(Position{1, 5}).Less(Position{2, 0}) || !(Position{2, 0}).Less(Position{2, 1}) || (Position{2, 1}).Less(Position{2, 1}) {
-		t.Error("Position.Less is not commit order")
-	}
-}
-
-func TestChangeJSONRoundTrip(t *testing.T) {
-	t.Parallel()
-	in := `{"commit_lsn":"1/2","lsn":"1/1","xid":7,"commit_ts":"2024-01-02T03:04:05.123456Z","tx_index":3,` +
-		`"schema":"public","table":"t","op":"update","pk":{"id":1},"record":{"id":1,"z":[1,{"a":null}],"a":"x"},` +
-		`"old_record":null,"columns":[{"name":"id","type":"int4"},{"name":"z","type":"jsonb"},{"name":"a","type":"text"}],` +
-		`"unchanged_toast":["b"],"tx_last":true}`
-	var c Change
-	if err := json.Unmarshal([]byte(in), &c); err != nil {
-		t.Fatal(err)
-	}
-	if got := string(c.AppendJSON(nil)); got != in {
-		t.Fatalf("round trip:\n%s\n%s", in, got)
-	}
-	if got, err := json.Marshal(&c); err != nil || string(got) != in {
-		t.Fatalf("json.Marshal: %s, %v", got, err)
-	}
-	if c.Record[1].Name != "z" || c.Record[2].Name != "a" {
-		t.Errorf("record lost its column order: %v", c.Record)
-	}
-	m, err := c.Record.Map()
-	if err != nil || m["id"] != json.Number("1") || m["a"] != "x" {
-		t.Errorf("Map = %v, %v", m, err)
-	}
-	if v, ok := c.PK.Get("id"); !ok || string(v) != "1" {
-		t.Errorf("PK.Get = %s, %v", v, ok)
-	}
-	if _, err := json.Marshal(Row{{Name: "x", Value: json.RawMessage("{")}}); err == nil {
-		t.Error("a row with an invalid value was marshalled")
-	}
-}
-
 func TestShrinkEvent(t *testing.T) {
 	t.Parallel()
-	c := Change{CommitLSN: 5, TxIndex: 1, Schema: "public", Table: "t", Op: OpUpdate,
-		PK:        Row{{Name: "id", Value: json.RawMessage(`"k"`)}},
-		Record:    Row{{Name: "id", Value: json.RawMessage(`"k"`)}, {Name: "big", Value: json.RawMessage(`"` + strings.Repeat("x", 5000) + `"`)}, {Name: "mid", Value: json.RawMessage(`"` + strings.Repeat("y", 900) + `"`)}},
-		OldRecord: Row{{Name: "big", Value: json.RawMessage(`"` + strings.Repeat("z", 4000) + `"`)}},
+	c := change.Event{CommitLSN: 5, TxIndex: 1, Schema: "public", Table: "t", Op: change.OpUpdate,
+		PK:        change.Row{{Name: "id", Value: json.RawMessage(`"k"`)}},
+		Record:    change.Row{{Name: "id", Value: json.RawMessage(`"k"`)}, {Name: "big", Value: json.RawMessage(`"` + strings.Repeat("x", 5000) + `"`)}, {Name: "mid", Value: json.RawMessage(`"` + strings.Repeat("y", 900) + `"`)}},
+		OldRecord: change.Row{{Name: "big", Value: json.RawMessage(`"` + strings.Repeat("z", 4000) + `"`)}},
 	}
 	data := c.AppendJSON(nil)
 	out, omitted, err := shrinkEvent(data, 2000)
@@ -244,7 +146,7 @@ func TestShrinkEvent(t *testing.T) {
 	if len(out) > 2000 || !slices.Equal(omitted, []string{"big"}) {
 		t.Fatalf("%d bytes, omitted %v", len(out), omitted)
 	}
-	var back Change
+	var back change.Event
 	if err := json.Unmarshal(out, &back); err != nil || len(back.Record) != 2 || len(back.OldRecord) != 0 {
 		t.Fatalf("shrunk event: %s (%v)", out, err)
 	}

@@ -3,42 +3,59 @@ package fanout
 import (
 	"encoding/json"
 	"fmt"
-	"time"
 
-	"github.com/fluxbase/fluxbase/replication"
+	"github.com/fluxbase/fluxbase/change"
 )
 
-// This file decodes the change event of DESIGN.md ("The change event") as
-// the hub needs it. Rows are the contract's replication.Row: column values
-// kept as raw JSON, in column order.
+// This file decodes the change events of the log (package change) as the
+// hub needs them.
 
-// Column is a column of a changed table: its name and type name.
-type Column struct {
-	Name string `json:"name"`
-	Type string `json:"type"`
-}
-
-// Change is one decoded change event, with its position in the log.
+// Change is one change event of the log as the hub holds it: the
+// contract's event, its sequence in the log, and the text of the column
+// values filters looked at.
+//
+// The hub decodes only the keys it reads: commit_ts, schema, table, op,
+// pk, record, old_record and columns. The others (commit_lsn, lsn, xid,
+// tx_index, tx_last, unchanged_toast, omitted_columns) are skipped
+// unparsed and their fields left zero, so a change costs no more to decode
+// than the hub needs of it.
 type Change struct {
-	Seq       uint64          `json:"-"`
-	CommitTS  time.Time       `json:"commit_ts"`
-	Schema    string          `json:"schema"`
-	Table     string          `json:"table"`
-	Op        string          `json:"op"`
-	PK        replication.Row `json:"pk"`
-	Record    replication.Row `json:"record"`
-	OldRecord replication.Row `json:"old_record"`
-	Columns   []Column        `json:"columns"`
+	change.Event
+	Seq uint64
 
 	// texts caches column values as text for filters; only the goroutine
 	// matching the change uses it.
 	texts map[string]string
 }
 
+// hubEvent is what DecodeChange unmarshals: the event, with the keys the
+// hub does not read shadowed by fields that skip them.
+type hubEvent struct {
+	*change.Event
+	CommitLSN      skipped `json:"commit_lsn"`
+	LSN            skipped `json:"lsn"`
+	XID            skipped `json:"xid"`
+	TxIndex        skipped `json:"tx_index"`
+	TxLast         skipped `json:"tx_last"`
+	UnchangedToast skipped `json:"unchanged_toast"`
+	OmittedColumns skipped `json:"omitted_columns"`
+}
+
+// skipped is a JSON value left unread.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
+
 // DecodeChange decodes one message of the change stream.
 func DecodeChange(seq uint64, data []byte) (*Change, error) {
-	c := &Change{Seq: seq}
-	if err := json.Unmarshal(data, c); err != nil {
+	// One allocation holds both the change and the view it is decoded by.
+	d := &struct {
+		c Change
+		w hubEvent
+	}{c: Change{Seq: seq}}
+	c := &d.c
+	d.w.Event = &c.Event
+	if err := json.Unmarshal(data, &d.w); err != nil {
 		return nil, fmt.Errorf("decode change %d: %w", seq, err)
 	}
 	if c.Schema == "" || c.Table == "" {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fluxbase/fluxbase/replication"
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // changeJSON builds a change event of the contract for table public.<table>.
@@ -100,7 +100,7 @@ func TestHubIndexMatchesLikeAScan(t *testing.T) {
 		op := []string{"insert", "update", "delete"}[rng.IntN(3)]
 		table := []string{"todos", "notes"}[rng.IntN(2)]
 		data := changeJSON(op, table, int(seq), map[string]any{"owner": owners[rng.IntN(len(owners))], "n": rng.IntN(12)})
-		h.Dispatch(context.Background(), []Msg{{Seq: seq, Subject: replication.ChangeSubject("public", table, op), Data: data}})
+		h.Dispatch(context.Background(), []Msg{{Seq: seq, Subject: change.Subject("public", table, op), Data: data}})
 		c, _ := DecodeChange(seq, data)
 		for i, s := range subs {
 			var want []float64
@@ -542,13 +542,13 @@ func TestHubSkipsTablesNobodyFollows(t *testing.T) {
 	}
 	data := changeJSON("insert", "todos", 1, nil)
 	h.Dispatch(context.Background(), []Msg{
-		{Seq: 1, Subject: replication.ChangeSubject("public", "archive", "insert"), Data: data},
-		{Seq: 2, Subject: replication.ChangeSubject("public", "archive", "insert"), Data: []byte("not even JSON")},
+		{Seq: 1, Subject: change.Subject("public", "archive", "insert"), Data: data},
+		{Seq: 2, Subject: change.Subject("public", "archive", "insert"), Data: []byte("not even JSON")},
 	})
 	if got := drain(t, c); len(got) != 0 {
 		t.Fatalf("changes under another table's subject were delivered: %v", got)
 	}
-	h.Dispatch(context.Background(), []Msg{{Seq: 3, Subject: replication.ChangeSubject("public", "todos", "insert"), Data: data}})
+	h.Dispatch(context.Background(), []Msg{{Seq: 3, Subject: change.Subject("public", "todos", "insert"), Data: data}})
 	if got := drain(t, c); len(got) != 1 {
 		t.Fatalf("got %d deliveries of a followed table's change, want 1", len(got))
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // This file adapts NATS to the hub's two collaborators: the change log
@@ -15,9 +17,6 @@ import (
 // ordered consumers, which need no acknowledgements and leave nothing
 // behind) and the bus (core NATS subjects, which the embedded cluster
 // routes between nodes).
-
-// DefaultStream is the change stream of DESIGN.md.
-const DefaultStream = "FLUXBASE_CHANGES"
 
 // NATSBus is a Bus on a NATS connection.
 type NATSBus struct{ nc *nats.Conn }
@@ -55,10 +54,10 @@ type JetStreamSource struct {
 	stream string
 }
 
-// NewJetStreamSource reads stream (DefaultStream when empty) through js.
+// NewJetStreamSource reads stream (change.Stream when empty) through js.
 func NewJetStreamSource(js jetstream.JetStream, stream string) *JetStreamSource {
 	if stream == "" {
-		stream = DefaultStream
+		stream = change.Stream
 	}
 	return &JetStreamSource{js: js, stream: stream}
 }

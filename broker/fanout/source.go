@@ -21,7 +21,7 @@ type Msg struct {
 var ErrStop = errors.New("stop consuming")
 
 // Source is the change log as the hub reads it. On a node it is the
-// broker's FLUXBASE_CHANGES stream read with ordered consumers.
+// broker's change log stream (change.Stream) read with ordered consumers.
 type Source interface {
 	// Consume calls fn for each message from sequence start on, in order;
 	// start 0 means only messages published after the call. It returns

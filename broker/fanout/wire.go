@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/fluxbase/fluxbase/replication"
+	"github.com/fluxbase/fluxbase/change"
 )
 
 // Vsn is the Phoenix serializer a connection speaks.
@@ -213,6 +213,6 @@ func BroadcastFrame(vsn Vsn, topic, event string, encoding byte, payload []byte)
 
 // AppendString appends s as a JSON string; invalid UTF-8 becomes U+FFFD,
 // so the output is always valid JSON.
-func AppendString(dst []byte, s string) []byte { return replication.AppendJSONString(dst, s) }
+func AppendString(dst []byte, s string) []byte { return change.AppendJSONString(dst, s) }
 
 func appendUint(dst []byte, v uint64) []byte { return strconv.AppendUint(dst, v, 10) }

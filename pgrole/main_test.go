@@ -1,0 +1,11 @@
+package pgrole_test
+
+import (
+	"os"
+	"testing"
+
+	"github.com/fluxbase/fluxbase/internal/pgtest"
+)
+
+// TestMain gives the tests a throwaway PostgreSQL (see pgtest.NewDB).
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }

@@ -34,6 +34,9 @@ type As struct {
 	// Settings are further settings local to the transaction, by name
 	// (realtime.topic, say).
 	Settings map[string]string
+	// RoleSettings are the role's own settings (see Roles), made before
+	// Settings, which win over them.
+	RoleSettings []Setting
 }
 
 // ErrNoRole is an As without a role, refused rather than run as the
@@ -65,6 +68,10 @@ func (a As) statement() (string, []any) {
 		b.WriteString(",\n  pg_catalog.set_config('transaction_read_only', 'on', true)")
 	}
 	args := []any{a.Role, claims}
+	for _, rs := range a.RoleSettings {
+		fmt.Fprintf(&b, ",\n  pg_catalog.set_config($%d, $%d, true)", len(args)+1, len(args)+2)
+		args = append(args, rs.Name, rs.Value)
+	}
 	names := make([]string, 0, len(a.Settings))
 	for name := range a.Settings {
 		names = append(names, name)

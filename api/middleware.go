@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -171,4 +173,47 @@ func cors(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bodyDeadline gives a request's body BodyTimeout to arrive, so that a
+// client trickling one in cannot hold a connection (and whatever the
+// handler holds while it reads) for ever: past it, reading the body
+// fails with ErrBodyTimeout, which the handler answers (408), and the
+// connection is closed. Requests without a body, websocket upgrades
+// among them, get no deadline, and once the body is read to its end the
+// deadline is lifted, so what follows (a long statement, a websocket
+// after an upgrade) is not cut by it.
+func (s *Server) bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.BodyTimeout < 0 || r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)); err != nil {
+			next.ServeHTTP(w, r) // a writer without deadlines: a test recorder
+			return
+		}
+		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody is a body read under the connection's read deadline.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	switch {
+	case err == io.EOF && !b.done:
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return n, ErrBodyTimeout
+	}
+	return n, err
 }

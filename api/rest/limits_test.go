@@ -254,6 +254,7 @@ func (c *objectCounter) Write(p []byte) (int, error) {
 	c.objects += bytes.Count(p, []byte("{"))
 	return len(p), nil
 }
+
 // Finding 10: the grammar is bounded (the query string's length, the
 // depth of embedding and of logic trees), a request past a bound answers
 // PGRST100 before anything is asked of the database, and embedded

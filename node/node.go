@@ -35,6 +35,7 @@ import (
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/pgrole"
 	"github.com/fluxbase/fluxbase/replication"
 	"github.com/fluxbase/fluxbase/storage"
 )
@@ -62,7 +63,10 @@ type Config struct {
 	Replication replication.Config
 	// Realtime tunes the fan-out hub; its NodeID defaults to Name.
 	Realtime fanout.Config
-	Storage  storage.Config
+	// REST holds the REST surface's limits; the node gives it its pools,
+	// the roles' settings and its log.
+	REST    rest.Config
+	Storage storage.Config
 }
 
 // HTTPConfig configures the node's HTTP edge.
@@ -72,6 +76,9 @@ type HTTPConfig struct {
 	Addr string
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration
+	// BodyTimeout bounds how long a request body may take to arrive
+	// (api.Config.BodyTimeout).
+	BodyTimeout time.Duration
 }
 
 // DatabaseConfig configures the PostgreSQL pools.
@@ -87,6 +94,10 @@ type DatabaseConfig struct {
 	ReadReplicas []string
 	// SkipMigrations leaves the schema as it is (the caller migrated).
 	SkipMigrations bool
+	// RoleSettingsRefresh is how often the roles' own settings (ALTER
+	// ROLE ... SET, such as anon's statement_timeout) are read again.
+	// Default 30 s.
+	RoleSettingsRefresh time.Duration
 }
 
 // Node is one running Fluxbase node.
@@ -97,6 +108,7 @@ type Node struct {
 
 	pool     *pgxpool.Pool
 	replicas []*pgxpool.Pool
+	roles    *pgrole.Roles
 	bus      *broker.Broker
 	repl     *replication.Replicator
 	rt       *realtime.Endpoint
@@ -156,6 +168,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		}
 		n.replicas = append(n.replicas, rp)
 	}
+	if n.roles, err = pgrole.LoadRoles(ctx, n.pool); err != nil {
+		return nil, err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -192,9 +207,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Registerer: reg,
 	})
 
+	restCfg := cfg.REST
+	restCfg.Pool, restCfg.Replicas, restCfg.Roles, restCfg.Log = n.pool, n.replicas, n.roles, log.Named("rest")
 	n.srv = api.New(api.Config{
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.HTTP.DrainTimeout,
+		BodyTimeout:  cfg.HTTP.BodyTimeout,
 		Checks: []api.NamedCheck{
 			{Name: "database", Check: n.pool.Ping},
 			{Name: "broker", Check: n.bus.Ready},
@@ -202,7 +220,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			{Name: "realtime", Check: func(context.Context) error { return n.rt.Hub().Ready() }},
 		},
 		Surfaces: []api.Surface{
-			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
+			rest.New(restCfg),
 			n.rt.Surface(),
 		},
 	}, verifier, log, reg)
@@ -233,6 +251,14 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.rt.Run(ctx) })
 	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
+	g.Go(func() error {
+		every := n.cfg.Database.RoleSettingsRefresh
+		if every <= 0 {
+			every = 30 * time.Second
+		}
+		n.roles.Run(ctx, every, func(err error) { n.log.Warn("role settings not refreshed", zap.Error(err)) })
+		return nil
+	})
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
 		zap.Int("broker_replicas", n.bus.Replicas()))
 	err := g.Wait()

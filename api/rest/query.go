@@ -250,7 +250,7 @@ func (q *restQuery) parseFilterParam(key, val string) (filter, error) {
 	if d := nesting(val); d > q.lim.filterDepth+1 {
 		return filter{}, parseErr("%s nests %d levels deep; the limit is %d", key, d-1, q.lim.filterDepth)
 	}
-	return parseFilterParam(key, val)
+	return parseFilterParam(key, val, q.lim.filterDepth)
 }
 
 // nesting is the depth of the parentheses of s outside double quotes, in
@@ -588,15 +588,16 @@ func parseOrder(s string) ([]orderTerm, error) {
 }
 
 // parseFilterParam reads one filter parameter: column=[not.]op.value, or
-// or=(...), and=(...), not.or=(...), not.and=(...).
-func parseFilterParam(key, val string) (filter, error) {
+// or=(...), and=(...), not.or=(...), not.and=(...), of at most depth
+// levels.
+func parseFilterParam(key, val string, depth int) (filter, error) {
 	not := false
 	logic := key
 	if rest, ok := strings.CutPrefix(key, "not."); ok {
 		not, logic = true, rest
 	}
 	if logic == "or" || logic == "and" {
-		return parseTree(logic == "or", not, val)
+		return parseTree(logic == "or", not, val, depth)
 	}
 	f, err := parseField(key)
 	if err != nil {
@@ -610,8 +611,12 @@ func parseFilterParam(key, val string) (filter, error) {
 }
 
 // parseTree reads a logic tree's operand: (cond,cond,...), where each cond
-// is field.[not.]op.value or a nested [not.]or(...)/and(...).
-func parseTree(or, not bool, s string) (filter, error) {
+// is field.[not.]op.value or a nested [not.]or(...)/and(...), at most
+// depth levels deep.
+func parseTree(or, not bool, s string, depth int) (filter, error) {
+	if depth <= 0 {
+		return filter{}, parseErr("a logic tree nests deeper than the limit")
+	}
 	if len(s) < 2 || s[0] != '(' || s[len(s)-1] != ')' {
 		return filter{}, parseErr("a logic tree needs parentheses: %q", s)
 	}
@@ -628,7 +633,7 @@ func parseTree(or, not bool, s string) (filter, error) {
 			neg, inner = true, rest
 		}
 		if sub, ok := strings.CutPrefix(inner, "or("); ok {
-			child, err := parseTree(true, neg, "("+sub)
+			child, err := parseTree(true, neg, "("+sub, depth-1)
 			if err != nil {
 				return filter{}, err
 			}
@@ -636,7 +641,7 @@ func parseTree(or, not bool, s string) (filter, error) {
 			continue
 		}
 		if sub, ok := strings.CutPrefix(inner, "and("); ok {
-			child, err := parseTree(false, neg, "("+sub)
+			child, err := parseTree(false, neg, "("+sub, depth-1)
 			if err != nil {
 				return filter{}, err
 			}

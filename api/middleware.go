@@ -180,39 +180,31 @@ func cors(next http.Handler) http.Handler {
 // handler holds while it reads) for ever: past it, reading the body
 // fails with ErrBodyTimeout, which the handler answers (408), and the
 // connection is closed. Requests without a body, websocket upgrades
-// among them, get no deadline, and once the body is read to its end the
-// deadline is lifted, so what follows (a long statement, a websocket
-// after an upgrade) is not cut by it.
+// among them, get no deadline, and once the body is read to its end
+// net/http lifts it (before it starts reading ahead for the next
+// request), so what follows, a long statement say, is not cut by it.
 func (s *Server) bodyDeadline(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.BodyTimeout < 0 || r.Body == nil || r.Body == http.NoBody {
 			next.ServeHTTP(w, r)
 			return
 		}
-		rc := http.NewResponseController(w)
-		if err := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)); err != nil {
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)); err != nil {
 			next.ServeHTTP(w, r) // a writer without deadlines: a test recorder
 			return
 		}
-		r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		r.Body = deadlineBody{r.Body}
 		next.ServeHTTP(w, r)
 	})
 }
 
-// deadlineBody is a body read under the connection's read deadline.
-type deadlineBody struct {
-	io.ReadCloser
-	rc   *http.ResponseController
-	done bool
-}
+// deadlineBody is a body read under the connection's read deadline; it
+// tells a read past the deadline by ErrBodyTimeout.
+type deadlineBody struct{ io.ReadCloser }
 
-func (b *deadlineBody) Read(p []byte) (int, error) {
+func (b deadlineBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	switch {
-	case err == io.EOF && !b.done:
-		b.done = true
-		_ = b.rc.SetReadDeadline(time.Time{})
-	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		return n, ErrBodyTimeout
 	}
 	return n, err

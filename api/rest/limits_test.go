@@ -431,7 +431,9 @@ revoke all on profiles from anon, authenticated;
 grant select (id, name), insert (name) on profiles to authenticated;
 grant usage on sequence profiles_id_seq to authenticated;
 create function join_words(variadic words text[]) returns text language sql immutable as $$select array_to_string(words, ' ')$$;
-create function count_words(sep text, variadic words text[]) returns int language sql immutable as $$select cardinality(words)$$;`,
+create function count_words(sep text, variadic words text[]) returns int language sql immutable as $$select cardinality(words)$$;
+create function todo_rows() returns setof todos language sql stable as 'select * from todos';
+create function pairs() returns table (a int, b text) language sql immutable as $$select 1, 'one'$$;`,
 		Config{MaxRows: 3}, api.Config{})
 	user := userToken(t, "11111111-1111-1111-1111-111111111111")
 
@@ -497,11 +499,22 @@ create function count_words(sep text, variadic words text[]) returns int languag
 		}
 	})
 	t.Run("a name that is not a column is refused", func(t *testing.T) {
-		for _, path := range []string{"/todos?select=count", "/todos?select=row_to_json", "/todos?select=id,x:row_to_json", "/todos?order=row_to_json", "/todos?row_to_json=neq.x", "/todos?select=id&or=(count.gt.0)"} {
+		for _, path := range []string{"/todos?select=count", "/todos?select=row_to_json", "/todos?select=id,x:row_to_json", "/todos?order=row_to_json", "/todos?row_to_json=neq.x", "/todos?select=id&or=(count.gt.0)",
+			"/rpc/todo_rows?select=count", "/rpc/todo_rows?order=row_to_json", "/rpc/pairs?select=a,row_to_json"} {
 			r := e.do(t, "GET", path, e.service, "")
 			if r.status != 400 || r.code(t) != "42703" {
 				t.Errorf("%s: status %d body %.300s", path, r.status, r.body)
 			}
+		}
+	})
+	t.Run("the columns of a function's rows are columns", func(t *testing.T) {
+		r := e.do(t, "GET", "/rpc/todo_rows?select=id&order=id&limit=1", e.service, "")
+		if r.status != 200 || string(r.body) != `[{"id":1}]` {
+			t.Errorf("status %d body %s", r.status, r.body)
+		}
+		r = e.do(t, "GET", "/rpc/pairs?select=b", e.service, "")
+		if r.status != 200 || string(r.body) != `[{"b":"one"}]` {
+			t.Errorf("status %d body %s", r.status, r.body)
 		}
 	})
 	t.Run("NUL in names", func(t *testing.T) {

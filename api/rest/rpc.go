@@ -37,6 +37,7 @@ type function struct {
 	set       bool      // returns a set
 	composite bool      // returns rows (a row type, a table or record)
 	void      bool
+	outputs   []string // the columns of the rows it returns, when known
 }
 
 // funcArg is an input argument; a variadic one takes an array (a JSON
@@ -52,7 +53,9 @@ func lookupFunctions(ctx context.Context, q pgx.Tx, schema, name string) ([]func
 	  array(select pg_catalog.format_type(t, null) from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality u(t, i) order by i),
 	  p.pronargs - p.pronargdefaults, p.proretset,
 	  rt.typtype = 'c' or p.prorettype = 'pg_catalog.record'::pg_catalog.regtype,
-	  p.prorettype = 'pg_catalog.void'::pg_catalog.regtype
+	  p.prorettype = 'pg_catalog.void'::pg_catalog.regtype,
+	  array(select a.attname::text from pg_catalog.pg_attribute a
+	        where a.attrelid = rt.typrelid and a.attnum > 0 and not a.attisdropped order by a.attnum)
 	from pg_catalog.pg_proc p
 	join pg_catalog.pg_namespace n on n.oid = p.pronamespace
 	join pg_catalog.pg_type rt on rt.oid = p.prorettype
@@ -61,15 +64,20 @@ func lookupFunctions(ctx context.Context, q pgx.Tx, schema, name string) ([]func
 		return nil, err
 	}
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (function, error) {
-		var names, modes, types []string
+		var names, modes, types, outs []string
 		var f function
-		if err := r.Scan(&names, &modes, &types, &f.required, &f.set, &f.composite, &f.void); err != nil {
+		if err := r.Scan(&names, &modes, &types, &f.required, &f.set, &f.composite, &f.void, &f.outputs); err != nil {
 			return f, err
 		}
 		for i, typ := range types {
 			mode := "i"
 			if i < len(modes) {
 				mode = modes[i]
+			}
+			if mode == "o" || mode == "t" || mode == "b" {
+				if i < len(names) {
+					outs = append(outs, names[i])
+				}
 			}
 			if mode != "i" && mode != "b" && mode != "v" {
 				continue // an output column
@@ -79,6 +87,9 @@ func lookupFunctions(ctx context.Context, q pgx.Tx, schema, name string) ([]func
 				a.name = names[i]
 			}
 			f.inputs = append(f.inputs, a)
+		}
+		if len(f.outputs) == 0 && f.composite {
+			f.outputs = outs // a record of OUT or TABLE arguments; none for a bare record
 		}
 		return f, nil
 	})
@@ -174,6 +185,9 @@ func (h *handler) rpc(w http.ResponseWriter, r *http.Request) {
 		if err := req.resolveEmbeds(r.Context(), tx); err != nil {
 			return err
 		}
+		if err := h.checkCallColumns(r.Context(), tx, req, called); err != nil {
+			return err
+		}
 		raw, _ := json.Marshal(args)
 		return queryPair(r.Context(), tx, callSQL(req.rel, called, args, raw, req.q, h.capRows(req.q.limit)), &out, &n)
 	}
@@ -207,6 +221,27 @@ func (h *handler) rpc(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write(out)
 	}
+}
+
+// checkCallColumns is checkColumns for a call: the names read from the
+// function's rows must be its output columns (when the catalog tells them:
+// a bare record's are unknown), those of embedded resources their
+// tables'.
+func (h *handler) checkCallColumns(ctx context.Context, db rowsQuerier, req *request, f function) error {
+	need := req.q.namedColumns(req.name)
+	own := need[req.name]
+	delete(need, req.name)
+	if len(f.outputs) > 0 {
+		for _, c := range own {
+			if !slices.Contains(f.outputs, c) {
+				return errUndefinedColumn(req.name, c)
+			}
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	return h.columns.check(ctx, db, req.schema, need)
 }
 
 // splitArgs takes a GET call's arguments out of its query string: the

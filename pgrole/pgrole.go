@@ -7,6 +7,11 @@
 // with it, committed or rolled back, so nothing is left on a pooled
 // connection for its next use.
 //
+// SET ROLE does not apply what a role has set of its own (ALTER ROLE anon
+// SET statement_timeout = '3s'); Roles reads those settings and As made
+// from it makes them too, in the same statement, so a request runs under
+// its role's statement timeout as if it had logged in as the role.
+//
 // It knows nothing of HTTP or of how tokens are verified: it takes the
 // role name and the claims as plain values, so the auth package and every
 // HTTP surface may use it. Functions are qualified with pg_catalog, so a

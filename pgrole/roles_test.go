@@ -97,3 +97,24 @@ func TestRolesApplyTheirSettings(t *testing.T) {
 		t.Errorf("nil Roles: %+v", as)
 	}
 }
+
+// The migrations give anon and authenticated Supabase's statement
+// timeouts, and service_role none.
+func TestMigratedRoleTimeouts(t *testing.T) {
+	t.Parallel()
+	roles, err := pgrole.LoadRoles(context.Background(), onePool(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeout := func(role string) string {
+		for _, s := range roles.Of(role) {
+			if s.Name == "statement_timeout" {
+				return s.Value
+			}
+		}
+		return ""
+	}
+	if a, u, s := timeout("anon"), timeout("authenticated"), timeout("service_role"); a != "3s" || u != "8s" || s != "" {
+		t.Errorf("statement_timeout: anon %q, authenticated %q, service_role %q", a, u, s)
+	}
+}

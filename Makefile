@@ -32,7 +32,7 @@ test-go:
 
 # Short fuzzing runs of the parsers that face the network; each target is
 # listed as package:FuzzName.
-FUZZ_TARGETS := ./api/realtime:FuzzDecodeFrame ./api/rest:FuzzParseRestQuery ./broker/fanout:FuzzParseFilter ./replication:FuzzDecode ./replication:FuzzAppendValue ./change:FuzzToken
+FUZZ_TARGETS := ./api/realtime:FuzzDecodeFrame ./api/realtime:FuzzJoinPayload ./api/rest:FuzzParseRestQuery ./broker/fanout:FuzzParseFilter ./replication:FuzzDecode ./replication:FuzzAppendValue ./change:FuzzToken
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

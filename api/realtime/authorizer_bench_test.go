@@ -53,7 +53,7 @@ func usePolicy(b *testing.B, az *pgAuthorizer, name string) {
 }
 
 // BenchmarkVisibleMany measures one VisibleMany call for 10,000 users,
-// each seeing every key, under a membership policy and an owner-or-public
+// each seeing every row image, under a membership policy and an owner-or-public
 // policy; ns/group is the time per claims group.
 func BenchmarkVisibleMany(b *testing.B) {
 	claims := make([]json.RawMessage, benchUsers)
@@ -64,15 +64,19 @@ func BenchmarkVisibleMany(b *testing.B) {
 		b.Run(policy, func(b *testing.B) {
 			az := &pgAuthorizer{pool: newAuthDB(b, benchSQL)}
 			usePolicy(b, az, policy)
+			acc := access(b, az, "msgs")
 			for _, nkeys := range []int{1, 5} {
 				b.Run(fmt.Sprintf("keys=%d", nkeys), func(b *testing.B) {
-					keys := make([]json.RawMessage, nkeys)
-					for k := range keys {
-						keys[k] = json.RawMessage(fmt.Sprintf(`{"id":%d}`, 10001+k))
+					// The rows' images as the hub sends them: the columns
+					// the policy reads.
+					keys := storedImages(b, az.pool, fmt.Sprintf(`select jsonb_strip_nulls(to_jsonb(m)) from public.msgs m
+where id between 10001 and %d order by id`, 10000+nkeys))
+					for k, img := range keys {
+						keys[k] = onlyColumns(b, img, acc.Policy.Columns)
 					}
 					ctx := context.Background()
 					for b.Loop() {
-						vis, err := az.VisibleMany(ctx, "authenticated", claims, "public", "msgs", keys)
+						vis, err := az.VisibleMany(ctx, "authenticated", acc, claims, "public", "msgs", keys)
 						if err != nil {
 							b.Fatal(err)
 						}
@@ -117,7 +121,7 @@ func BenchmarkHubRowLevelSecurity(b *testing.B) {
 				batch := make([]fanout.Msg, nchanges)
 				for k := range batch {
 					seq++
-					batch[k] = fanout.Msg{Seq: seq, Data: msgsChange(10001+k, userID(0))}
+					batch[k] = fanout.Msg{Seq: seq, Data: msgsChange(10001+k, 1, userID(0), "public")}
 				}
 				h.Dispatch(ctx, batch)
 				b.StopTimer()
@@ -134,4 +138,23 @@ func BenchmarkHubRowLevelSecurity(b *testing.B) {
 			b.ReportMetric(float64(delivered)/b.Elapsed().Seconds(), "deliveries/s")
 		})
 	}
+}
+
+// onlyColumns is the image img with only the columns cols.
+func onlyColumns(b *testing.B, img json.RawMessage, cols []string) json.RawMessage {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(img, &m); err != nil {
+		b.Fatal(err)
+	}
+	out := map[string]json.RawMessage{}
+	for _, c := range cols {
+		if v, ok := m[c]; ok {
+			out[c] = v
+		}
+	}
+	js, err := json.Marshal(out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return js
 }

@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/internal/apitest"
 )
@@ -69,13 +72,10 @@ func TestVisibleManyEachUserSeesOnlyItsRows(t *testing.T) {
 			for n := 1; n <= users; n++ {
 				claims[n-1] = json.RawMessage(fmt.Sprintf(`{"sub":%q,"role":"authenticated","room":%d}`, userID(n), n))
 			}
-			// Keys in reverse, and the public row last: answers must follow
-			// positions, not ids.
-			var keys []json.RawMessage
-			for id := users; id >= 0; id-- {
-				keys = append(keys, json.RawMessage(fmt.Sprintf(`{"id":%d}`, id)))
-			}
-			vis, err := az.VisibleMany(context.Background(), "authenticated", claims, "public", "msgs", keys)
+			// The rows' images in reverse, and the public row last: answers
+			// must follow positions, not ids.
+			keys := storedImages(t, pool, `select to_jsonb(m) from public.msgs m order by id desc`)
+			vis, err := az.VisibleMany(context.Background(), "authenticated", access(t, az, "msgs"), claims, "public", "msgs", keys)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -98,9 +98,10 @@ func TestVisibleManyEachUserSeesOnlyItsRows(t *testing.T) {
 	}
 }
 
-// Composite keys, rows that do not exist, empty claims, a second call on
-// a connection that has the function already, and a table dropped and
-// made again with other types while connections keep the function.
+// Composite keys, images of rows the table does not hold, empty claims, a
+// second call on a connection that has the function already, and a table
+// dropped and made again with other types and another policy while
+// connections keep the function.
 func TestVisibleManyCompositeKeys(t *testing.T) {
 	t.Parallel()
 	pool := newAuthDB(t, `
@@ -116,10 +117,10 @@ insert into public.seats values (1, 1, '`+userID(1)+`'), (1, 2, '`+userID(2)+`')
 		nil,
 	}
 	keys := []json.RawMessage{
-		json.RawMessage(`{"seat":1,"room":1}`),
-		json.RawMessage(`{"room":1,"seat":2}`),
-		json.RawMessage(`{"room":2,"seat":1}`),
-		json.RawMessage(`{"room":9,"seat":9}`),
+		json.RawMessage(`{"seat":1,"room":1,"owner":"` + userID(1) + `"}`),
+		json.RawMessage(`{"room":1,"seat":2,"owner":"` + userID(2) + `"}`),
+		json.RawMessage(`{"room":2,"seat":1,"owner":null}`),
+		json.RawMessage(`{"room":9,"seat":9,"owner":"` + userID(3) + `"}`),
 	}
 	want := [][]bool{
 		{true, false, true, false},
@@ -128,7 +129,7 @@ insert into public.seats values (1, 1, '`+userID(1)+`'), (1, 2, '`+userID(2)+`')
 	}
 	check := func() {
 		t.Helper()
-		vis, err := az.VisibleMany(context.Background(), "authenticated", claims, "public", "seats", keys)
+		vis, err := az.VisibleMany(context.Background(), "authenticated", access(t, az, "seats"), claims, "public", "seats", keys)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -146,6 +147,9 @@ create policy p on public.seats for select to authenticated using (owner = auth.
 insert into public.seats values ('1', 2, '`+userID(1)+`');`); err != nil {
 		t.Fatal(err)
 	}
+	// Images of the new table's rows; user 1 owns the second only.
+	keys[0] = json.RawMessage(`{"room":"1","seat":1,"owner":"` + userID(3) + `"}`)
+	keys[1] = json.RawMessage(`{"room":"1","seat":2,"owner":"` + userID(1) + `"}`)
 	want = [][]bool{
 		{false, true, false, false},
 		{false, false, false, false},
@@ -160,14 +164,44 @@ type countingAuthz struct {
 	calls atomic.Int64
 }
 
-func (c *countingAuthz) VisibleMany(ctx context.Context, role string, claims []json.RawMessage, schema, table string, keys []json.RawMessage) ([][]bool, error) {
+func (c *countingAuthz) VisibleMany(ctx context.Context, role string, acc *fanout.Access, claims []json.RawMessage, schema, table string, rows []json.RawMessage) ([][]bool, error) {
 	c.calls.Add(1)
-	return c.Authorizer.VisibleMany(ctx, role, claims, schema, table, keys)
+	return c.Authorizer.VisibleMany(ctx, role, acc, claims, schema, table, rows)
 }
 
-// msgsChange is a change event of the log inserting row id of public.msgs.
-func msgsChange(id int, owner string) []byte {
-	return fmt.Appendf(nil, `{"commit_lsn":"0/1","lsn":"0/1","xid":1,"commit_ts":"2024-05-01T10:00:00.123456Z","tx_index":0,"tx_last":true,"schema":"public","table":"msgs","op":"insert","pk":{"id":%d},"record":{"id":%d,"owner":%q},"old_record":null,"columns":[{"name":"id","type":"int8"},{"name":"owner","type":"uuid"}],"unchanged_toast":[]}`, id, id, owner)
+// access is what authenticated may read of public.<table>.
+func access(t testing.TB, az *pgAuthorizer, table string) *fanout.Access {
+	t.Helper()
+	acc, err := az.Access(context.Background(), "authenticated", "public", table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return acc
+}
+
+// storedImages is the JSON images of rows, as query (a select of one
+// jsonb column) reads them.
+func storedImages(t testing.TB, pool *pgxpool.Pool, query string) []json.RawMessage {
+	t.Helper()
+	rows, err := pool.Query(context.Background(), query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (json.RawMessage, error) {
+		var b []byte
+		err := r.Scan(&b)
+		return json.RawMessage(b), err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return imgs
+}
+
+// msgsChange is a change event of the log inserting row id of
+// public.msgs, in room, owned by owner, with visibility.
+func msgsChange(id, room int, owner, visibility string) []byte {
+	return fmt.Appendf(nil, `{"commit_lsn":"0/1","lsn":"0/1","xid":1,"commit_ts":"2024-05-01T10:00:00.123456Z","tx_index":0,"tx_last":true,"schema":"public","table":"msgs","op":"insert","pk":{"id":%d},"record":{"id":%d,"room_id":%d,"owner":%q,"visibility":%q,"body":"hi"},"old_record":null,"columns":[{"name":"id","type":"int8"},{"name":"room_id","type":"int4"},{"name":"owner","type":"uuid"},{"name":"visibility","type":"text"},{"name":"body","type":"text"}],"unchanged_toast":[]}`, id, id, room, owner, visibility)
 }
 
 // Through the hub: 300 users under a membership policy each receive
@@ -199,7 +233,11 @@ func TestHubRowLevelSecurityManyUsers(t *testing.T) {
 	bad := join("not-a-uuid")
 	var batch []fanout.Msg
 	for id := 0; id <= users; id++ {
-		batch = append(batch, fanout.Msg{Seq: uint64(id + 1), Data: msgsChange(id, userID(id))})
+		vis := "private"
+		if id == 0 {
+			vis = "public"
+		}
+		batch = append(batch, fanout.Msg{Seq: uint64(id + 1), Data: msgsChange(id, id, userID(id), vis)})
 	}
 	h.Dispatch(context.Background(), batch)
 

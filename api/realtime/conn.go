@@ -331,6 +331,30 @@ func parseBinding(raw json.RawMessage) (joinBinding, error) {
 	}}, nil
 }
 
+// parseJoin reads a phx_join payload as the server takes it; an error is
+// the reason the join reply gives.
+func parseJoin(payload []byte) (joinPayload, error) {
+	var p joinPayload
+	if err := json.Unmarshal(payload, &p); err != nil {
+		return p, errors.New("InvalidJoinPayload: " + err.Error())
+	}
+	return p, nil
+}
+
+// parseBindings reads the postgres_changes bindings of a join's config,
+// each checked; an error is the reason the join reply gives.
+func parseBindings(raws []json.RawMessage) ([]joinBinding, error) {
+	bindings := make([]joinBinding, 0, len(raws))
+	for _, raw := range raws {
+		jb, err := parseBinding(raw)
+		if err != nil {
+			return nil, errors.New("Unable to subscribe to changes with given parameters: " + err.Error())
+		}
+		bindings = append(bindings, jb)
+	}
+	return bindings, nil
+}
+
 // echo is the binding as sent, plus its id.
 func (jb joinBinding) echo() map[string]json.RawMessage {
 	out := make(map[string]json.RawMessage, len(jb.raw)+1)
@@ -368,9 +392,9 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 		c.replyError(m, "unmatched topic")
 		return
 	}
-	var p joinPayload
-	if err := json.Unmarshal(m.Payload, &p); err != nil {
-		c.replyError(m, "InvalidJoinPayload: "+err.Error())
+	p, err := parseJoin(m.Payload)
+	if err != nil {
+		c.replyError(m, err.Error())
 		return
 	}
 	claims, token, err := c.tokenClaims(p.AccessToken)
@@ -379,14 +403,10 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 		return
 	}
 	c.rt.log.Debug("join", zap.String("topic", m.Topic), zap.String("role", claims.Role), zap.String("sub", claims.Subject))
-	bindings := make([]joinBinding, 0, len(p.Config.PostgresChanges))
-	for _, raw := range p.Config.PostgresChanges {
-		jb, err := parseBinding(raw)
-		if err != nil {
-			c.replyError(m, "Unable to subscribe to changes with given parameters: "+err.Error())
-			return
-		}
-		bindings = append(bindings, jb)
+	bindings, err := parseBindings(p.Config.PostgresChanges)
+	if err != nil {
+		c.replyError(m, err.Error())
+		return
 	}
 	if len(bindings) > 0 && c.rt.cfg.Source == nil {
 		c.replyError(m, "Unable to subscribe to changes: this node reads no change log (it runs without the broker)")

@@ -54,14 +54,20 @@ const Prefix = "/realtime/v1"
 // ilike, is, match, imatch, isdistinct and the not. prefix. A DELETE is
 // matched against its old row, so filters on other columns than the key
 // need REPLICA IDENTITY FULL (FLUXBASE_REPLICA_IDENTITY_FULL); a DELETE
-// whose old row lacks a filtered column does not match.
+// whose old row lacks a filtered column does not match, and on a table
+// under row-level security a DELETE matches only filters on the key.
 //
-// Authorization: a binding on a table the role may not SELECT refuses the
-// join; columns it may not read are left out of records and columns; rows
-// pass row-level security as the subscriber's claims (one query per
-// table, claims group and batch of changes). A DELETE from a table under
-// row-level security carries only the primary key in old_record, as in
-// Supabase, since the row can no longer be checked.
+// Authorization (docs/ARCHITECTURE.md, "Realtime authorization"): a
+// binding on a table the role may not SELECT, or filtering on a column it
+// may not read, refuses the join; a binding on every table or schema
+// never matches through such a filter; columns the role may not read are
+// left out of records and columns. Under row-level security a change is
+// judged on the row it carries, with the subscriber's claims (one query
+// per table, role and chunk of claims groups for a batch of changes): the
+// new row of an insert or update, the old row of a delete when the replica
+// identity logged what the policies read (else it carries only its key,
+// as in Supabase); an update's old_record is its key unless its old row
+// passes too.
 
 // Config configures the realtime endpoint; zero values mean
 // defaults.

@@ -23,9 +23,19 @@ type Change struct {
 	change.Event
 	Seq uint64
 
-	// texts caches column values as text for filters; only the goroutine
-	// matching the change uses it.
+	// texts caches column values as text for filters, and imgs the row
+	// images made for checks; only the goroutine dispatching the change
+	// uses them.
 	texts map[string]string
+	imgs  []cachedImage
+}
+
+// cachedImage is a row image of the change as one rule reads it.
+type cachedImage struct {
+	p   *Policy
+	old bool
+	js  json.RawMessage
+	ok  bool
 }
 
 // hubEvent is what DecodeChange unmarshals: the event, with the keys the
@@ -118,4 +128,81 @@ func (c *Change) columnType(name string) string {
 // commitTimestamp is Supabase's form: UTC with milliseconds.
 func (c *Change) commitTimestamp() string {
 	return c.CommitTS.UTC().Format("2006-01-02T15:04:05.000Z")
+}
+
+// image returns the row image of the change that a check by rule p
+// judges, encoded for the Authorizer: the new row of an insert or update
+// (an update's unchanged TOAST columns, absent from it, taken from the
+// old row when that has them), or the old row of an update or delete;
+// only the columns p reads, or every column the row has when p is nil or
+// reads the whole row. ok is false when the image cannot be judged: the
+// change has no such row (an insert's old one, a delete's new one), or it
+// lacks a column p reads (the replica identity did not log it, or the
+// event left a large value out). With p nil no old row is judged, since
+// nobody says what it would need.
+func (c *Change) image(p *Policy, old bool) (js json.RawMessage, ok bool) {
+	for _, im := range c.imgs {
+		if im.p == p && im.old == old {
+			return im.js, im.ok
+		}
+	}
+	js, ok = c.makeImage(p, old)
+	c.imgs = append(c.imgs, cachedImage{p, old, js, ok})
+	return js, ok
+}
+
+func (c *Change) makeImage(p *Policy, old bool) (json.RawMessage, bool) {
+	var row change.Row
+	switch {
+	case old:
+		if p == nil || c.OldRecord == nil {
+			return nil, false
+		}
+		row = c.OldRecord
+	case c.event() == "DELETE":
+		return nil, false
+	default:
+		row = c.Record
+		for _, f := range c.OldRecord {
+			if _, ok := row.Get(f.Name); !ok {
+				row = append(row[:len(row):len(row)], f)
+			}
+		}
+	}
+	if p == nil {
+		return row.AppendObject(nil, nil), true
+	}
+	if p.WholeRow {
+		for _, col := range c.Columns {
+			if _, ok := row.Get(col.Name); !ok {
+				return nil, false
+			}
+		}
+		return row.AppendObject(nil, nil), true
+	}
+	keep := make(map[string]bool, len(p.Columns))
+	for _, col := range p.Columns {
+		if _, ok := row.Get(col); !ok {
+			return nil, false
+		}
+		keep[col] = true
+	}
+	return row.AppendObject(nil, keep), true
+}
+
+// oldKey is the key of the row before the change: its primary-key
+// columns, with the old values where the old row has them (an update that
+// changed the key).
+func (c *Change) oldKey() change.Row {
+	if c.OldRecord == nil {
+		return c.PK
+	}
+	key := make(change.Row, 0, len(c.PK))
+	for _, f := range c.PK {
+		if v, ok := c.OldRecord.Get(f.Name); ok {
+			f.Value = v
+		}
+		key = append(key, f)
+	}
+	return key
 }

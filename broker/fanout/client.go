@@ -167,6 +167,9 @@ type Channel struct {
 	spec   JoinSpec
 	topic  topicKey
 	binds  []*binding
+	// filtered is set when a binding has a filter, whose columns each
+	// delivery checks against what the reader may read.
+	filtered bool
 
 	auth atomic.Pointer[Auth]
 
@@ -209,7 +212,9 @@ func (c *Client) Join(spec JoinSpec) (*Channel, error) {
 	}
 	for i := range spec.Changes {
 		b := &spec.Changes[i]
-		ch.binds = append(ch.binds, &binding{ch: ch, Binding: *b, eqCol: b.Filter.eqIndexCond()})
+		nb := &binding{ch: ch, Binding: *b, eqCol: b.Filter.eqIndexCond(), cols: b.Filter.Columns()}
+		ch.filtered = ch.filtered || len(nb.cols) > 0
+		ch.binds = append(ch.binds, nb)
 	}
 
 	c.mu.Lock()

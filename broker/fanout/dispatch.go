@@ -59,7 +59,8 @@ func (h *Hub) Dispatch(ctx context.Context, msgs []Msg) {
 }
 
 // wants reports whether a change on subject may match a binding of this
-// hub: one on its table, on every table of its schema, or on everything.
+// hub: one on its table, on every table of its schema, on the table in
+// every schema, or on everything.
 // An empty or unparsable subject is wanted (decoded and matched).
 func (h *Hub) wants(subject string) bool {
 	if subject == "" {
@@ -71,7 +72,7 @@ func (h *Hub) wants(subject string) bool {
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	for _, k := range [...]tableKey{{schema, table}, {schema, ""}, {"", ""}} {
+	for _, k := range tableKeys(schema, table) {
 		if h.tables[k] != nil {
 			return true
 		}
@@ -129,7 +130,11 @@ func sortedIDs(ids []uint32) []uint32 {
 	return ids[:j]
 }
 
-// deliver authorizes, encodes and queues the deliveries of a batch.
+// deliver authorizes, encodes and queues the deliveries of a batch, live
+// or replayed alike (see docs/ARCHITECTURE.md, "Realtime authorization"):
+// a reader receives a change only when the columns its matching filters
+// read are ones it may SELECT, and, under row-level security, when the
+// row image the change carries passes its policies.
 func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]delivery) {
 	type gk struct {
 		auth          string
@@ -138,9 +143,11 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 	groups := map[gk]*authGroup{}
 	var order []*authGroup // groups in the order they were made
 	// verdicts[i][j] is how delivery j of change i may be seen.
+	// A delivery with no ids is not seen; one without a group is seen
+	// whole (no authorizer, or the service role).
 	type verdict struct {
-		g     *authGroup
-		allow bool
+		g   *authGroup
+		ids []uint32 // the bindings it matched whose filters it may read
 	}
 	verdicts := make([][]verdict, len(changes))
 	for i, c := range changes {
@@ -149,7 +156,7 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 		for j, d := range ds {
 			a := d.ch.auth.Load()
 			if a.Bypass || h.authz == nil {
-				verdicts[i][j] = verdict{allow: true}
+				verdicts[i][j] = verdict{ids: d.ids}
 				continue
 			}
 			k := gk{a.key(), c.Schema, c.Table}
@@ -159,20 +166,25 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 				if err != nil {
 					h.log.Warn("table access check failed; not delivering", zap.String("table", c.Schema+"."+c.Table), zap.String("role", a.Role), zap.Error(err))
 				}
-				g = &authGroup{auth: a, access: acc, schema: c.Schema, table: c.Table}
+				g = &authGroup{auth: a, access: acc, schema: c.Schema, table: c.Table, last: -1}
 				groups[k] = g
 				order = append(order, g)
 			}
-			verdicts[i][j] = verdict{g: g}
 			if g.access == nil || len(g.access.Columns) == 0 {
 				continue
 			}
-			if g.access.RLS && c.event() != "DELETE" {
-				if len(g.changes) == 0 || g.changes[len(g.changes)-1] != i {
-					g.changes = append(g.changes, i)
+			ids := readableIDs(d, g.access, c)
+			if len(ids) == 0 {
+				continue
+			}
+			verdicts[i][j] = verdict{g: g, ids: ids}
+			if g.access.RLS && g.last != i {
+				g.last = i
+				for _, old := range [...]bool{false, true} {
+					if _, ok := c.image(g.access.Policy, old); ok {
+						g.checks = append(g.checks, image{i, old})
+					}
 				}
-			} else {
-				verdicts[i][j].allow = true
 			}
 		}
 	}
@@ -182,19 +194,22 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 		n := 0
 		for j, d := range perChange[i] {
 			v := verdicts[i][j]
-			allow := v.allow
-			var acc *Access
-			if v.g != nil {
-				acc = v.g.access
-				if !allow {
-					allow = v.g.sees(i)
-				}
-			}
-			if !allow {
+			if len(v.ids) == 0 {
 				continue
 			}
-			rlsDelete := acc != nil && acc.RLS && c.event() == "DELETE"
-			f := enc.frame(d.ch.client.Vsn, d.ch.spec.Topic, d.ids, acc, rlsDelete)
+			var acc *Access
+			oldKey := false
+			if v.g != nil {
+				acc = v.g.access
+				if acc.RLS {
+					var allow bool
+					allow, oldKey = v.g.sees(i, c.event())
+					if !allow {
+						continue
+					}
+				}
+			}
+			f := enc.frame(d.ch.client.Vsn, d.ch.spec.Topic, v.ids, acc, oldKey)
 			if d.ch.client.Push(f) {
 				n++
 			}
@@ -203,4 +218,54 @@ func (h *Hub) deliver(ctx context.Context, changes []*Change, perChange [][]deli
 			h.cfg.OnChange(n)
 		}
 	}
+}
+
+// readableIDs is d's binding ids less those of bindings whose filter
+// reads a column the reader may not: one it may not SELECT (a binding on
+// every table or schema names columns no join could check), and, for a
+// delete from a table under row-level security, any column but the key.
+// Such a filter never matches, so the ids of what the reader receives
+// tell nothing about values it may not read.
+func readableIDs(d delivery, acc *Access, c *Change) []uint32 {
+	ch := d.ch
+	if !ch.filtered {
+		return d.ids
+	}
+	rlsDelete := acc.RLS && c.event() == "DELETE"
+	var out []uint32
+	for n, id := range d.ids {
+		ok := true
+		for _, b := range ch.binds {
+			if b.ID == id && !b.filterReadable(acc, c, rlsDelete) {
+				ok = false
+				break
+			}
+		}
+		switch {
+		case ok && out != nil:
+			out = append(out, id)
+		case !ok && out == nil:
+			out = append(make([]uint32, 0, len(d.ids)), d.ids[:n]...)
+		}
+	}
+	if out == nil {
+		return d.ids
+	}
+	return out
+}
+
+// filterReadable reports whether every column b's filter reads may be
+// read: the reader may SELECT it, and, when keyOnly, it is a key column.
+func (b *binding) filterReadable(acc *Access, c *Change, keyOnly bool) bool {
+	for _, col := range b.cols {
+		if !acc.Columns[col] {
+			return false
+		}
+		if keyOnly {
+			if _, ok := c.PK.Get(col); !ok {
+				return false
+			}
+		}
+	}
+	return true
 }

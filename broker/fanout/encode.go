@@ -22,8 +22,8 @@ type changeEncoder struct {
 }
 
 type dataKey struct {
-	acc       *Access
-	rlsDelete bool
+	acc    *Access
+	oldKey bool
 }
 
 // payloadKey names a payload: one binding id (the common case, no
@@ -44,8 +44,8 @@ func newChangeEncoder(c *Change) *changeEncoder {
 	return &changeEncoder{c: c, data: map[dataKey][]byte{}, payloads: map[payloadKey][]byte{}, frames: map[frameKey]Frame{}}
 }
 
-func (e *changeEncoder) frame(vsn Vsn, topic string, ids []uint32, acc *Access, rlsDelete bool) Frame {
-	pk := payloadKey{data: dataKey{acc, rlsDelete}}
+func (e *changeEncoder) frame(vsn Vsn, topic string, ids []uint32, acc *Access, oldKey bool) Frame {
+	pk := payloadKey{data: dataKey{acc, oldKey}}
 	if len(ids) == 1 {
 		pk.id = ids[0]
 	} else {
@@ -70,7 +70,7 @@ func (e *changeEncoder) frame(vsn Vsn, topic string, ids []uint32, acc *Access, 
 	if !ok {
 		data, ok := e.data[pk.data]
 		if !ok {
-			data = e.encodeData(acc, rlsDelete)
+			data = e.encodeData(acc, oldKey)
 			e.data[pk.data] = data
 		}
 		p = make([]byte, 0, len(data)+32)
@@ -97,10 +97,10 @@ func (e *changeEncoder) frame(vsn Vsn, topic string, ids []uint32, acc *Access, 
 }
 
 // encodeData writes Supabase's data object. With acc, columns the reader
-// may not see are left out; with rlsDelete (a delete from a table under
-// row-level security, whose row can no longer be checked) the old record
-// carries only the primary key, as Supabase does.
-func (e *changeEncoder) encodeData(acc *Access, rlsDelete bool) []byte {
+// may not see are left out; with oldKey (under row-level security, an old
+// row that did not pass the reader's policies or could not be judged) the
+// old record carries only the key of the row, as Supabase's does.
+func (e *changeEncoder) encodeData(acc *Access, oldKey bool) []byte {
 	c := e.c
 	var keep map[string]bool
 	if acc != nil {
@@ -140,7 +140,10 @@ func (e *changeEncoder) encodeData(acc *Access, rlsDelete bool) []byte {
 	if ev == "UPDATE" || ev == "DELETE" {
 		d = append(d, `,"old_record":`...)
 		old := c.OldRecord
-		if rlsDelete || (ev == "DELETE" && old == nil) {
+		switch {
+		case oldKey:
+			old = c.oldKey()
+		case ev == "DELETE" && old == nil:
 			old = c.PK
 		}
 		d = old.AppendObject(d, keep)

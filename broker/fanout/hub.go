@@ -9,8 +9,9 @@
 // filter, scanning only bindings with nothing to index on), authorized by
 // group of subscribers that share claims (one row-level check per table,
 // role and chunk of groups for a whole batch of changes, not one per
-// subscriber or group), encoded once per distinct payload and queued to
-// each matching client. A client whose queue overflows is
+// subscriber or group) on the row the change carries, never on the row
+// as the table holds it later, live and replayed alike; encoded once per
+// distinct payload and queued to each matching client. A client whose queue overflows is
 // disconnected with a reason; it never stalls the others.
 //
 // It does not speak HTTP or websockets (api/realtime does), read the database
@@ -51,7 +52,9 @@ type Config struct {
 	// AuthParallel bounds how many row-level checks of a batch run at
 	// once. Default 4.
 	AuthParallel int
-	// AccessTTL is how long a role's table access is cached. Default 10 s.
+	// AccessTTL is how long a role's table access (its privileges and the
+	// rule of its row-level policies) is cached, so a changed grant or
+	// policy holds from at most this long after. Default 10 s.
 	AccessTTL time.Duration
 	// PresenceInterval is how often a node re-announces its presences;
 	// a node silent for three intervals has its presences dropped.

@@ -233,7 +233,7 @@ func (f *fakeAuthz) Access(_ context.Context, role, _, _ string) (*Access, error
 	return &Access{Columns: map[string]bool{"id": true, "owner": true, "n": true}, RLS: role == "authenticated"}, nil
 }
 
-func (f *fakeAuthz) VisibleMany(_ context.Context, _ string, claims []json.RawMessage, _, _ string, keys []json.RawMessage) ([][]bool, error) {
+func (f *fakeAuthz) VisibleMany(_ context.Context, _ string, _ *Access, claims []json.RawMessage, _, _ string, keys []json.RawMessage) ([][]bool, error) {
 	f.mu.Lock()
 	f.calls++
 	f.claims += len(claims)

@@ -10,7 +10,8 @@ type tableKey struct{ schema, table string }
 type binding struct {
 	Binding
 	ch    *Channel
-	eqCol int // the filter condition the index keys on, or -1
+	eqCol int      // the filter condition the index keys on, or -1
+	cols  []string // the columns the filter reads
 }
 
 func (b *binding) matchesEvent(ev string) bool { return b.Event == "*" || b.Event == ev }
@@ -109,10 +110,17 @@ func (h *Hub) removeBinding(b *binding) {
 	}
 }
 
+// tableKeys are the index entries whose bindings a change of
+// schema.table may match: those on the table, on every table of its
+// schema, on the table in every schema, and on everything.
+func tableKeys(schema, table string) [4]tableKey {
+	return [...]tableKey{{schema, table}, {schema, ""}, {"", table}, {"", ""}}
+}
+
 // match appends to out the bindings that c satisfies; h.mu must be held.
 func (h *Hub) match(c *Change, ev string, out []*binding) []*binding {
 	look := c.lookup
-	for _, k := range [...]tableKey{{c.Schema, c.Table}, {c.Schema, ""}, {"", ""}} {
+	for _, k := range tableKeys(c.Schema, c.Table) {
 		ti := h.tables[k]
 		if ti == nil {
 			continue

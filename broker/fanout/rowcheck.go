@@ -15,8 +15,11 @@ import (
 )
 
 // This file authorizes deliveries: what a role may read of a table
-// (Access, cached for AccessTTL) and the row-level checks of a batch,
-// asked of the Authorizer by claims group and chunk.
+// (Access, cached for AccessTTL, with the rule of its row-level policies)
+// and the row-level checks of a batch, asked of the Authorizer by claims
+// group and chunk. The rule is docs/ARCHITECTURE.md's "Realtime
+// authorization": a change is judged on the row image it carries, never
+// on the row as the table holds it when it is delivered or replayed.
 
 // Access is what a role may read of a table.
 type Access struct {
@@ -24,6 +27,27 @@ type Access struct {
 	Columns map[string]bool
 	// RLS is whether row-level security filters the role's reads.
 	RLS bool
+	// Policy is the rule row-level security reads rows by, when RLS is
+	// set. Nil means the Authorizer does not say which columns its rule
+	// reads: images are then sent with every column they have, and no old
+	// row is judged (a DELETE goes out with its key only, an UPDATE's
+	// old_record is its key).
+	Policy *Policy
+}
+
+// Policy is the SELECT rule of row-level security for one role on one
+// table: the USING expressions of the policies that apply to the role,
+// combined as PostgreSQL combines them.
+type Policy struct {
+	// Expr is the rule, an SQL boolean expression over a row of the table
+	// that names the row by the table's own name; "" when no permissive
+	// policy applies, so that no row passes.
+	Expr string
+	// Columns are the columns Expr reads; an image without one of them
+	// cannot be judged. WholeRow is set when Expr reads the row as a
+	// whole, which takes every column.
+	Columns  []string
+	WholeRow bool
 }
 
 // Authorizer answers the hub's authorization questions, normally from the
@@ -31,11 +55,13 @@ type Access struct {
 type Authorizer interface {
 	// Access returns what role may read of schema.table.
 	Access(ctx context.Context, role, schema, table string) (*Access, error)
-	// VisibleMany reports, for each of claims and each primary key (a
-	// JSON object of the key columns), whether a SELECT on schema.table as
-	// role with those claims returns that row: the answer for claims[c]
-	// and keys[k] is [c][k].
-	VisibleMany(ctx context.Context, role string, claims []json.RawMessage, schema, table string, keys []json.RawMessage) ([][]bool, error)
+	// VisibleMany reports, for each of claims and each row image (a JSON
+	// object of a row's columns: those acc.Policy reads, or all it has),
+	// whether the row passes the row-level policies acc was read with, as
+	// role with those claims: the answer for claims[c] and rows[k] is
+	// [c][k]. The rows are judged as they are given, not as the table
+	// holds them.
+	VisibleMany(ctx context.Context, role string, acc *Access, claims []json.RawMessage, schema, table string, rows []json.RawMessage) ([][]bool, error)
 }
 
 // Auth is the identity a channel reads as.
@@ -68,54 +94,103 @@ type accessEntry struct {
 	expires time.Time
 }
 
+// image names a row image of a change of the batch that a check judges:
+// its new row, or its old one.
+type image struct {
+	change int // index into the batch
+	old    bool
+}
+
 // authGroup is the channels of one claims group reading one table in a
-// batch: the changes that need a row-level check and their answers.
+// batch: the row images it needs judged and their answers.
 type authGroup struct {
 	auth    *Auth
 	access  *Access
 	schema  string
 	table   string
-	changes []int  // ascending indexes into the batch needing a row check
-	visible []bool // the answers, by position in changes; nil if unknown
+	last    int     // the last change whose images were added; -1 for none
+	checks  []image // in batch order, a change's new image before its old
+	visible []bool  // the answers, by position in checks; nil if unknown
 }
 
-// sees reports whether the row check let the group see change i.
-func (g *authGroup) sees(i int) bool {
-	n := sort.SearchInts(g.changes, i)
-	return n < len(g.changes) && g.changes[n] == i && n < len(g.visible) && g.visible[n]
+// judged reports whether image (i, old) was put to the check, and
+// whether it passed.
+func (g *authGroup) judged(i int, old bool) (asked, passed bool) {
+	want := image{i, old}
+	n := sort.Search(len(g.checks), func(n int) bool {
+		c := g.checks[n]
+		return c.change > i || c.change == i && (c.old || !old)
+	})
+	if n == len(g.checks) || g.checks[n] != want {
+		return false, false
+	}
+	return true, n < len(g.visible) && g.visible[n]
+}
+
+// sees reports whether the group may see change i, an ev, under
+// row-level security, and whether its old_record must be cut to the key:
+// an insert or update when its new row passed, with an update's old row
+// when that passed too; a delete when its old row passed, or, when the
+// replica identity did not log what the policies read, with its key only,
+// as Supabase sends it.
+func (g *authGroup) sees(i int, ev string) (allow, oldKey bool) {
+	switch ev {
+	case "DELETE":
+		asked, passed := g.judged(i, true)
+		if !asked {
+			return true, true
+		}
+		return passed, false
+	case "UPDATE":
+		_, passed := g.judged(i, false)
+		_, oldPassed := g.judged(i, true)
+		return passed, !oldPassed
+	default:
+		_, passed := g.judged(i, false)
+		return passed, false
+	}
 }
 
 // rowCheck is one VisibleMany call: claims groups of one role that need
-// the same changes of one table checked.
+// the same images of one table judged by the same rule.
 type rowCheck struct {
 	role, schema, table string
-	keys                []json.RawMessage
+	access              *Access
+	rows                []json.RawMessage
 	groups              []*authGroup
 }
 
 // checkRows answers the row-level checks of a batch: the groups of one
-// role that need the same changes of one table checked are asked about
-// together, AuthChunk groups a call, with up to AuthParallel calls at
-// once. It returns when every answer is in.
+// role that need the same images of one table judged are asked about
+// together, AuthChunk groups a call (one statement for the table, the
+// role and the chunk), with up to AuthParallel calls at once. It returns
+// when every answer is in.
 func (h *Hub) checkRows(ctx context.Context, changes []*Change, groups []*authGroup) {
-	type setKey struct{ role, schema, table, changes string }
+	type setKey struct {
+		access              *Access
+		role, schema, table string
+		images              string
+	}
 	sets := map[setKey]*rowCheck{}
 	var order []*rowCheck
 	var buf []byte
 	for _, g := range groups {
-		if len(g.changes) == 0 {
+		if len(g.checks) == 0 {
 			continue
 		}
 		buf = buf[:0]
-		for _, i := range g.changes {
-			buf = strconv.AppendInt(append(buf, ','), int64(i), 10)
+		for _, im := range g.checks {
+			buf = strconv.AppendInt(append(buf, ','), int64(im.change), 10)
+			if im.old {
+				buf = append(buf, 'o')
+			}
 		}
-		k := setKey{g.auth.Role, g.schema, g.table, string(buf)}
+		k := setKey{g.access, g.auth.Role, g.schema, g.table, string(buf)}
 		rc := sets[k]
 		if rc == nil {
-			rc = &rowCheck{role: g.auth.Role, schema: g.schema, table: g.table, keys: make([]json.RawMessage, len(g.changes))}
-			for n, i := range g.changes {
-				rc.keys[n] = changes[i].PK.AppendObject(nil, nil)
+			rc = &rowCheck{role: g.auth.Role, schema: g.schema, table: g.table, access: g.access, rows: make([]json.RawMessage, len(g.checks))}
+			for n, im := range g.checks {
+				rc.rows[n], _ = changes[im.change].image(g.access.Policy, im.old)
 			}
 			sets[k] = rc
 			order = append(order, rc)
@@ -168,7 +243,7 @@ func (h *Hub) checkChunk(ctx context.Context, c rowCheck, budget int) int {
 	for n, g := range c.groups {
 		claims[n] = g.auth.Claims
 	}
-	vis, err := h.authz.VisibleMany(ctx, c.role, claims, c.schema, c.table, c.keys)
+	vis, err := h.authz.VisibleMany(ctx, c.role, c.access, claims, c.schema, c.table, c.rows)
 	if err == nil && len(vis) != len(claims) {
 		err = fmt.Errorf("%d answers for %d claims", len(vis), len(claims))
 	}

@@ -517,6 +517,26 @@ create function pairs() returns table (a int, b text) language sql immutable as 
 			t.Errorf("status %d body %s", r.status, r.body)
 		}
 	})
+	t.Run("an update's keys are columns", func(t *testing.T) {
+		r := e.do(t, "PATCH", "/todos?id=eq.1", e.service, `{"row_to_json":"x"}`)
+		if r.status != 400 || r.code(t) != "42703" {
+			t.Errorf("status %d body %s", r.status, r.body)
+		}
+	})
+	t.Run("NUL in a body's keys", func(t *testing.T) {
+		r := e.do(t, "PATCH", "/todos?id=eq.3", e.service, `{"ti\u0000tle":"renamed"}`)
+		if r.status != 400 || r.code(t) != "PGRST102" {
+			t.Errorf("PATCH: status %d body %s", r.status, r.body)
+		}
+		r = e.do(t, "POST", "/todos", e.service, `{"ti\u0000tle":"added"}`)
+		if r.status != 400 || r.code(t) != "PGRST102" {
+			t.Errorf("POST: status %d body %s", r.status, r.body)
+		}
+		var n int
+		if err := e.pool.QueryRow(context.Background(), "select count(*) from todos where title in ('renamed', 'added')").Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d rows written through a key with a NUL, %v", n, err)
+		}
+	})
 	t.Run("NUL in names", func(t *testing.T) {
 		for _, path := range []string{"/to%00dos", "/todos?select=ti%00tle", "/todos?ti%00tle=eq.x", "/rpc/join%00_words"} {
 			r := e.do(t, "GET", path, e.service, "")

@@ -146,6 +146,7 @@ type request struct {
 	prefs  prefer
 	single bool
 	tables map[string]string // the table behind each alias of its statement but _t
+	sets   []string          // the columns an update sets from its body
 }
 
 // prefer holds the Prefer header's settings that change the answer.
@@ -252,6 +253,11 @@ func (h *handler) capRows(limit int) int {
 // not one (see columnCache).
 func (h *handler) checkColumns(ctx context.Context, db rowsQuerier, req *request) error {
 	need := req.q.namedColumns(req.name)
+	for _, c := range req.sets { // read from the body's record as _b."c"
+		if !slices.Contains(need[req.name], c) {
+			need[req.name] = append(need[req.name], c)
+		}
+	}
 	if len(need) == 0 {
 		return nil
 	}
@@ -543,6 +549,11 @@ func (h *handler) update(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, errRESTBody.With("nothing to update: the object has no keys"))
 		return
 	}
+	if k := nulKey(cols); k != "" {
+		api.WriteError(w, errRESTBody.With(fmt.Sprintf("the key %q has a NUL byte", k)))
+		return
+	}
+	req.sets = cols
 	h.mutate(w, r, req, http.StatusOK, func(context.Context, pgx.Tx) (*sqlText, error) {
 		return updateSQL(req.rel, cols, body, req.q, req.representation()), nil
 	})
@@ -716,6 +727,9 @@ func rowsOf(body []byte, columns []string) ([]byte, []string, error) {
 		return body, nil, nil
 	}
 	cols := sortedKeys(objs[0])
+	if k := nulKey(cols); k != "" {
+		return nil, nil, fmt.Errorf("the key %q has a NUL byte", k)
+	}
 	for _, o := range objs[1:] {
 		if !slices.Equal(sortedKeys(o), cols) {
 			return nil, nil, errors.New("all object keys must match")
@@ -725,6 +739,17 @@ func rowsOf(body []byte, columns []string) ([]byte, []string, error) {
 		return nil, nil, errors.New("objects without keys can only be inserted one at a time")
 	}
 	return body, cols, nil
+}
+
+// nulKey is the first of keys with a NUL byte, which a quoted identifier
+// would drop (ti\x00tle would name title), or "".
+func nulKey(keys []string) string {
+	for _, k := range keys {
+		if strings.IndexByte(k, 0) >= 0 {
+			return k
+		}
+	}
+	return ""
 }
 
 func sortedKeys(m map[string]json.RawMessage) []string {

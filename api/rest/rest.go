@@ -311,7 +311,7 @@ func (h *handler) read(w http.ResponseWriter, r *http.Request) {
 	case errors.As(err, &broken):
 		// The status and some rows are sent: the client must not take
 		// what it got for the whole answer, so the connection is cut.
-		if !errors.Is(err, context.Canceled) {
+		if r.Context().Err() == nil { // else the client went away
 			h.cfg.Log.Warn("rest read failed while streaming", zap.Error(broken.err))
 		}
 		panic(http.ErrAbortHandler)

@@ -36,6 +36,7 @@ import (
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/pgrole"
 	"github.com/fluxbase/fluxbase/replication"
 	"github.com/fluxbase/fluxbase/storage"
 )
@@ -67,7 +68,10 @@ type Config struct {
 	// MaxConnections is lowered to what the open-file limit leaves
 	// websockets (see FDBudget); 0 takes all of that.
 	RealtimeLimits realtime.Limits
-	Storage        storage.Config
+	// REST holds the REST surface's limits; the node gives it its pools,
+	// the roles' settings and its log.
+	REST    rest.Config
+	Storage storage.Config
 }
 
 // HTTPConfig configures the node's HTTP edge.
@@ -77,6 +81,9 @@ type HTTPConfig struct {
 	Addr string
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration
+	// BodyTimeout bounds how long a request body may take to arrive
+	// (api.Config.BodyTimeout).
+	BodyTimeout time.Duration
 	// FDReserve is how many of the process's descriptors websockets never
 	// take (see FDBudget); 0 means a quarter of the limit, at most 1024.
 	FDReserve int
@@ -95,6 +102,10 @@ type DatabaseConfig struct {
 	ReadReplicas []string
 	// SkipMigrations leaves the schema as it is (the caller migrated).
 	SkipMigrations bool
+	// RoleSettingsRefresh is how often the roles' own settings (ALTER
+	// ROLE ... SET, such as anon's statement_timeout) are read again.
+	// Default 30 s.
+	RoleSettingsRefresh time.Duration
 }
 
 // Node is one running Fluxbase node.
@@ -106,6 +117,7 @@ type Node struct {
 
 	pool     *pgxpool.Pool
 	replicas []*pgxpool.Pool
+	roles    *pgrole.Roles
 	bus      *broker.Broker
 	repl     *replication.Replicator
 	rt       *realtime.Endpoint
@@ -181,6 +193,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		}
 		n.replicas = append(n.replicas, rp)
 	}
+	if n.roles, err = pgrole.LoadRoles(ctx, n.pool); err != nil {
+		return nil, err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -226,9 +241,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	}
 	n.files = storage.NewStore(n.pool, backend, log.Named("storage")).WithMaxFileSize(cfg.Storage.MaxFileSize)
 
+	restCfg := cfg.REST
+	restCfg.Pool, restCfg.Replicas, restCfg.Roles, restCfg.Log = n.pool, n.replicas, n.roles, log.Named("rest")
 	n.srv = api.New(api.Config{
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.HTTP.DrainTimeout,
+		BodyTimeout:  cfg.HTTP.BodyTimeout,
 		Checks: []api.NamedCheck{
 			{Name: "database", Check: n.pool.Ping},
 			{Name: "broker", Check: n.bus.Ready},
@@ -236,12 +254,13 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			{Name: "realtime", Check: func(context.Context) error { return n.rt.Hub().Ready() }},
 		},
 		Surfaces: []api.Surface{
-			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
+			rest.New(restCfg),
 			n.rt.Surface(),
 			apistorage.New(apistorage.Config{
-				Store:  n.files,
-				Signer: storage.NewSigner(cfg.Auth.JWTSecret),
-				Log:    log.Named("storage"),
+				Store:    n.files,
+				Signer:   storage.NewSigner(cfg.Auth.JWTSecret),
+				BodyIdle: cfg.HTTP.BodyTimeout,
+				Log:      log.Named("storage"),
 			}),
 		},
 	}, verifier, log, reg)
@@ -273,6 +292,14 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.rt.Run(ctx) })
 	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
 	g.Go(func() error { return n.files.RunCollector(ctx, collectInterval, storage.DefaultUploadAge) })
+	g.Go(func() error {
+		every := n.cfg.Database.RoleSettingsRefresh
+		if every <= 0 {
+			every = 30 * time.Second
+		}
+		n.roles.Run(ctx, every, func(err error) { n.log.Warn("role settings not refreshed", zap.Error(err)) })
+		return nil
+	})
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
 		zap.Int("broker_replicas", n.bus.Replicas()), zap.Int("open_file_limit", n.budget.Limit),
 		zap.Int("max_http_connections", n.budget.HTTPConns), zap.Int("max_websockets", n.budget.Websockets))

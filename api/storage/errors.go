@@ -46,6 +46,7 @@ var (
 	errInvalidJSON     = newErr(400, "InvalidRequest", "InvalidRequest", "The body is not valid JSON")
 	errInvalidSig      = newErr(400, "InvalidSignature", "InvalidSignature", "The signature is invalid, expired or for another object")
 	errIncompleteBody  = newErr(400, "InvalidRequest", "InvalidRequest", "The body ended before its declared length")
+	errBodyTimeout     = newErr(408, "RequestTimeout", "Request Timeout", "The request body stopped arriving")
 	errInternal        = newErr(500, "InternalError", "Internal Server Error", "Internal Server Error")
 	errRangeNotSatisfy = apiError{http: http.StatusRequestedRangeNotSatisfiable, StatusCode: "416", Code: "InvalidRange", Error: "InvalidRange", Message: "The requested range is not satisfiable"}
 )
@@ -101,6 +102,8 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		e = errInvalidJSON
 	case errors.Is(err, storage.ErrInvalidRequest):
 		e = errInvalidRequest
+	case errors.Is(err, api.ErrBodyTimeout):
+		e = errBodyTimeout
 	case errors.Is(err, io.ErrUnexpectedEOF), isBodyError(err):
 		e = errIncompleteBody
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

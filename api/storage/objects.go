@@ -19,11 +19,33 @@ import (
 const maxFieldBytes = 64 << 10
 
 // bodyReader marks failures to read the request body (a client that
-// cut it off), so they answer 400, not 500.
-type bodyReader struct{ r io.Reader }
+// cut it off, or stalled), so they answer 400, not 500. While bytes
+// come it moves the connection's read deadline on by idle, at most once
+// a second: an upload may take as long as it needs while it moves.
+type bodyReader struct {
+	r        io.Reader
+	rc       *http.ResponseController
+	idle     time.Duration
+	extended time.Time
+}
 
-func (b bodyReader) Read(p []byte) (int, error) {
+// body is r's body read as an upload's.
+func (h *handler) body(w http.ResponseWriter, r io.Reader) *bodyReader {
+	b := &bodyReader{r: r}
+	if h.bodyIdle > 0 {
+		b.rc, b.idle = http.NewResponseController(w), h.bodyIdle
+	}
+	return b
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
+	if n > 0 && b.rc != nil {
+		if now := time.Now(); now.Sub(b.extended) >= time.Second {
+			b.extended = now
+			_ = b.rc.SetReadDeadline(now.Add(b.idle)) // a writer without deadlines keeps none
+		}
+	}
 	if err != nil && err != io.EOF {
 		err = fmt.Errorf("%w: %w", errBody, err)
 	}
@@ -33,10 +55,10 @@ func (b bodyReader) Read(p []byte) (int, error) {
 // readUpload fills u from the request: a multipart form (fields
 // cacheControl, contentType, metadata, then the file part, whose bytes
 // stream through) or a raw body with its headers.
-func readUpload(r *http.Request, u *storage.Upload) error {
+func (h *handler) readUpload(w http.ResponseWriter, r *http.Request, u *storage.Upload) error {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "multipart/form-data" {
-		u.Body = bodyReader{r.Body}
+		u.Body = h.body(w, r.Body)
 		u.Size = r.ContentLength
 		u.ContentType = r.Header.Get("Content-Type")
 		if u.ContentType == "" {
@@ -66,7 +88,7 @@ func readUpload(r *http.Request, u *storage.Upload) error {
 			return fmt.Errorf("%w: %w", errBody, err)
 		}
 		if p.FileName() != "" || p.FormName() == "" || p.FormName() == "file" {
-			u.Body = bodyReader{p}
+			u.Body = h.body(w, p)
 			u.Size = -1
 			u.ContentType = contentType
 			if u.ContentType == "" {
@@ -128,7 +150,7 @@ func (h *handler) upload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := storage.Upload{Bucket: bucket, Name: name, Upsert: r.Method == http.MethodPut || r.Header.Get("x-upsert") == "true"}
-	if err := readUpload(r, &u); err != nil {
+	if err := h.readUpload(w, r, &u); err != nil {
 		h.fail(w, r, err)
 		return
 	}

@@ -113,7 +113,7 @@ func (h *handler) tusPatch(w http.ResponseWriter, r *http.Request) {
 		errInvalidRequest.write(w)
 		return
 	}
-	next, err := h.store.AppendResumable(r.Context(), caller(r), chiParam(r, "id"), offset, bodyReader{r.Body})
+	next, err := h.store.AppendResumable(r.Context(), caller(r), chiParam(r, "id"), offset, h.body(w, r.Body))
 	if errors.Is(err, storage.ErrOffsetMismatch) {
 		w.Header().Set("Upload-Offset", strconv.FormatInt(next, 10))
 		newErr(409, "InvalidUploadOffset", "Conflict", "Upload-Offset is not the upload's offset").write(w)

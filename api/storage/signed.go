@@ -152,7 +152,7 @@ func (h *handler) signedUpload(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u := storage.Upload{Bucket: bucket, Name: name, Upsert: claims.Upsert, Signed: true}
-	if err := readUpload(r, &u); err != nil {
+	if err := h.readUpload(w, r, &u); err != nil {
 		h.fail(w, r, err)
 		return
 	}

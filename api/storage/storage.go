@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"go.uber.org/zap"
@@ -40,13 +41,19 @@ const Prefix = "/storage/v1"
 type Config struct {
 	Store  *storage.Store
 	Signer *storage.Signer
-	Log    *zap.Logger
+	// BodyIdle is the edge's body timeout (api.Config.BodyTimeout: 0 for
+	// its default, negative for none). An upload's body may take longer
+	// than it as a whole: each read that brings bytes moves the deadline
+	// on by this much, so only a body that stalls for it is cut.
+	BodyIdle time.Duration
+	Log      *zap.Logger
 }
 
 type handler struct {
-	store  *storage.Store
-	signer *storage.Signer
-	log    *zap.Logger
+	store    *storage.Store
+	signer   *storage.Signer
+	bodyIdle time.Duration
+	log      *zap.Logger
 }
 
 // New returns the surface.
@@ -54,7 +61,10 @@ func New(cfg Config) api.Surface {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	h := &handler{store: cfg.Store, signer: cfg.Signer, log: cfg.Log}
+	if cfg.BodyIdle == 0 {
+		cfg.BodyIdle = 30 * time.Second // the edge's default
+	}
+	h := &handler{store: cfg.Store, signer: cfg.Signer, bodyIdle: cfg.BodyIdle, log: cfg.Log}
 	route := func(method, pattern string, access api.Access, fn http.HandlerFunc) api.Route {
 		return api.Route{Method: method, Pattern: pattern, Access: access, Handler: fn}
 	}

@@ -50,21 +50,7 @@ func (h *handler) renderPublic(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) renderSigned(w http.ResponseWriter, r *http.Request) {
-	bucket, name, err := target(r)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	if _, err := h.signer.Verify(r.URL.Query().Get("token"), bucket+"/"+name, false); err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	o, err := h.store.FindSigned(r.Context(), bucket, name)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	h.render(w, r, o)
+	h.findSigned(w, r, h.render)
 }
 
 // render answers the object's transformed image, cached by the store.

@@ -100,6 +100,12 @@ func (h *handler) signMany(w http.ResponseWriter, r *http.Request) {
 // signedDownload serves an object to whoever holds a valid token for
 // its path.
 func (h *handler) signedDownload(w http.ResponseWriter, r *http.Request) {
+	h.findSigned(w, r, h.serve)
+}
+
+// findSigned answers with the object of the request's path when the
+// request's token is a valid download token for that path.
+func (h *handler) findSigned(w http.ResponseWriter, r *http.Request, answer func(http.ResponseWriter, *http.Request, storage.Object)) {
 	bucket, name, err := target(r)
 	if err != nil {
 		h.fail(w, r, err)
@@ -114,7 +120,7 @@ func (h *handler) signedDownload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.serve(w, r, o)
+	answer(w, r, o)
 }
 
 // signUpload makes an upload URL for an object the caller may write.

@@ -21,7 +21,8 @@ import (
 	"github.com/fluxbase/fluxbase/storage"
 )
 
-// Version is the versitygw release the tests run.
+// Version is the versitygw release the tests run; the Makefile installs
+// the same one before the tests, so their time limit is not spent on it.
 const Version = "v1.8.0"
 
 // The root credentials of every server started here.

@@ -205,9 +205,11 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": checks})
 }
 
-// Serve serves on ln until ctx ends, then shuts down gracefully: it first
-// cancels the base context of every request, so long-lived ones such as
-// websockets end, then waits up to DrainTimeout for the rest.
+// Serve serves on ln until ctx ends, then shuts down gracefully: it stops
+// listening and waits up to DrainTimeout for the requests in flight to
+// finish; then it cancels the contexts of those still running and closes
+// their connections. Websockets are not among them: their surface ends
+// them (realtime's Drain and Close).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
@@ -235,12 +237,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
-	cancelBase()
 	drain, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
 	err := srv.Shutdown(drain)
 	if errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("drain timeout passed; closing the remaining connections", zap.Duration("timeout", s.cfg.DrainTimeout))
+		s.log.Warn("shutdown timeout passed; closing the remaining connections", zap.Duration("timeout", s.cfg.DrainTimeout))
+		cancelBase()
 		err = srv.Close()
 	}
 	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,11 +32,6 @@ func TestSupabaseJSServe(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("node")
 	ensureNodeModules(t, dir)
-	bin := filepath.Join(t.TempDir(), "fluxbase")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/fluxbase")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build fluxbase: %v\n%s", err, out)
-	}
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
 	// Migrate here, one database at a time (see migrate); the nodes then
@@ -43,54 +39,12 @@ func TestSupabaseJSServe(t *testing.T) {
 	if err := migrate(ctx, dbURL); err != nil {
 		t.Fatal(err)
 	}
-	ports := make([]int, 4) // two HTTP ports, two cluster ports
-	for i := range ports {
-		if ports[i], err = pgcluster.FreePort(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	routes := fmt.Sprintf("nats://127.0.0.1:%d,nats://127.0.0.1:%d", ports[2], ports[3])
-	var urls []string
-	for i, name := range []string{"a", "b"} {
-		url := "http://127.0.0.1:" + strconv.Itoa(ports[i])
-		urls = append(urls, url)
-		cmd := exec.Command(bin, "serve")
-		cmd.Env = append(os.Environ(),
-			"DATABASE_URL="+dbURL,
-			"FLUXBASE_JWT_SECRET="+jwtSecret,
-			"FLUXBASE_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ports[i]),
-			"FLUXBASE_DATA_DIR="+t.TempDir(),
-			"FLUXBASE_NODE_NAME=e2e-"+name,
-			"FLUXBASE_NATS_PORT=-1",
-			"FLUXBASE_CLUSTER_PORT="+strconv.Itoa(ports[2+i]),
-			"FLUXBASE_CLUSTER_ROUTES="+routes,
-			"FLUXBASE_REPLICA_IDENTITY_FULL=true",
-		)
-		var logs bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &logs, &logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-			if t.Failed() {
-				t.Logf("node %s log:\n%s", name, logs.String())
-			}
-		})
-	}
+	nodes := startServeCluster(t, buildFluxbase(t), dbURL, []string{"a", "b"}, "FLUXBASE_REPLICA_IDENTITY_FULL=true")
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
-	for _, u := range urls {
-		waitHTTP(t, u+"/health", 90*time.Second)
+	for _, n := range nodes {
+		waitHTTP(t, n.url+"/health", 90*time.Second)
 	}
-	resp, err := http.Get(urls[0] + "/realtime/v1/websocket?apikey=" + anon)
+	resp, err := http.Get(nodes[0].url + "/realtime/v1/websocket?apikey=" + anon)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +64,91 @@ func TestSupabaseJSServe(t *testing.T) {
 		alter table public.todos replica identity full;`+restItemsSQL); err != nil {
 		t.Fatal(err)
 	}
-	runNodeTests(t, nodeBin, dir, urls[0], urls[1], anon, dbURL)
+	runNodeTests(t, nodeBin, dir, nodes[0].url, nodes[1].url, anon, dbURL)
+}
+
+// buildFluxbase builds the binary into the test's temporary folder.
+func buildFluxbase(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "fluxbase")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/fluxbase")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build fluxbase: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// serveNode is one `fluxbase serve` process.
+type serveNode struct {
+	name, url string
+	cmd       *exec.Cmd
+	done      chan struct{} // closed when the process has exited
+	logs      bytes.Buffer  // its output; read only once done is closed
+}
+
+// stop sends SIGTERM and waits for the process to exit, killing it after
+// limit. It reports whether it exited by itself with status 0.
+func (n *serveNode) stop(limit time.Duration) bool {
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+		return n.cmd.ProcessState.Success()
+	case <-time.After(limit):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+		return false
+	}
+}
+
+// startServeCluster starts a `fluxbase serve` node per name on dbURL,
+// routed into one cluster on free loopback ports, with env added to each
+// node's environment. The nodes stop (and show their logs if the test
+// failed) at the test's end.
+func startServeCluster(t *testing.T, bin, dbURL string, names []string, env ...string) []*serveNode {
+	t.Helper()
+	ports := make([]int, 2*len(names)) // HTTP ports, then cluster ports
+	for i := range ports {
+		var err error
+		if ports[i], err = pgcluster.FreePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var routes string
+	for i := range names {
+		if i > 0 {
+			routes += ","
+		}
+		routes += fmt.Sprintf("nats://127.0.0.1:%d", ports[len(names)+i])
+	}
+	nodes := make([]*serveNode, len(names))
+	for i, name := range names {
+		n := &serveNode{name: name, url: "http://127.0.0.1:" + strconv.Itoa(ports[i]), done: make(chan struct{})}
+		nodes[i] = n
+		n.cmd = exec.Command(bin, "serve")
+		n.cmd.Env = append(os.Environ(),
+			"DATABASE_URL="+dbURL,
+			"FLUXBASE_JWT_SECRET="+jwtSecret,
+			"FLUXBASE_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ports[i]),
+			"FLUXBASE_DATA_DIR="+t.TempDir(),
+			"FLUXBASE_NODE_NAME=e2e-"+name,
+			"FLUXBASE_NATS_PORT=-1",
+			"FLUXBASE_CLUSTER_PORT="+strconv.Itoa(ports[len(names)+i]),
+			"FLUXBASE_CLUSTER_ROUTES="+routes,
+		)
+		n.cmd.Env = append(n.cmd.Env, env...)
+		n.cmd.Stdout, n.cmd.Stderr = &n.logs, &n.logs
+		if err := n.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { _ = n.cmd.Wait(); close(n.done) }()
+		t.Cleanup(func() {
+			n.stop(30 * time.Second)
+			if t.Failed() {
+				t.Logf("node %s log:\n%s", n.name, n.logs.String())
+			}
+		})
+	}
+	return nodes
 }
 
 func waitHTTP(t *testing.T, url string, limit time.Duration) {

@@ -187,6 +187,7 @@ func httpFromEnv(e *env) HTTPConfig {
 		e.fail("FLUXBASE_HTTP_ADDR", c.Addr, "host:port or :port, such as :8080 or 127.0.0.1:8080")
 	}
 	c.DrainTimeout = e.duration("FLUXBASE_SHUTDOWN_TIMEOUT", 15*time.Second)
+	c.DrainDelay = e.duration("FLUXBASE_DRAIN_DELAY", 0)
 	return c
 }
 

@@ -49,6 +49,7 @@ func TestConfigValues(t *testing.T) {
 		"FLUXBASE_STORAGE_S3_BUCKET":        "files",
 		"FLUXBASE_STORAGE_S3_USE_SSL":       "false",
 		"FLUXBASE_DATABASE_MAX_CONNECTIONS": "50",
+		"FLUXBASE_DRAIN_DELAY":              "5s",
 	}
 	for k, v := range validServeEnv {
 		env[k] = v
@@ -60,7 +61,7 @@ func TestConfigValues(t *testing.T) {
 	// FLUXBASE_NATS_PORT=-1 opens no client port: the broker's zero.
 	if c.Broker.ClientPort != 0 || c.Broker.ChangesMaxBytes != 512<<20 || c.Broker.SyncInterval != 100*time.Millisecond ||
 		len(c.Broker.Routes) != 2 || len(c.Database.ReadReplicas) != 2 || len(c.Replication.Tables) != 2 ||
-		c.Storage.S3.UseSSL || c.Database.MaxConns != 50 {
+		c.Storage.S3.UseSSL || c.Database.MaxConns != 50 || c.HTTP.DrainDelay != 5*time.Second {
 		t.Fatalf("parsed: %+v", c)
 	}
 }
@@ -78,6 +79,8 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_JWT_SECRET", "", false},
 		{"FLUXBASE_JWT_SECRET", "short", true},
 		{"FLUXBASE_HTTP_ADDR", "8080", false},
+		{"FLUXBASE_DRAIN_DELAY", "soon", false},
+		{"FLUXBASE_DRAIN_DELAY", "-1s", false},
 		{"FLUXBASE_HTTP_ADDR", ":99999", false},
 		{"FLUXBASE_DEBUG", "yes please", false},
 		{"FLUXBASE_NATS_PORT", "0", false},

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -72,6 +73,11 @@ type HTTPConfig struct {
 	Addr string
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration
+	// DrainDelay is how long a draining node keeps serving, with /ready
+	// at 503, before it stops listening: the time a load balancer needs
+	// to notice and send new requests elsewhere. Its websockets are
+	// closed over the first half of it.
+	DrainDelay time.Duration
 }
 
 // DatabaseConfig configures the PostgreSQL pools.
@@ -102,8 +108,12 @@ type Node struct {
 	rt       *realtime.Endpoint
 	srv      *api.Server
 
+	draining  atomic.Bool
 	closeOnce sync.Once
 }
+
+// errDraining is the readiness of a node that is shutting down.
+var errDraining = errors.New("the node is shutting down")
 
 // New builds a node: it listens first (so a port conflict is reported at
 // once), applies the migrations, opens the database pools, starts the
@@ -196,6 +206,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.HTTP.DrainTimeout,
 		Checks: []api.NamedCheck{
+			{Name: "draining", Check: func(context.Context) error {
+				if n.draining.Load() {
+					return errDraining
+				}
+				return nil
+			}},
 			{Name: "database", Check: n.pool.Ping},
 			{Name: "broker", Check: n.bus.Ready},
 			{Name: "replication", Check: func(context.Context) error { return n.repl.Ready() }},
@@ -227,20 +243,69 @@ func (n *Node) Broker() *broker.Broker { return n.bus }
 
 // Run serves until ctx ends or a part fails, then shuts every part down
 // and releases what New acquired. It returns the first failure, or nil.
+//
+// When ctx ends the node drains before it stops (docs/ARCHITECTURE.md,
+// "Leaving the cluster"): /ready answers 503 at once; the replication
+// slot is released, so a standby node takes it on its next try;
+// websockets are refused and the open ones closed with 1001, spread over
+// half of HTTP.DrainDelay, their presence removed on every node; HTTP
+// keeps serving for HTTP.DrainDelay, then stops listening and lets the
+// requests in flight finish within HTTP.DrainTimeout. Only then do the
+// hub and the broker stop.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.Close()
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return n.repl.Run(ctx) })
-	g.Go(func() error { return n.rt.Run(ctx) })
-	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
+	// The parts run under a context of their own, ended after the drain,
+	// not by ctx.
+	parts, stopParts := context.WithCancel(context.Background())
+	defer stopParts()
+	g, gctx := errgroup.WithContext(parts)
+	httpCtx, stopHTTP := context.WithCancel(gctx)
+	defer stopHTTP()
+	g.Go(func() error { return n.repl.Run(gctx) })
+	g.Go(func() error { return n.rt.Run(gctx) })
+	g.Go(func() error {
+		err := n.srv.Serve(httpCtx, n.ln)
+		stopParts() // the requests in flight are done: the rest may stop
+		return err
+	})
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
 		zap.Int("broker_replicas", n.bus.Replicas()))
+	select {
+	case <-ctx.Done():
+		n.drain(gctx)
+		stopHTTP()
+	case <-gctx.Done(): // a part failed
+	}
 	err := g.Wait()
 	n.log.Info("stopped")
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+// drain turns the node unready, gives up the slot and its websockets,
+// and keeps serving HTTP for the drain delay; it returns early when a
+// part fails (ctx).
+func (n *Node) drain(ctx context.Context) {
+	n.draining.Store(true)
+	delay := n.cfg.HTTP.DrainDelay
+	n.log.Info("draining", zap.Duration("delay", delay), zap.Duration("shutdown_timeout", n.cfg.HTTP.DrainTimeout))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_ = n.repl.Close() // returns once the slot is released
+	}()
+	go func() {
+		defer wg.Done()
+		n.rt.Drain(ctx, delay/2)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-time.After(delay):
+	}
+	wg.Wait()
 }
 
 // Close releases what New acquired, in reverse order. Run calls it; call

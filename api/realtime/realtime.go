@@ -113,6 +113,7 @@ type Endpoint struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	conns  sync.WaitGroup // every connection until its socket is closed
+	drain  drainState     // the open connections, for Drain
 	closed sync.Once
 }
 
@@ -259,12 +260,17 @@ func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.ErrNoAPIKey)
 		return
 	}
+	if rt.drain.refusing() {
+		api.WriteError(w, errDraining)
+		return
+	}
 	ws, err := rt.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader answered already
 	}
 	c := newRTConn(rt, ws, vsn, claims)
 	rt.conns.Add(1)
+	rt.drain.add(c)
 	// The handler returns at once, releasing the request and the HTTP
 	// server's state for this connection; the reader lives on in a
 	// goroutine of its own, which starts with a small stack.

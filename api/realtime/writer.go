@@ -212,6 +212,7 @@ func (c *rtConn) writeSlow(rest []byte) {
 // queue's reason, then the socket. Only the queue's owner calls it, once.
 func (c *rtConn) finish(reason string) {
 	defer c.rt.conns.Done()
+	defer c.rt.drain.remove(c)
 	defer c.ws.Close()
 	c.writeClose(reason)
 }

@@ -168,7 +168,8 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newPoolCollector(n.pool))
 
 	if n.bus, err = startBroker(ctx, cfg, verifier, log); err != nil {
 		return nil, err

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -67,23 +66,12 @@ func TestSupabaseJSServe(t *testing.T) {
 	runNodeTests(t, nodeBin, dir, nodes[0].url, nodes[1].url, anon, dbURL)
 }
 
-// buildFluxbase builds the binary into the test's temporary folder.
-func buildFluxbase(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "fluxbase")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/fluxbase")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build fluxbase: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // serveNode is one `fluxbase serve` process.
 type serveNode struct {
 	name, url string
 	cmd       *exec.Cmd
 	done      chan struct{} // closed when the process has exited
-	logs      bytes.Buffer  // its output; read only once done is closed
+	logs      syncBuffer    // its output
 }
 
 // stop sends SIGTERM and waits for the process to exit, killing it after

@@ -109,6 +109,17 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_REPLICATION_TABLES", "todos;drop table x", false},
 		{"FLUXBASE_REPLICA_IDENTITY_FULL", "full", false},
 		{"FLUXBASE_SHUTDOWN_TIMEOUT", "soon", false},
+		{"FLUXBASE_REPLICATION_SLOT", "My-Slot", false},
+		{"FLUXBASE_FD_RESERVE", "10", false},
+		{"FLUXBASE_REALTIME_MAX_CONNECTIONS", "0", false},
+		{"FLUXBASE_REALTIME_MAX_CHANNELS_PER_CLIENT", "none", false},
+		{"FLUXBASE_REALTIME_MAX_BINDINGS_PER_JOIN", "0", false},
+		{"FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", "2MB", false},
+		{"FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", "0", false},
+		{"FLUXBASE_REALTIME_MAX_JOINS_PER_SECOND", "-5", false},
+		{"FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND", "1.5", false},
+		{"FLUXBASE_REALTIME_MAX_RESUME_CHANGES", "all", false},
+		{"FLUXBASE_REALTIME_RESUME_PARALLEL", "0", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -165,5 +176,45 @@ func TestReplicaURL(t *testing.T) {
 		if got := replicaURL(primary, replica); got != want {
 			t.Errorf("replicaURL(%q) = %q, want %q", replica, got, want)
 		}
+	}
+}
+
+// The realtime limits and the descriptor reserve have safe defaults and
+// take the values given.
+func TestConfigRealtimeLimits(t *testing.T) {
+	t.Parallel()
+	c, err := FromEnv(envOf(validServeEnv), Serve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.RealtimeLimits
+	if l.MaxConnections != 0 || l.MaxChannelsPerClient != 100 || l.MaxBindingsPerJoin != 100 || l.MaxPresenceBytes != 16<<10 ||
+		l.JoinsPerSecond != 100 || l.EventsPerSecond != 100 || c.Realtime.MaxResumeChanges != 10000 || c.Realtime.ResumeParallel != 2 ||
+		c.HTTP.FDReserve != 0 || c.Replication.SlotName != "fluxbase" {
+		t.Fatalf("defaults: %+v, hub %+v, reserve %d, slot %q", l, c.Realtime, c.HTTP.FDReserve, c.Replication.SlotName)
+	}
+	env := map[string]string{
+		"FLUXBASE_FD_RESERVE":                       "2048",
+		"FLUXBASE_REALTIME_MAX_CONNECTIONS":         "5000",
+		"FLUXBASE_REALTIME_MAX_CHANNELS_PER_CLIENT": "10",
+		"FLUXBASE_REALTIME_MAX_BINDINGS_PER_JOIN":   "20",
+		"FLUXBASE_REALTIME_MAX_PRESENCE_BYTES":      "4KB",
+		"FLUXBASE_REALTIME_MAX_JOINS_PER_SECOND":    "5",
+		"FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND":   "50",
+		"FLUXBASE_REALTIME_MAX_RESUME_CHANGES":      "1000",
+		"FLUXBASE_REALTIME_RESUME_PARALLEL":         "8",
+		"FLUXBASE_REPLICATION_SLOT":                 "app_2",
+	}
+	for k, v := range validServeEnv {
+		env[k] = v
+	}
+	if c, err = FromEnv(envOf(env), Serve); err != nil {
+		t.Fatal(err)
+	}
+	l = c.RealtimeLimits
+	if l.MaxConnections != 5000 || l.MaxChannelsPerClient != 10 || l.MaxBindingsPerJoin != 20 || l.MaxPresenceBytes != 4<<10 ||
+		l.JoinsPerSecond != 5 || l.EventsPerSecond != 50 || c.Realtime.MaxResumeChanges != 1000 || c.Realtime.ResumeParallel != 8 ||
+		c.HTTP.FDReserve != 2048 || c.Replication.SlotName != "app_2" {
+		t.Fatalf("parsed: %+v, hub %+v, reserve %d, slot %q", l, c.Realtime, c.HTTP.FDReserve, c.Replication.SlotName)
 	}
 }

@@ -63,7 +63,11 @@ type Config struct {
 	Replication replication.Config
 	// Realtime tunes the fan-out hub; its NodeID defaults to Name.
 	Realtime fanout.Config
-	Storage  storage.Config
+	// RealtimeLimits bound what realtime clients may ask. Its
+	// MaxConnections is lowered to what the open-file limit leaves
+	// websockets (see FDBudget); 0 takes all of that.
+	RealtimeLimits realtime.Limits
+	Storage        storage.Config
 }
 
 // HTTPConfig configures the node's HTTP edge.
@@ -78,6 +82,9 @@ type HTTPConfig struct {
 	// to notice and send new requests elsewhere. Its websockets are
 	// closed over the first half of it.
 	DrainDelay time.Duration
+	// FDReserve is how many of the process's descriptors websockets never
+	// take (see FDBudget); 0 means a quarter of the limit, at most 1024.
+	FDReserve int
 }
 
 // DatabaseConfig configures the PostgreSQL pools.
@@ -97,9 +104,10 @@ type DatabaseConfig struct {
 
 // Node is one running Fluxbase node.
 type Node struct {
-	cfg Config
-	log *zap.Logger
-	ln  net.Listener
+	cfg    Config
+	log    *zap.Logger
+	ln     *limitListener
+	budget FDBudget
 
 	pool     *pgxpool.Pool
 	replicas []*pgxpool.Pool
@@ -140,9 +148,24 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if n.ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+	limit, err := openFileLimit()
+	if err != nil {
+		return nil, err
+	}
+	var clamped bool
+	if n.budget, clamped, err = fdBudget(limit, cfg.HTTP.FDReserve, cfg.RealtimeLimits.MaxConnections); err != nil {
+		return nil, err
+	}
+	if clamped {
+		log.Warn("FLUXBASE_REALTIME_MAX_CONNECTIONS lowered to what the open-file limit leaves websockets",
+			zap.Int("asked", cfg.RealtimeLimits.MaxConnections), zap.Int("websockets", n.budget.Websockets),
+			zap.Int("open_file_limit", limit), zap.Int("reserve", n.budget.Reserve))
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
 		return nil, fmt.Errorf("listen on FLUXBASE_HTTP_ADDR: %w", err)
 	}
+	n.ln = newLimitListener(ln, n.budget.HTTPConns)
 
 	if !cfg.Database.SkipMigrations {
 		migrateCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -193,7 +216,10 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if hub.NodeID == "" {
 		hub.NodeID = cfg.Name
 	}
+	limits := cfg.RealtimeLimits
+	limits.MaxConnections = n.budget.Websockets
 	n.rt = realtime.New(realtime.Config{
+		Limits:     limits,
 		Verifier:   verifier,
 		Pool:       n.pool,
 		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),
@@ -270,7 +296,8 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	})
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
-		zap.Int("broker_replicas", n.bus.Replicas()))
+		zap.Int("broker_replicas", n.bus.Replicas()), zap.Int("open_file_limit", n.budget.Limit),
+		zap.Int("max_http_connections", n.budget.HTTPConns), zap.Int("max_websockets", n.budget.Websockets))
 	select {
 	case <-ctx.Done():
 		n.drain(gctx)

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -45,9 +46,15 @@ const Prefix = "/realtime/v1"
 //     ("seq" is accepted too), the last log_seq the client saw. The
 //     channel then replays the log after N to its bindings (filters and
 //     authorization applied as live) and switches to live with no gap and
-//     no duplicate. A position the log no
-//     longer holds closes the channel with a system error
-//     "UnableToReplayMessages: ...".
+//     no duplicate. A position the log no longer holds, or more than
+//     the hub's MaxResumeChanges behind its end, is refused in the
+//     join's reply with "UnableToReplayMessages: ..." (the client reads
+//     afresh); a replay that fails later closes the channel with a
+//     system error of that name.
+//
+// Limits (limits.go) bound what a client may ask: websockets per node,
+// channels per connection, bindings per join, presence size, joins and
+// messages per second, with Supabase's reasons.
 //
 // Filters are those of realtime-js's filter builder: comma-separated,
 // AND-combined "col=op.value" with eq, neq, lt, lte, gt, gte, in, like,
@@ -95,6 +102,9 @@ type Config struct {
 	Log             *zap.Logger
 	// Registerer receives the fluxbase_realtime_* metrics; nil skips them.
 	Registerer prometheus.Registerer
+
+	// Limits bound what one node and one client may ask (limits.go).
+	Limits Limits
 }
 
 // Endpoint serves /realtime/v1: the websocket endpoint speaking
@@ -115,6 +125,12 @@ type Endpoint struct {
 	conns  sync.WaitGroup // every connection until its socket is closed
 	drain  drainState     // the open connections, for Drain
 	closed sync.Once
+
+	access tableAccess // authz, or nil: what joins ask of tables
+	limits Limits
+	// open counts the websockets from before their upgrade until their
+	// socket is closed, against Limits.MaxConnections.
+	open atomic.Int64
 }
 
 type realtimeMetrics struct {
@@ -123,6 +139,10 @@ type realtimeMetrics struct {
 	// changes counts changes dispatched; deliveries the frames they made.
 	changes    prometheus.Counter
 	deliveries prometheus.Counter
+	// refused counts upgrades past MaxConnections; limited the messages
+	// refused by a per-client limit, by limit.
+	refused prometheus.Counter
+	limited *prometheus.CounterVec
 }
 
 // New builds the realtime endpoint and its fan-out hub.
@@ -139,7 +159,7 @@ func New(cfg Config) *Endpoint {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	rt := &Endpoint{cfg: cfg, log: cfg.Log.Named("realtime")}
+	rt := &Endpoint{cfg: cfg, log: cfg.Log.Named("realtime"), limits: cfg.Limits.withDefaults()}
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
 	rt.metrics = &realtimeMetrics{
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
@@ -158,6 +178,14 @@ func New(cfg Config) *Endpoint {
 			Name: "fluxbase_realtime_change_deliveries_total",
 			Help: "postgres_changes messages queued to realtime clients.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxbase_realtime_connections_refused_total",
+			Help: "Websocket upgrades refused because the node holds its limit of connections.",
+		}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxbase_realtime_limited_total",
+			Help: "Client messages refused by a per-client limit, by limit (channels, bindings, presence, joins, events, resume).",
+		}, []string{"limit"}),
 	}
 	hc := cfg.Hub
 	onSlow, onChange := hc.OnSlowConsumer, hc.OnChange
@@ -177,6 +205,7 @@ func New(cfg Config) *Endpoint {
 	var authz fanout.Authorizer
 	if cfg.Pool != nil {
 		rt.authz = &pgAuthorizer{pool: cfg.Pool}
+		rt.access = rt.authz
 		authz = rt.authz
 	}
 	bus := cfg.Bus
@@ -187,6 +216,15 @@ func New(cfg Config) *Endpoint {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(
 			rt.metrics.sent, rt.metrics.slow, rt.metrics.changes, rt.metrics.deliveries,
+			rt.metrics.refused, rt.metrics.limited,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "fluxbase_realtime_websockets",
+				Help: "Websocket connections held, from their upgrade until their socket is closed.",
+			}, func() float64 { return float64(rt.open.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "fluxbase_realtime_max_connections",
+				Help: "The node's limit of websocket connections; 0 for none.",
+			}, func() float64 { return float64(rt.limits.MaxConnections) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "fluxbase_realtime_connections",
 				Help: "Open realtime websocket connections.",
@@ -261,11 +299,22 @@ func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt.drain.refusing() {
+		w.Header().Set("Connection", "close")
 		api.WriteError(w, errDraining)
+		return
+	}
+	// Counted before the upgrade, so that no more than the limit are
+	// ever held, and refused before it: a refused connection never joins
+	// the hub, and its descriptor is freed at once.
+	if n := rt.open.Add(1); rt.limits.MaxConnections > 0 && n > int64(rt.limits.MaxConnections) {
+		rt.open.Add(-1)
+		rt.metrics.refused.Inc()
+		refuseConnection(w, rt.limits.MaxConnections)
 		return
 	}
 	ws, err := rt.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		rt.open.Add(-1)
 		return // the upgrader answered already
 	}
 	c := newRTConn(rt, ws, vsn, claims)

@@ -64,6 +64,9 @@ type NamedCheck struct {
 
 // Config configures a Server; zero values mean defaults.
 type Config struct {
+	// NodeName, when set, is sent on every response as X-Fluxbase-Node,
+	// so what a load balancer did can be seen from the client.
+	NodeName string
 	// Debug exposes /debug/pprof/ to the service key.
 	Debug bool
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
@@ -104,6 +107,9 @@ func New(cfg Config, verifier *auth.Verifier, log *zap.Logger, reg *prometheus.R
 
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
+	if s.cfg.NodeName != "" {
+		r.Use(s.nodeHeader)
+	}
 	r.Use(requestID, s.observe, s.recoverer, cors)
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
@@ -162,6 +168,17 @@ func (s *Server) mount(r chi.Router, sf Surface, wrap func(http.Handler) http.Ha
 		}
 	})
 }
+
+// nodeHeader names the node on the response (a websocket's upgrade
+// response included).
+func (s *Server) nodeHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(nodeHeader, s.cfg.NodeName)
+		next.ServeHTTP(w, r)
+	})
+}
+
+const nodeHeader = "X-Fluxbase-Node"
 
 func notFound(w http.ResponseWriter, _ *http.Request) { WriteError(w, ErrNotFound) }
 

@@ -9,6 +9,9 @@ package deploy
 import (
 	"embed"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 )
@@ -77,4 +80,19 @@ func derive(file string, listenRe, serverRe *regexp.Regexp, listen func(indent s
 // from dir in the foreground: its pid file in dir, its errors on stderr.
 func NginxGlobals(dir string) string {
 	return "daemon off; pid " + dir + "/nginx.pid; error_log stderr;"
+}
+
+// FindBinary is the path of a load balancer's binary (Debian installs
+// nginx and haproxy in /usr/sbin, which a user's PATH may lack), or "".
+func FindBinary(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
 }

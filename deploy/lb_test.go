@@ -9,30 +9,19 @@ import (
 	"testing"
 )
 
-// LookLB finds a load balancer's binary (Debian puts them in /usr/sbin,
-// which a user's PATH may lack). Outside CI a missing one skips the test;
-// in CI (CI set, as .ci/run does) it fails it, since .ci/run installs
-// them.
+// lookLB finds a load balancer's binary. Outside CI a missing one skips
+// the test; in CI (CI set, as .ci/run does) it fails it, since .ci/run
+// installs them.
 func lookLB(t *testing.T, name string) string {
 	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
+	if p := FindBinary(name); p != "" {
 		return p
-	}
-	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
-		if p := filepath.Join(dir, name); isExecutable(p) {
-			return p
-		}
 	}
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is not installed; .ci/run installs it from Debian's packages", name)
 	}
 	t.Skipf("%s is not installed (apt-get install %s, or run .ci/run)", name, name)
 	return ""
-}
-
-func isExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
 var loopbackNodes = []string{"127.0.0.1:18081", "127.0.0.1:18082", "127.0.0.1:18083"}

@@ -66,24 +66,42 @@ func TestSupabaseJSServe(t *testing.T) {
 	runNodeTests(t, nodeBin, dir, nodes[0].url, nodes[1].url, anon, dbURL)
 }
 
-// serveNode is one `fluxbase serve` process.
+// serveNode is one `fluxbase serve` process, which may be restarted.
 type serveNode struct {
 	name, url string
+	bin       string
+	env       []string
 	cmd       *exec.Cmd
 	done      chan struct{} // closed when the process has exited
-	logs      syncBuffer    // its output
+	logs      syncBuffer    // its output, across restarts
+}
+
+// start starts the process (again, after it exited: same name, ports
+// and data directory).
+func (n *serveNode) start(t *testing.T) {
+	t.Helper()
+	n.cmd = exec.Command(n.bin, "serve")
+	n.cmd.Env = n.env
+	n.cmd.Stdout, n.cmd.Stderr = &n.logs, &n.logs
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd, done := n.cmd, make(chan struct{})
+	n.done = done
+	go func() { _ = cmd.Wait(); close(done) }()
 }
 
 // stop sends SIGTERM and waits for the process to exit, killing it after
 // limit. It reports whether it exited by itself with status 0.
 func (n *serveNode) stop(limit time.Duration) bool {
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	cmd, done := n.cmd, n.done
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-n.done:
-		return n.cmd.ProcessState.Success()
+	case <-done:
+		return cmd.ProcessState.Success()
 	case <-time.After(limit):
-		_ = n.cmd.Process.Kill()
-		<-n.done
+		_ = cmd.Process.Kill()
+		<-done
 		return false
 	}
 }
@@ -110,25 +128,20 @@ func startServeCluster(t *testing.T, bin, dbURL string, names []string, env ...s
 	}
 	nodes := make([]*serveNode, len(names))
 	for i, name := range names {
-		n := &serveNode{name: name, url: "http://127.0.0.1:" + strconv.Itoa(ports[i]), done: make(chan struct{})}
+		n := &serveNode{name: "e2e-" + name, url: "http://127.0.0.1:" + strconv.Itoa(ports[i]), bin: bin}
 		nodes[i] = n
-		n.cmd = exec.Command(bin, "serve")
-		n.cmd.Env = append(os.Environ(),
+		n.env = append(os.Environ(),
 			"DATABASE_URL="+dbURL,
 			"FLUXBASE_JWT_SECRET="+jwtSecret,
 			"FLUXBASE_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ports[i]),
 			"FLUXBASE_DATA_DIR="+t.TempDir(),
-			"FLUXBASE_NODE_NAME=e2e-"+name,
+			"FLUXBASE_NODE_NAME="+n.name,
 			"FLUXBASE_NATS_PORT=-1",
 			"FLUXBASE_CLUSTER_PORT="+strconv.Itoa(ports[len(names)+i]),
 			"FLUXBASE_CLUSTER_ROUTES="+routes,
 		)
-		n.cmd.Env = append(n.cmd.Env, env...)
-		n.cmd.Stdout, n.cmd.Stderr = &n.logs, &n.logs
-		if err := n.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() { _ = n.cmd.Wait(); close(n.done) }()
+		n.env = append(n.env, env...)
+		n.start(t)
 		t.Cleanup(func() {
 			n.stop(30 * time.Second)
 			if t.Failed() {

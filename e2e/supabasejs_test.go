@@ -120,11 +120,18 @@ create function public.rest_items_over(min int) returns setof public.rest_items 
 // adds variables (the user tokens of the row-level security test).
 func runNodeTests(t *testing.T, nodeBin, dir, a, b, anon, dbURL string, env ...string) {
 	t.Helper()
-	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "realtime.test.mjs", "rest.test.mjs")
+	env = append([]string{"FLUXBASE_A=" + a, "FLUXBASE_B=" + b, "ANON_KEY=" + anon, "DATABASE_URL=" + dbURL,
+		"REST_A_ID=" + userA, "REST_A_TOKEN=" + userToken(t, userA), "REST_B_TOKEN=" + userToken(t, userB)}, env...)
+	runNodeScripts(t, nodeBin, dir, []string{"realtime.test.mjs", "rest.test.mjs"}, env)
+}
+
+// runNodeScripts runs node --test on files in dir with env added, failing
+// the test when they fail or take over three minutes.
+func runNodeScripts(t *testing.T, nodeBin, dir string, files, env []string) {
+	t.Helper()
+	cmd := exec.Command(nodeBin, append([]string{"--test", "--test-reporter=spec"}, files...)...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "FLUXBASE_A="+a, "FLUXBASE_B="+b, "ANON_KEY="+anon, "DATABASE_URL="+dbURL,
-		"REST_A_ID="+userA, "REST_A_TOKEN="+userToken(t, userA), "REST_B_TOKEN="+userToken(t, userB))
-	cmd.Env = append(cmd.Env, env...)
+	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)

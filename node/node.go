@@ -230,6 +230,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	})
 
 	n.srv = api.New(api.Config{
+		NodeName:     cfg.Name,
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.HTTP.DrainTimeout,
 		Checks: []api.NamedCheck{

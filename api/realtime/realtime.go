@@ -312,7 +312,15 @@ func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		refuseConnection(w, rt.limits.MaxConnections)
 		return
 	}
-	ws, err := rt.upgrader.Upgrade(w, r, nil)
+	// The upgrade writes its own response: carry the edge's headers that
+	// name the request and the node over.
+	upgraded := http.Header{}
+	for _, h := range []string{"X-Request-Id", "X-Fluxbase-Node"} {
+		if v := w.Header().Get(h); v != "" {
+			upgraded.Set(h, v)
+		}
+	}
+	ws, err := rt.upgrader.Upgrade(w, r, upgraded)
 	if err != nil {
 		rt.open.Add(-1)
 		return // the upgrader answered already

@@ -182,6 +182,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if n.pool, err = newPool(ctx, cfg.Database, cfg.Database.URL); err != nil {
 		return nil, err
 	}
+	if _, err := checkConnBudget(ctx, n.pool, clusterNodes(cfg.Broker.Routes), log); err != nil {
+		log.Warn("could not check the connection budget", zap.Error(err))
+	}
 	for _, r := range cfg.Database.ReadReplicas {
 		rp, err := newPool(ctx, cfg.Database, replicaURL(cfg.Database.URL, r))
 		if err != nil {

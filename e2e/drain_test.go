@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
+	"github.com/fluxbase/fluxbase/node"
 )
 
 // drainSQL is a function whose call blocks until the test lets it go: it
@@ -46,7 +49,8 @@ func TestDrainServe(t *testing.T) {
 	if _, err := pool.Exec(ctx, drainSQL); err != nil {
 		t.Fatal(err)
 	}
-	nodes := startServeCluster(t, buildFluxbase(t), dbURL, []string{"a", "b"},
+	bin := buildFluxbase(t)
+	nodes := startServeCluster(t, bin, dbURL, []string{"a", "b"},
 		// Long enough to look at the draining node before it stops
 		// listening; its request in flight outlasts it.
 		"FLUXBASE_DRAIN_DELAY=8s", "FLUXBASE_SHUTDOWN_TIMEOUT=60s")
@@ -55,6 +59,7 @@ func TestDrainServe(t *testing.T) {
 	}
 	holder, other := waitHolder(t, nodes)
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
+	checkClusterStatus(t, bin, other, holder, anon)
 
 	// A subscriber and a presence observer on the other node; a tracked
 	// client on the holder.
@@ -224,5 +229,59 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("waiting for %s: gave up after a minute", what)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkClusterStatus asks a node for the cluster's state, as JSON on
+// /cluster (the service key's only) and printed by `fluxbase status`: both
+// nodes, the holder, the stream's two current replicas, the active slot.
+func checkClusterStatus(t *testing.T, bin string, ask, holder *serveNode, anon string) {
+	t.Helper()
+	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
+	fetch := func(key string) (int, node.ClusterStatus) {
+		req, _ := http.NewRequest(http.MethodGet, ask.url+"/cluster", nil)
+		req.Header.Set("apikey", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var cs node.ClusterStatus
+		_ = json.NewDecoder(resp.Body).Decode(&cs)
+		return resp.StatusCode, cs
+	}
+	if status, _ := fetch(anon); status != http.StatusForbidden {
+		t.Fatalf("/cluster with the anon key: %d, want 403", status)
+	}
+	var cs node.ClusterStatus
+	waitFor(t, "/cluster to show both nodes and two current replicas", func() bool {
+		var status int
+		status, cs = fetch(service)
+		current := 0
+		for _, r := range cs.JetStream.Replicas {
+			if r.Current {
+				current++
+			}
+		}
+		return status == http.StatusOK && len(cs.Nodes) == 2 && current == 2
+	})
+	if cs.Replication.Holder != holder.name || !cs.Replication.Active || cs.Missing != 0 || cs.JetStream.MetaLeader == "" {
+		t.Fatalf("/cluster: %+v", cs)
+	}
+	for _, n := range cs.Nodes {
+		if !n.Ready || n.Version == "" || n.Uptime <= 0 || n.SlotHolder != (n.Name == holder.name) {
+			t.Fatalf("/cluster node %+v", n)
+		}
+	}
+	cmd := exec.Command(bin, "status")
+	cmd.Env = append(os.Environ(), "FLUXBASE_URL="+ask.url, "FLUXBASE_JWT_SECRET="+jwtSecret)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("fluxbase status: %v\n%s", err, out)
+	}
+	for _, want := range []string{"e2e-a", "e2e-b", "slot holder", "slot " + holder.slot + ": holder " + holder.name + ", active yes"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("fluxbase status lacks %q:\n%s", want, out)
+		}
 	}
 }

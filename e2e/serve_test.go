@@ -69,7 +69,7 @@ func TestSupabaseJSServe(t *testing.T) {
 // serveNode is one `fluxbase serve` process, which may be restarted.
 type serveNode struct {
 	name, url string
-	bin       string
+	bin, slot string
 	env       []string
 	cmd       *exec.Cmd
 	done      chan struct{} // closed when the process has exited
@@ -126,9 +126,12 @@ func startServeCluster(t *testing.T, bin, dbURL string, names []string, env ...s
 		}
 		routes += fmt.Sprintf("nats://127.0.0.1:%d", ports[len(names)+i])
 	}
+	// Slot names are the PostgreSQL cluster's, which the tests' databases
+	// share: each cluster of nodes gets its own.
+	slot := slotName()
 	nodes := make([]*serveNode, len(names))
 	for i, name := range names {
-		n := &serveNode{name: "e2e-" + name, url: "http://127.0.0.1:" + strconv.Itoa(ports[i]), bin: bin}
+		n := &serveNode{name: "e2e-" + name, url: "http://127.0.0.1:" + strconv.Itoa(ports[i]), bin: bin, slot: slot}
 		nodes[i] = n
 		n.env = append(os.Environ(),
 			"DATABASE_URL="+dbURL,
@@ -139,6 +142,7 @@ func startServeCluster(t *testing.T, bin, dbURL string, names []string, env ...s
 			"FLUXBASE_NATS_PORT=-1",
 			"FLUXBASE_CLUSTER_PORT="+strconv.Itoa(ports[len(names)+i]),
 			"FLUXBASE_CLUSTER_ROUTES="+routes,
+			"FLUXBASE_REPLICATION_SLOT="+slot,
 		)
 		n.env = append(n.env, env...)
 		n.start(t)

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -116,6 +117,8 @@ type Node struct {
 	rt       *realtime.Endpoint
 	srv      *api.Server
 
+	reg       *prometheus.Registry
+	started   time.Time
 	draining  atomic.Bool
 	closeOnce sync.Once
 }
@@ -194,6 +197,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	}
 
 	reg := prometheus.NewRegistry()
+	n.reg = reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newPoolCollector(n.pool))
 
@@ -251,6 +255,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Surfaces: []api.Surface{
 			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
 			n.rt.Surface(),
+			{Prefix: "/cluster", Routes: []api.Route{
+				{Method: http.MethodGet, Pattern: "/", Access: api.NeedService, Handler: http.HandlerFunc(n.serveCluster)},
+			}},
 		},
 	}, verifier, log, reg)
 	return n, nil
@@ -285,6 +292,12 @@ func (n *Node) Broker() *broker.Broker { return n.bus }
 // hub and the broker stop.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.Close()
+	n.started = time.Now()
+	stopStatus, err := n.answerStatus()
+	if err != nil {
+		return fmt.Errorf("answer status requests: %w", err)
+	}
+	defer stopStatus()
 	// The parts run under a context of their own, ended after the drain,
 	// not by ctx.
 	parts, stopParts := context.WithCancel(context.Background())
@@ -308,7 +321,7 @@ func (n *Node) Run(ctx context.Context) error {
 		stopHTTP()
 	case <-gctx.Done(): // a part failed
 	}
-	err := g.Wait()
+	err = g.Wait()
 	n.log.Info("stopped")
 	if errors.Is(err, context.Canceled) {
 		err = nil

@@ -160,7 +160,7 @@ func TestDrainServe(t *testing.T) {
 
 // waitHolder waits until one of nodes holds the replication slot and
 // returns it and another node.
-func waitHolder(t *testing.T, nodes []*serveNode) (holder, other *serveNode) {
+func waitHolder(t testing.TB, nodes []*serveNode) (holder, other *serveNode) {
 	t.Helper()
 	waitFor(t, "a node to hold the slot", func() bool {
 		for i, n := range nodes {
@@ -176,7 +176,7 @@ func waitHolder(t *testing.T, nodes []*serveNode) (holder, other *serveNode) {
 
 // metric is the value of an unlabelled metric on a node's /metrics, or
 // "" when the node does not answer or lacks it.
-func metric(t *testing.T, base, name string) string {
+func metric(t testing.TB, base, name string) string {
 	t.Helper()
 	resp, err := http.Get(base + "/metrics")
 	if err != nil {
@@ -221,7 +221,7 @@ func presenceKeys(m *msg, side string) map[string]bool {
 }
 
 // waitFor polls cond until it holds, failing the test after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for !cond() {

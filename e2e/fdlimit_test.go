@@ -279,7 +279,7 @@ func openFiles(pid int) int {
 }
 
 // buildFluxbase builds the fluxbase binary into the test's folder.
-func buildFluxbase(t *testing.T) string {
+func buildFluxbase(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fluxbase")
 	build := exec.Command("go", "build", "-o", bin, "../cmd/fluxbase")

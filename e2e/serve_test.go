@@ -78,7 +78,7 @@ type serveNode struct {
 
 // start starts the process (again, after it exited: same name, ports
 // and data directory).
-func (n *serveNode) start(t *testing.T) {
+func (n *serveNode) start(t testing.TB) {
 	t.Helper()
 	n.cmd = exec.Command(n.bin, "serve")
 	n.cmd.Env = n.env
@@ -110,7 +110,7 @@ func (n *serveNode) stop(limit time.Duration) bool {
 // routed into one cluster on free loopback ports, with env added to each
 // node's environment. The nodes stop (and show their logs if the test
 // failed) at the test's end.
-func startServeCluster(t *testing.T, bin, dbURL string, names []string, env ...string) []*serveNode {
+func startServeCluster(t testing.TB, bin, dbURL string, names []string, env ...string) []*serveNode {
 	t.Helper()
 	ports := make([]int, 2*len(names)) // HTTP ports, then cluster ports
 	for i := range ports {
@@ -156,7 +156,7 @@ func startServeCluster(t *testing.T, bin, dbURL string, names []string, env ...s
 	return nodes
 }
 
-func waitHTTP(t *testing.T, url string, limit time.Duration) {
+func waitHTTP(t testing.TB, url string, limit time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {

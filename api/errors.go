@@ -39,6 +39,7 @@ var (
 	ErrNeedUser       = &Error{Status: http.StatusForbidden, Code: "FB005", Message: "This operation needs a signed-in user's token", Hint: "send the user's access token as Authorization: Bearer"}
 	ErrNotFound       = &Error{Status: http.StatusNotFound, Code: "FB010", Message: "Not found"}
 	ErrMethodNotAllow = &Error{Status: http.StatusMethodNotAllowed, Code: "FB011", Message: "Method not allowed"}
+	ErrBodyTimeout    = &Error{Status: http.StatusRequestTimeout, Code: "FB012", Message: "The request body did not arrive in time"}
 	ErrInternal       = &Error{Status: http.StatusInternalServerError, Code: "FB090", Message: "Internal server error"}
 	ErrUnavailable    = &Error{Status: http.StatusServiceUnavailable, Code: "FB091", Message: "Service unavailable"}
 )

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fluxbase/fluxbase/api/realtime"
+	"github.com/fluxbase/fluxbase/api/rest"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/broker/fanout"
@@ -155,6 +156,7 @@ func FromEnv(get func(string) string, mode Mode) (Config, error) {
 	c.Broker = brokerFromEnv(e)
 	c.Replication = replicationFromEnv(e)
 	c.Realtime, c.RealtimeLimits = realtimeFromEnv(e)
+	c.REST = restFromEnv(e)
 	c.Storage = storageFromEnv(e, c.DataDir)
 	return c, e.err
 }
@@ -174,6 +176,10 @@ func databaseFromEnv(e *env, mode Mode) DatabaseConfig {
 	}
 	c.MaxConnLifetime = e.duration("FLUXBASE_DATABASE_MAX_CONN_LIFETIME", time.Hour)
 	c.MaxConnIdleTime = e.duration("FLUXBASE_DATABASE_MAX_CONN_IDLE_TIME", 30*time.Minute)
+	c.RoleSettingsRefresh = e.duration("FLUXBASE_ROLE_SETTINGS_REFRESH", 30*time.Second)
+	if c.RoleSettingsRefresh == 0 {
+		e.fail("FLUXBASE_ROLE_SETTINGS_REFRESH", "0", "a positive duration such as 30s")
+	}
 	for _, r := range e.list("FLUXBASE_DATABASE_READ_REPLICAS") {
 		if _, _, err := net.SplitHostPort(r); err != nil && !validPostgresURL(r) {
 			e.fail("FLUXBASE_DATABASE_READ_REPLICAS", r, "comma-separated host:port pairs or PostgreSQL URLs")
@@ -192,6 +198,26 @@ func httpFromEnv(e *env) HTTPConfig {
 	c.DrainTimeout = e.duration("FLUXBASE_SHUTDOWN_TIMEOUT", 15*time.Second)
 	c.DrainDelay = e.duration("FLUXBASE_DRAIN_DELAY", 0)
 	c.FDReserve = int(e.integer("FLUXBASE_FD_RESERVE", 0, minReserve, 1<<30, fmt.Sprintf("a whole number of file descriptors, at least %d", minReserve)))
+	c.BodyTimeout = e.duration("FLUXBASE_HTTP_BODY_TIMEOUT", 30*time.Second)
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = -1 // none
+	}
+	return c
+}
+
+// restFromEnv reads the REST surface's limits.
+func restFromEnv(e *env) rest.Config {
+	var c rest.Config
+	c.MaxRows = int(e.integer("FLUXBASE_REST_MAX_ROWS", 1000, 0, 1<<30, "a whole number of rows, or 0 for no limit"))
+	if c.MaxRows == 0 {
+		c.MaxRows = -1 // none
+	}
+	c.MaxQueryBytes = int(e.bytes("FLUXBASE_REST_MAX_QUERY_BYTES", 32<<10))
+	if c.MaxQueryBytes < 1<<10 || c.MaxQueryBytes > 1<<20 {
+		e.fail("FLUXBASE_REST_MAX_QUERY_BYTES", e.str("FLUXBASE_REST_MAX_QUERY_BYTES", ""), "a size from 1KB to 1MB")
+	}
+	c.MaxEmbedDepth = int(e.integer("FLUXBASE_REST_MAX_EMBED_DEPTH", 8, 1, 100, "a whole number from 1 to 100"))
+	c.MaxFilterDepth = int(e.integer("FLUXBASE_REST_MAX_FILTER_DEPTH", 16, 1, 100, "a whole number from 1 to 100"))
 	return c
 }
 

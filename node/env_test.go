@@ -26,6 +26,10 @@ func TestConfigDefaults(t *testing.T) {
 		c.Broker.SyncInterval != 100*time.Millisecond || c.Broker.ChangesMaxBytes != 10<<30 || c.Broker.ChangesMaxAge != 7*24*time.Hour {
 		t.Fatalf("defaults: %+v", c)
 	}
+	if c.REST.MaxRows != 1000 || c.REST.MaxQueryBytes != 32<<10 || c.REST.MaxEmbedDepth != 8 || c.REST.MaxFilterDepth != 16 ||
+		c.HTTP.BodyTimeout != 30*time.Second || c.Database.RoleSettingsRefresh != 30*time.Second {
+		t.Fatalf("limits' defaults: REST %+v, body timeout %v, role settings refresh %v", c.REST, c.HTTP.BodyTimeout, c.Database.RoleSettingsRefresh)
+	}
 	c, err = FromEnv(envOf(map[string]string{}), Dev)
 	if err != nil {
 		t.Fatalf("dev needs no variables: %v", err)
@@ -50,6 +54,12 @@ func TestConfigValues(t *testing.T) {
 		"FLUXBASE_STORAGE_S3_USE_SSL":       "false",
 		"FLUXBASE_DATABASE_MAX_CONNECTIONS": "50",
 		"FLUXBASE_DRAIN_DELAY":              "5s",
+		"FLUXBASE_REST_MAX_ROWS":            "0",
+		"FLUXBASE_REST_MAX_QUERY_BYTES":     "8KB",
+		"FLUXBASE_REST_MAX_EMBED_DEPTH":     "3",
+		"FLUXBASE_REST_MAX_FILTER_DEPTH":    "4",
+		"FLUXBASE_HTTP_BODY_TIMEOUT":        "0",
+		"FLUXBASE_ROLE_SETTINGS_REFRESH":    "5s",
 	}
 	for k, v := range validServeEnv {
 		env[k] = v
@@ -63,6 +73,11 @@ func TestConfigValues(t *testing.T) {
 		len(c.Broker.Routes) != 2 || len(c.Database.ReadReplicas) != 2 || len(c.Replication.Tables) != 2 ||
 		c.Storage.S3.UseSSL || c.Database.MaxConns != 50 || c.HTTP.DrainDelay != 5*time.Second {
 		t.Fatalf("parsed: %+v", c)
+	}
+	// 0 rows and a 0 s body timeout are no limit: the configs' -1.
+	if c.REST.MaxRows != -1 || c.REST.MaxQueryBytes != 8<<10 || c.REST.MaxEmbedDepth != 3 || c.REST.MaxFilterDepth != 4 ||
+		c.HTTP.BodyTimeout != -1 || c.Database.RoleSettingsRefresh != 5*time.Second {
+		t.Fatalf("limits: REST %+v, body timeout %v, role settings refresh %v", c.REST, c.HTTP.BodyTimeout, c.Database.RoleSettingsRefresh)
 	}
 }
 
@@ -109,6 +124,14 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_REPLICATION_TABLES", "todos;drop table x", false},
 		{"FLUXBASE_REPLICA_IDENTITY_FULL", "full", false},
 		{"FLUXBASE_SHUTDOWN_TIMEOUT", "soon", false},
+		{"FLUXBASE_HTTP_BODY_TIMEOUT", "-1s", false},
+		{"FLUXBASE_REST_MAX_ROWS", "-1", false},
+		{"FLUXBASE_REST_MAX_ROWS", "all", false},
+		{"FLUXBASE_REST_MAX_QUERY_BYTES", "10", false},
+		{"FLUXBASE_REST_MAX_QUERY_BYTES", "2MB", false},
+		{"FLUXBASE_REST_MAX_EMBED_DEPTH", "0", false},
+		{"FLUXBASE_REST_MAX_FILTER_DEPTH", "deep", false},
+		{"FLUXBASE_ROLE_SETTINGS_REFRESH", "0s", false},
 		{"FLUXBASE_REPLICATION_SLOT", "My-Slot", false},
 		{"FLUXBASE_FD_RESERVE", "10", false},
 		{"FLUXBASE_REALTIME_MAX_CONNECTIONS", "0", false},

@@ -37,6 +37,7 @@ import (
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/pgrole"
 	"github.com/fluxbase/fluxbase/replication"
 	"github.com/fluxbase/fluxbase/storage"
 )
@@ -68,7 +69,10 @@ type Config struct {
 	// MaxConnections is lowered to what the open-file limit leaves
 	// websockets (see FDBudget); 0 takes all of that.
 	RealtimeLimits realtime.Limits
-	Storage        storage.Config
+	// REST holds the REST surface's limits; the node gives it its pools,
+	// the roles' settings and its log.
+	REST    rest.Config
+	Storage storage.Config
 }
 
 // HTTPConfig configures the node's HTTP edge.
@@ -83,6 +87,9 @@ type HTTPConfig struct {
 	// to notice and send new requests elsewhere. Its websockets are
 	// closed over the first half of it.
 	DrainDelay time.Duration
+	// BodyTimeout bounds how long a request body may take to arrive
+	// (api.Config.BodyTimeout).
+	BodyTimeout time.Duration
 	// FDReserve is how many of the process's descriptors websockets never
 	// take (see FDBudget); 0 means a quarter of the limit, at most 1024.
 	FDReserve int
@@ -101,6 +108,10 @@ type DatabaseConfig struct {
 	ReadReplicas []string
 	// SkipMigrations leaves the schema as it is (the caller migrated).
 	SkipMigrations bool
+	// RoleSettingsRefresh is how often the roles' own settings (ALTER
+	// ROLE ... SET, such as anon's statement_timeout) are read again.
+	// Default 30 s.
+	RoleSettingsRefresh time.Duration
 }
 
 // Node is one running Fluxbase node.
@@ -112,6 +123,7 @@ type Node struct {
 
 	pool     *pgxpool.Pool
 	replicas []*pgxpool.Pool
+	roles    *pgrole.Roles
 	bus      *broker.Broker
 	repl     *replication.Replicator
 	rt       *realtime.Endpoint
@@ -195,6 +207,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		}
 		n.replicas = append(n.replicas, rp)
 	}
+	if n.roles, err = pgrole.LoadRoles(ctx, n.pool); err != nil {
+		return nil, err
+	}
 
 	reg := prometheus.NewRegistry()
 	n.reg = reg
@@ -236,10 +251,13 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Registerer: reg,
 	})
 
+	restCfg := cfg.REST
+	restCfg.Pool, restCfg.Replicas, restCfg.Roles, restCfg.Log = n.pool, n.replicas, n.roles, log.Named("rest")
 	n.srv = api.New(api.Config{
 		NodeName:     cfg.Name,
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.HTTP.DrainTimeout,
+		BodyTimeout:  cfg.HTTP.BodyTimeout,
 		Checks: []api.NamedCheck{
 			{Name: "draining", Check: func(context.Context) error {
 				if n.draining.Load() {
@@ -253,7 +271,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			{Name: "realtime", Check: func(context.Context) error { return n.rt.Hub().Ready() }},
 		},
 		Surfaces: []api.Surface{
-			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
+			rest.New(restCfg),
 			n.rt.Surface(),
 			{Prefix: "/cluster", Routes: []api.Route{
 				{Method: http.MethodGet, Pattern: "/", Access: api.NeedService, Handler: http.HandlerFunc(n.serveCluster)},
@@ -311,6 +329,14 @@ func (n *Node) Run(ctx context.Context) error {
 		err := n.srv.Serve(httpCtx, n.ln)
 		stopParts() // the requests in flight are done: the rest may stop
 		return err
+	})
+	g.Go(func() error {
+		every := n.cfg.Database.RoleSettingsRefresh
+		if every <= 0 {
+			every = 30 * time.Second
+		}
+		n.roles.Run(gctx, every, func(err error) { n.log.Warn("role settings not refreshed", zap.Error(err)) })
+		return nil
 	})
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
 		zap.Int("broker_replicas", n.bus.Replicas()), zap.Int("open_file_limit", n.budget.Limit),

@@ -14,10 +14,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fluxbase/fluxbase/auth"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 	"github.com/fluxbase/fluxbase/node"
 )
 
@@ -37,18 +35,7 @@ create function public.wait_for_test() returns text language sql volatile
 func TestDrainServe(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dbURL := pgtest.NewDB(t)
-	if err := migrate(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if _, err := pool.Exec(ctx, drainSQL); err != nil {
-		t.Fatal(err)
-	}
+	dbURL, pool := migratedDB(t, drainSQL)
 	bin := buildFluxbase(t)
 	nodes := startServeCluster(t, bin, dbURL, []string{"a", "b"},
 		// Long enough to look at the draining node before it stops

@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"slices"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
 // BenchmarkFailover measures, on three `fluxbase serve` nodes, what a
@@ -19,11 +16,7 @@ import (
 //
 //	go test -run '^$' -bench Failover -benchtime 5x ./e2e/
 func BenchmarkFailover(b *testing.B) {
-	ctx := context.Background()
-	dbURL := pgtest.NewDB(b)
-	if err := migrate(ctx, dbURL); err != nil {
-		b.Fatal(err)
-	}
+	dbURL, _ := migratedDB(b, "")
 	nodes := startServeCluster(b, buildFluxbase(b), dbURL, []string{"a", "b", "c"})
 	for _, n := range nodes {
 		waitHTTP(b, n.url+"/ready", 2*time.Minute)

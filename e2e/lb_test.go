@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,12 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/deploy"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
 // loadBalancer starts one load balancer on listen in front of nodes, from
@@ -74,19 +70,7 @@ func TestLoadBalancers(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("node")
 	ensureNodeModules(t, dir)
-	ctx := context.Background()
-	dbURL := pgtest.NewDB(t)
-	if err := migrate(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if _, err := pool.Exec(ctx, `create table public.lb_items (id serial primary key, title text not null)`); err != nil {
-		t.Fatal(err)
-	}
+	dbURL, _ := migratedDB(t, `create table public.lb_items (id serial primary key, title text not null)`)
 	nodes := startServeCluster(t, buildFluxbase(t), dbURL, []string{"a", "b", "c"},
 		"FLUXBASE_DRAIN_DELAY=2s", "FLUXBASE_SHUTDOWN_TIMEOUT=20s")
 	var addrs []string
@@ -112,13 +96,7 @@ func TestLoadBalancers(t *testing.T) {
 			exited := make(chan struct{})
 			go func() { _ = cmd.Wait(); close(exited) }()
 			defer func() {
-				_ = cmd.Process.Signal(os.Interrupt)
-				select {
-				case <-exited:
-				case <-time.After(15 * time.Second):
-					_ = cmd.Process.Kill()
-					<-exited
-				}
+				stopProcess(cmd.Process, exited, os.Interrupt, 15*time.Second)
 				if t.Failed() {
 					t.Logf("%s log:\n%s", lb.name, logs.String())
 				}

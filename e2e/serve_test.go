@@ -12,11 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
 // TestSupabaseJSServe runs the Node tests against two `fluxbase serve`
@@ -31,13 +28,9 @@ func TestSupabaseJSServe(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("node")
 	ensureNodeModules(t, dir)
-	ctx := context.Background()
-	dbURL := pgtest.NewDB(t)
-	// Migrate here, one database at a time (see migrate); the nodes then
+	// Migrated here, one database at a time (see migrate); the nodes then
 	// find nothing to apply.
-	if err := migrate(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
+	dbURL, pool := migratedDB(t, "")
 	nodes := startServeCluster(t, buildFluxbase(t), dbURL, []string{"a", "b"}, "FLUXBASE_REPLICA_IDENTITY_FULL=true")
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
 	for _, n := range nodes {
@@ -51,15 +44,10 @@ func TestSupabaseJSServe(t *testing.T) {
 	if resp.StatusCode == http.StatusNotFound {
 		t.Fatal("fluxbase serve does not mount /realtime/v1")
 	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
 	// The nodes set REPLICA IDENTITY FULL on new tables on their next
 	// reconcile pass; the table is made with it here so the UPDATE below
 	// carries its old row whatever the timing.
-	if _, err := pool.Exec(ctx, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);
+	if _, err := pool.Exec(context.Background(), `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);
 		alter table public.todos replica identity full;`+restItemsSQL); err != nil {
 		t.Fatal(err)
 	}
@@ -94,16 +82,8 @@ func (n *serveNode) start(t testing.TB) {
 // stop sends SIGTERM and waits for the process to exit, killing it after
 // limit. It reports whether it exited by itself with status 0.
 func (n *serveNode) stop(limit time.Duration) bool {
-	cmd, done := n.cmd, n.done
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-		return cmd.ProcessState.Success()
-	case <-time.After(limit):
-		_ = cmd.Process.Kill()
-		<-done
-		return false
-	}
+	cmd := n.cmd
+	return stopProcess(cmd.Process, n.done, syscall.SIGTERM, limit) && cmd.ProcessState.Success()
 }
 
 // startServeCluster starts a `fluxbase serve` node per name on dbURL,

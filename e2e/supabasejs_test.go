@@ -16,7 +16,6 @@ import (
 
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/change"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
 // cluster is two nodes sharing one PostgreSQL and a two-server NATS
@@ -29,19 +28,7 @@ type cluster struct {
 
 func startCluster(t *testing.T, setupSQL string) *cluster {
 	t.Helper()
-	ctx := context.Background()
-	dbURL := pgtest.NewDB(t)
-	if err := migrate(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key);`+setupSQL); err != nil {
-		t.Fatal(err)
-	}
+	dbURL, pool := migratedDB(t, `create table public.e2e_ping (id serial primary key);`+setupSQL)
 	slot := slotName()
 	c := &cluster{db: pool, url: dbURL}
 	a, b := nodeConfig(t, "node-a", dbURL, slot), nodeConfig(t, "node-b", dbURL, slot)

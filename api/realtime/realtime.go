@@ -125,6 +125,10 @@ type Endpoint struct {
 	conns  sync.WaitGroup // every connection until its socket is closed
 	drain  drainState     // the open connections, for Drain
 	closed sync.Once
+	// connMu orders adding a connection to conns before Close's Wait:
+	// once closing is set, no connection is added (WaitGroup's rule).
+	connMu  sync.Mutex
+	closing bool
 
 	access tableAccess // authz, or nil: what joins ask of tables
 	limits Limits
@@ -276,9 +280,24 @@ func (rt *Endpoint) Run(ctx context.Context) error {
 func (rt *Endpoint) Close() error {
 	rt.cancel()
 	err := rt.hub.Close()
+	rt.connMu.Lock()
+	rt.closing = true
+	rt.connMu.Unlock()
 	rt.conns.Wait()
 	rt.closed.Do(rt.writers.close)
 	return err
+}
+
+// register counts a connection about to be upgraded in conns, unless the
+// endpoint is closing: a connection that arrives then is refused.
+func (rt *Endpoint) register() bool {
+	rt.connMu.Lock()
+	defer rt.connMu.Unlock()
+	if rt.closing {
+		return false
+	}
+	rt.conns.Add(1)
+	return true
 }
 
 // Errors of the realtime HTTP API (see docs/ERRORS.md).
@@ -312,6 +331,11 @@ func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		refuseConnection(w, rt.limits.MaxConnections)
 		return
 	}
+	if !rt.register() {
+		rt.open.Add(-1)
+		api.WriteError(w, api.ErrUnavailable)
+		return
+	}
 	// The upgrade writes its own response: carry the edge's headers that
 	// name the request and the node over.
 	upgraded := http.Header{}
@@ -323,10 +347,10 @@ func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 	ws, err := rt.upgrader.Upgrade(w, r, upgraded)
 	if err != nil {
 		rt.open.Add(-1)
+		rt.conns.Done()
 		return // the upgrader answered already
 	}
 	c := newRTConn(rt, ws, vsn, claims)
-	rt.conns.Add(1)
 	rt.drain.add(c)
 	// The handler returns at once, releasing the request and the HTTP
 	// server's state for this connection; the reader lives on in a

@@ -68,6 +68,9 @@ type NamedCheck struct {
 
 // Config configures a Server; zero values mean defaults.
 type Config struct {
+	// NodeName, when set, is sent on every response as X-Fluxbase-Node,
+	// so what a load balancer did can be seen from the client.
+	NodeName string
 	// Debug exposes /debug/pprof/ to the service key.
 	Debug bool
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
@@ -114,6 +117,9 @@ func New(cfg Config, verifier *auth.Verifier, log *zap.Logger, reg *prometheus.R
 
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
+	if s.cfg.NodeName != "" {
+		r.Use(s.nodeHeader)
+	}
 	r.Use(s.bodyDeadline, requestID, s.observe, s.recoverer, cors)
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
@@ -177,6 +183,17 @@ func (s *Server) mount(r chi.Router, sf Surface, wrap func(http.Handler) http.Ha
 	})
 }
 
+// nodeHeader names the node on the response (a websocket's upgrade
+// response included).
+func (s *Server) nodeHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(nodeHeader, s.cfg.NodeName)
+		next.ServeHTTP(w, r)
+	})
+}
+
+const nodeHeader = "X-Fluxbase-Node"
+
 func notFound(w http.ResponseWriter, _ *http.Request) { WriteError(w, ErrNotFound) }
 
 func methodNotAllowed(w http.ResponseWriter, _ *http.Request) { WriteError(w, ErrMethodNotAllow) }
@@ -219,9 +236,11 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "checks": checks})
 }
 
-// Serve serves on ln until ctx ends, then shuts down gracefully: it first
-// cancels the base context of every request, so long-lived ones such as
-// websockets end, then waits up to DrainTimeout for the rest.
+// Serve serves on ln until ctx ends, then shuts down gracefully: it stops
+// listening and waits up to DrainTimeout for the requests in flight to
+// finish; then it cancels the contexts of those still running and closes
+// their connections. Websockets are not among them: their surface ends
+// them (realtime's Drain and Close).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
@@ -249,12 +268,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
-	cancelBase()
 	drain, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
 	err := srv.Shutdown(drain)
 	if errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("drain timeout passed; closing the remaining connections", zap.Duration("timeout", s.cfg.DrainTimeout))
+		s.log.Warn("shutdown timeout passed; closing the remaining connections", zap.Duration("timeout", s.cfg.DrainTimeout))
+		cancelBase()
 		err = srv.Close()
 	}
 	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) && err == nil {

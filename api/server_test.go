@@ -355,3 +355,29 @@ func TestMetricsRoutePattern(t *testing.T) {
 		t.Errorf("metrics lack %s", want)
 	}
 }
+
+// Every response names the node, websocket upgrades included (see
+// realtime), so a client can tell where a load balancer sent it.
+func TestNodeHeader(t *testing.T) {
+	t.Parallel()
+	srv := newTestServer(t, Config{NodeName: "node-7"})
+	for _, path := range []string{"/health", "/rest/v1/anything", "/nowhere"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Fluxbase-Node"); got != "node-7" {
+			t.Errorf("%s: X-Fluxbase-Node %q", path, got)
+		}
+	}
+	plain := newTestServer(t, Config{})
+	resp, err := http.Get(plain.URL + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if _, ok := resp.Header["X-Fluxbase-Node"]; ok {
+		t.Error("a server without a node name sent X-Fluxbase-Node")
+	}
+}

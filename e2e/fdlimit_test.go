@@ -17,11 +17,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/internal/pgcluster"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
 // nodeFDLimit is the open-file limit of the node under attack: low enough
@@ -41,19 +39,9 @@ func TestWebsocketFloodKeepsNodeServing(t *testing.T) {
 	}
 	ctx := context.Background()
 	bin := buildFluxbase(t)
-	dbURL := pgtest.NewDB(t)
-	if err := migrate(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key);
-		create table public.flood (id serial primary key, v text);`); err != nil {
-		t.Fatal(err)
-	}
+	dbURL, pool := migratedDB(t, `create table public.e2e_ping (id serial primary key);
+		create table public.flood (id serial primary key, v text);`)
+	var err error
 	ports := make([]int, 2)
 	for i := range ports {
 		if ports[i], err = pgcluster.FreePort(); err != nil {
@@ -82,13 +70,7 @@ func TestWebsocketFloodKeepsNodeServing(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
+		stopProcess(cmd.Process, done, os.Interrupt, 30*time.Second)
 		if t.Failed() {
 			t.Logf("node log (tail):\n%s", logs.tail(60))
 		}
@@ -279,7 +261,7 @@ func openFiles(pid int) int {
 }
 
 // buildFluxbase builds the fluxbase binary into the test's folder.
-func buildFluxbase(t *testing.T) string {
+func buildFluxbase(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "fluxbase")
 	build := exec.Command("go", "build", "-o", bin, "../cmd/fluxbase")

@@ -15,7 +15,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/fluxbase/fluxbase/auth"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 )
 
 const jwtSecret = "e2e-realtime-secret-long-enough-for-hs256"
@@ -31,19 +30,7 @@ type solo struct {
 
 func startNode(t *testing.T, setupSQL string) *solo {
 	t.Helper()
-	ctx := context.Background()
-	dbURL := pgtest.NewDB(t)
-	if err := migrate(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key);`+setupSQL); err != nil {
-		t.Fatalf("setup: %v", err)
-	}
+	dbURL, pool := migratedDB(t, `create table public.e2e_ping (id serial primary key);`+setupSQL)
 	cfg := nodeConfig(t, "solo", dbURL, slotName())
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
 	n := &solo{url: runNodes(t, cfg)[0].URL(), db: pool, anon: anon}

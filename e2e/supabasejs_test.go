@@ -16,7 +16,6 @@ import (
 
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/change"
-	"github.com/fluxbase/fluxbase/internal/pgtest"
 	"github.com/fluxbase/fluxbase/node"
 )
 
@@ -37,19 +36,7 @@ func startCluster(t *testing.T, setupSQL string) *cluster {
 // changes first (when not nil), with a's index 0 and b's 1.
 func startClusterWith(t *testing.T, setupSQL string, configure func(i int, cfg *node.Config)) *cluster {
 	t.Helper()
-	ctx := context.Background()
-	dbURL := pgtest.NewDB(t)
-	if err := migrate(ctx, dbURL); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := pool.Exec(ctx, `create table public.e2e_ping (id serial primary key);`+setupSQL); err != nil {
-		t.Fatal(err)
-	}
+	dbURL, pool := migratedDB(t, `create table public.e2e_ping (id serial primary key);`+setupSQL)
 	slot := slotName()
 	c := &cluster{db: pool, url: dbURL}
 	a, b := nodeConfig(t, "node-a", dbURL, slot), nodeConfig(t, "node-b", dbURL, slot)

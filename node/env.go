@@ -185,6 +185,7 @@ func httpFromEnv(e *env) HTTPConfig {
 		e.fail("FLUXBASE_HTTP_ADDR", c.Addr, "host:port or :port, such as :8080 or 127.0.0.1:8080")
 	}
 	c.DrainTimeout = e.duration("FLUXBASE_SHUTDOWN_TIMEOUT", 15*time.Second)
+	c.DrainDelay = e.duration("FLUXBASE_DRAIN_DELAY", 0)
 	c.FDReserve = int(e.integer("FLUXBASE_FD_RESERVE", 0, minReserve, 1<<30, fmt.Sprintf("a whole number of file descriptors, at least %d", minReserve)))
 	c.BodyTimeout = e.duration("FLUXBASE_HTTP_BODY_TIMEOUT", 30*time.Second)
 	if c.BodyTimeout == 0 {

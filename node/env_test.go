@@ -55,6 +55,7 @@ func TestConfigValues(t *testing.T) {
 		"FLUXBASE_DATABASE_MAX_CONNECTIONS": "50",
 		"FLUXBASE_STORAGE_LOCAL_SHARED":     "true",
 		"FLUXBASE_STORAGE_MAX_FILE_SIZE":    "20MB",
+		"FLUXBASE_DRAIN_DELAY":              "5s",
 		"FLUXBASE_REST_MAX_ROWS":            "0",
 		"FLUXBASE_REST_MAX_QUERY_BYTES":     "8KB",
 		"FLUXBASE_REST_MAX_EMBED_DEPTH":     "3",
@@ -72,7 +73,8 @@ func TestConfigValues(t *testing.T) {
 	// FLUXBASE_NATS_PORT=-1 opens no client port: the broker's zero.
 	if c.Broker.ClientPort != 0 || c.Broker.ChangesMaxBytes != 512<<20 || c.Broker.SyncInterval != 100*time.Millisecond ||
 		len(c.Broker.Routes) != 2 || len(c.Database.ReadReplicas) != 2 || len(c.Replication.Tables) != 2 ||
-		c.Storage.S3.UseSSL || !c.Storage.LocalShared || c.Storage.MaxFileSize != 20<<20 || c.Database.MaxConns != 50 {
+		c.Storage.S3.UseSSL || !c.Storage.LocalShared || c.Storage.MaxFileSize != 20<<20 || c.Database.MaxConns != 50 ||
+		c.HTTP.DrainDelay != 5*time.Second {
 		t.Fatalf("parsed: %+v", c)
 	}
 	// 0 rows and a 0 s body timeout are no limit: the configs' -1.
@@ -95,6 +97,8 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_JWT_SECRET", "", false},
 		{"FLUXBASE_JWT_SECRET", "short", true},
 		{"FLUXBASE_HTTP_ADDR", "8080", false},
+		{"FLUXBASE_DRAIN_DELAY", "soon", false},
+		{"FLUXBASE_DRAIN_DELAY", "-1s", false},
 		{"FLUXBASE_HTTP_ADDR", ":99999", false},
 		{"FLUXBASE_DEBUG", "yes please", false},
 		{"FLUXBASE_NATS_PORT", "0", false},

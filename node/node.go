@@ -14,11 +14,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -81,6 +83,11 @@ type HTTPConfig struct {
 	Addr string
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration
+	// DrainDelay is how long a draining node keeps serving, with /ready
+	// at 503, before it stops listening: the time a load balancer needs
+	// to notice and send new requests elsewhere. Its websockets are
+	// closed over the first half of it.
+	DrainDelay time.Duration
 	// BodyTimeout bounds how long a request body may take to arrive
 	// (api.Config.BodyTimeout).
 	BodyTimeout time.Duration
@@ -124,8 +131,14 @@ type Node struct {
 	files    *storage.Store
 	srv      *api.Server
 
+	reg       *prometheus.Registry
+	started   time.Time
+	draining  atomic.Bool
 	closeOnce sync.Once
 }
+
+// errDraining is the readiness of a node that is shutting down.
+var errDraining = errors.New("the node is shutting down")
 
 // New builds a node: it listens first (so a port conflict is reported at
 // once), applies the migrations, opens the database pools, starts the
@@ -186,6 +199,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if n.pool, err = newPool(ctx, cfg.Database, cfg.Database.URL); err != nil {
 		return nil, err
 	}
+	if _, err := checkConnBudget(ctx, n.pool, clusterNodes(cfg.Broker.Routes), log); err != nil {
+		log.Warn("could not check the connection budget", zap.Error(err))
+	}
 	for _, r := range cfg.Database.ReadReplicas {
 		rp, err := newPool(ctx, cfg.Database, replicaURL(cfg.Database.URL, r))
 		if err != nil {
@@ -198,7 +214,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.reg = reg
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newPoolCollector(n.pool))
 
 	if n.bus, err = startBroker(ctx, cfg, verifier, log); err != nil {
 		return nil, err
@@ -244,10 +262,17 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	restCfg := cfg.REST
 	restCfg.Pool, restCfg.Replicas, restCfg.Roles, restCfg.Log = n.pool, n.replicas, n.roles, log.Named("rest")
 	n.srv = api.New(api.Config{
+		NodeName:     cfg.Name,
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.HTTP.DrainTimeout,
 		BodyTimeout:  cfg.HTTP.BodyTimeout,
 		Checks: []api.NamedCheck{
+			{Name: "draining", Check: func(context.Context) error {
+				if n.draining.Load() {
+					return errDraining
+				}
+				return nil
+			}},
 			{Name: "database", Check: n.pool.Ping},
 			{Name: "broker", Check: n.bus.Ready},
 			{Name: "replication", Check: func(context.Context) error { return n.repl.Ready() }},
@@ -262,6 +287,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 				BodyIdle: cfg.HTTP.BodyTimeout,
 				Log:      log.Named("storage"),
 			}),
+			{Prefix: "/cluster", Routes: []api.Route{
+				{Method: http.MethodGet, Pattern: "/", Access: api.NeedService, Handler: http.HandlerFunc(n.serveCluster)},
+			}},
 		},
 	}, verifier, log, reg)
 	return n, nil
@@ -285,30 +313,85 @@ func (n *Node) Broker() *broker.Broker { return n.bus }
 
 // Run serves until ctx ends or a part fails, then shuts every part down
 // and releases what New acquired. It returns the first failure, or nil.
+//
+// When ctx ends the node drains before it stops (docs/ARCHITECTURE.md,
+// "Leaving the cluster"): /ready answers 503 at once; the replication
+// slot is released, so a standby node takes it on its next try;
+// websockets are refused and the open ones closed with 1001, spread over
+// half of HTTP.DrainDelay, their presence removed on every node; HTTP
+// keeps serving for HTTP.DrainDelay, then stops listening and lets the
+// requests in flight finish within HTTP.DrainTimeout. Only then do the
+// hub and the broker stop.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.Close()
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return n.repl.Run(ctx) })
-	g.Go(func() error { return n.rt.Run(ctx) })
-	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
-	g.Go(func() error { return n.files.RunCollector(ctx, collectInterval, storage.DefaultUploadAge) })
+	n.started = time.Now()
+	stopStatus, err := n.answerStatus()
+	if err != nil {
+		return fmt.Errorf("answer status requests: %w", err)
+	}
+	defer stopStatus()
+	// The parts run under a context of their own, ended after the drain,
+	// not by ctx.
+	parts, stopParts := context.WithCancel(context.Background())
+	defer stopParts()
+	g, gctx := errgroup.WithContext(parts)
+	httpCtx, stopHTTP := context.WithCancel(gctx)
+	defer stopHTTP()
+	g.Go(func() error { return n.repl.Run(gctx) })
+	g.Go(func() error { return n.rt.Run(gctx) })
+	g.Go(func() error { return n.files.RunCollector(gctx, collectInterval, storage.DefaultUploadAge) })
+	g.Go(func() error {
+		err := n.srv.Serve(httpCtx, n.ln)
+		stopParts() // the requests in flight are done: the rest may stop
+		return err
+	})
 	g.Go(func() error {
 		every := n.cfg.Database.RoleSettingsRefresh
 		if every <= 0 {
 			every = 30 * time.Second
 		}
-		n.roles.Run(ctx, every, func(err error) { n.log.Warn("role settings not refreshed", zap.Error(err)) })
+		n.roles.Run(gctx, every, func(err error) { n.log.Warn("role settings not refreshed", zap.Error(err)) })
 		return nil
 	})
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
 		zap.Int("broker_replicas", n.bus.Replicas()), zap.Int("open_file_limit", n.budget.Limit),
 		zap.Int("max_http_connections", n.budget.HTTPConns), zap.Int("max_websockets", n.budget.Websockets))
-	err := g.Wait()
+	select {
+	case <-ctx.Done():
+		n.drain(gctx)
+		stopHTTP()
+	case <-gctx.Done(): // a part failed
+	}
+	err = g.Wait()
 	n.log.Info("stopped")
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+// drain turns the node unready, gives up the slot and its websockets,
+// and keeps serving HTTP for the drain delay; it returns early when a
+// part fails (ctx).
+func (n *Node) drain(ctx context.Context) {
+	n.draining.Store(true)
+	delay := n.cfg.HTTP.DrainDelay
+	n.log.Info("draining", zap.Duration("delay", delay), zap.Duration("shutdown_timeout", n.cfg.HTTP.DrainTimeout))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		_ = n.repl.Close() // returns once the slot is released
+	}()
+	go func() {
+		defer wg.Done()
+		n.rt.Drain(ctx, delay/2)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-time.After(delay):
+	}
+	wg.Wait()
 }
 
 // Close releases what New acquired, in reverse order. Run calls it; call

@@ -81,7 +81,7 @@ func (c *rtConn) readLoop(ctx context.Context) {
 	defer c.close("connection closed")
 	// ctx ends when the endpoint closes; a websocket blocked in a read
 	// would not notice otherwise.
-	stop := context.AfterFunc(ctx, func() { c.close("server shutting down") })
+	stop := context.AfterFunc(ctx, func() { c.close(shutdownReason) })
 	defer stop()
 	c.ws.SetReadLimit(c.rt.cfg.MaxMessageBytes)
 	for {
@@ -146,7 +146,7 @@ func (c *rtConn) writeClose(reason string) {
 		code = websocket.ClosePolicyViolation
 	case strings.HasPrefix(reason, "message larger"):
 		code = websocket.CloseMessageTooBig
-	case reason == "server shutting down":
+	case reason == shutdownReason:
 		code = websocket.CloseGoingAway
 	case reason == reasonTooManyJoins || reason == reasonTooManyEvents:
 		code = websocket.ClosePolicyViolation

@@ -123,6 +123,7 @@ type Endpoint struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	conns  sync.WaitGroup // every connection until its socket is closed
+	drain  drainState     // the open connections, for Drain
 	closed sync.Once
 	// connMu orders adding a connection to conns before Close's Wait:
 	// once closing is set, no connection is added (WaitGroup's rule).
@@ -316,6 +317,11 @@ func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.ErrNoAPIKey)
 		return
 	}
+	if rt.drain.refusing() {
+		w.Header().Set("Connection", "close")
+		api.WriteError(w, errDraining)
+		return
+	}
 	// Counted before the upgrade, so that no more than the limit are
 	// ever held, and refused before it: a refused connection never joins
 	// the hub, and its descriptor is freed at once.
@@ -330,13 +336,22 @@ func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.ErrUnavailable)
 		return
 	}
-	ws, err := rt.upgrader.Upgrade(w, r, nil)
+	// The upgrade writes its own response: carry the edge's headers that
+	// name the request and the node over.
+	upgraded := http.Header{}
+	for _, h := range []string{"X-Request-Id", "X-Fluxbase-Node"} {
+		if v := w.Header().Get(h); v != "" {
+			upgraded.Set(h, v)
+		}
+	}
+	ws, err := rt.upgrader.Upgrade(w, r, upgraded)
 	if err != nil {
 		rt.open.Add(-1)
 		rt.conns.Done()
 		return // the upgrader answered already
 	}
 	c := newRTConn(rt, ws, vsn, claims)
+	rt.drain.add(c)
 	// The handler returns at once, releasing the request and the HTTP
 	// server's state for this connection; the reader lives on in a
 	// goroutine of its own, which starts with a small stack.

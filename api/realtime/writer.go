@@ -225,6 +225,7 @@ func (c *rtConn) writeSlow(rest []byte) {
 func (c *rtConn) finish(reason string, last []byte) {
 	defer c.rt.conns.Done()
 	defer c.rt.open.Add(-1)
+	defer c.rt.drain.remove(c)
 	defer c.ws.Close()
 	if len(last) > 0 {
 		nc := c.ws.NetConn()

@@ -3,6 +3,7 @@
 //	fluxbase serve     a production node, configured by the environment
 //	fluxbase dev       a node with its own private PostgreSQL under .fluxbase/
 //	fluxbase migrate   apply the embedded migrations to DATABASE_URL and exit
+//	fluxbase status    print the cluster's nodes, change stream and slot
 //	fluxbase version   print the version
 //
 // main is wiring only: configuration from the environment, components
@@ -32,6 +33,8 @@ commands:
   serve     run a node, configured by environment variables (see README)
   dev       run a node with a private PostgreSQL under $FLUXBASE_DATA_DIR (default .fluxbase)
   migrate   apply pending migrations to DATABASE_URL and exit
+  status    print the cluster's state, asked of the node at $FLUXBASE_URL
+            (default: this host's $FLUXBASE_HTTP_ADDR) with $FLUXBASE_JWT_SECRET
   version   print the version and exit
 `
 
@@ -58,6 +61,8 @@ func run(args []string) int {
 	case "help", "--help", "-h":
 		fmt.Print(usage)
 		return 0
+	case "status":
+		return status(os.Getenv, os.Stdout, os.Stderr)
 	case "serve", "dev", "migrate":
 	default:
 		fmt.Fprintf(os.Stderr, "fluxbase: unknown command %q\n%s", cmd, usage)

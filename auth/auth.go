@@ -4,8 +4,13 @@
 // Tokens are HS256-signed with the node's JWT secret, as Supabase's are: the
 // anon and service-role API keys are long-lived tokens whose `role` claim
 // names a database role, and user tokens carry `role: authenticated` and the
-// user's id in `sub`. Users, passwords and sessions live elsewhere in this
-// package as they arrive; HTTP handling lives in api and its surfaces.
+// user's id in `sub`. Users, passwords, sessions and refresh-token
+// rotation are the Service's, over Supabase's auth schema (rows dumped from
+// Supabase sign in with their bcrypt hashes); Revocations is the set of
+// ended sessions every node holds in memory, shared through the broker, so
+// an ended session's access tokens are refused everywhere at once (see
+// docs/ARCHITECTURE.md, "Auth"). HTTP handling lives in api and its surfaces
+// (api/auth serves /auth/v1).
 package auth
 
 import (
@@ -41,7 +46,10 @@ var (
 type Claims struct {
 	Role    string
 	Subject string
-	Expires time.Time
+	// SessionID is the session_id claim of a user's token: the session
+	// it belongs to, whose end revokes it.
+	SessionID string
+	Expires   time.Time
 	// Raw is the claim set exactly as signed, for auth.jwt() in SQL.
 	Raw json.RawMessage
 }
@@ -100,6 +108,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	c := &Claims{Role: role}
 	c.Subject, _ = mc["sub"].(string)
+	c.SessionID, _ = mc["session_id"].(string)
 	if exp, err := mc.GetExpirationTime(); err == nil && exp != nil {
 		c.Expires = exp.Time
 	}

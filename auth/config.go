@@ -1,8 +1,67 @@
 package auth
 
-// Config is the auth subsystem's configuration.
+import (
+	"runtime"
+	"time"
+)
+
+// Config is the auth subsystem's configuration. Zero values mean the
+// defaults, which are GoTrue's unless said otherwise.
 type Config struct {
 	// JWTSecret signs and verifies every token (FLUXBASE_JWT_SECRET); at
 	// least MinSecretLength characters.
 	JWTSecret string
+
+	// SiteURL is the app's URL, reported by /settings; redirects default to it.
+	SiteURL string
+	// Issuer is the access tokens' iss claim. Default "fluxbase".
+	Issuer string
+	// AccessTokenTTL is how long an access token lives. Default 1 h.
+	AccessTokenTTL time.Duration
+	// RefreshReuseInterval is how long a rotated refresh token may still
+	// be presented (two tabs refreshing at once) before its reuse counts
+	// as theft and ends the session. 0 allows no reuse (GoTrue's default);
+	// the node's default is 10 s, Supabase's.
+	RefreshReuseInterval time.Duration
+	// SessionTimebox ends every session this long after sign-in; 0 never.
+	SessionTimebox time.Duration
+
+	// BcryptCost is the cost of new password hashes. Default 10.
+	BcryptCost int
+	// HashWorkers bounds the bcrypt computations running at once, so a
+	// flood of sign-ins queues instead of taking every core from the other
+	// requests. Default GOMAXPROCS.
+	HashWorkers int
+	// MinPasswordLength is the shortest password accepted. Default 6.
+	MinPasswordLength int
+
+	// DisableSignup refuses POST /signup (admins may still create users).
+	DisableSignup bool
+	// Autoconfirm confirms new addresses at sign-up, which then returns a
+	// session. The node defaults it to true while no mailer exists to send
+	// confirmation links.
+	Autoconfirm bool
+	// AnonymousUsers allows anonymous sign-ins (POST /signup without an
+	// address).
+	AnonymousUsers bool
+}
+
+// withDefaults fills in the zero values.
+func (c Config) withDefaults() Config {
+	if c.Issuer == "" {
+		c.Issuer = "fluxbase"
+	}
+	if c.AccessTokenTTL <= 0 {
+		c.AccessTokenTTL = time.Hour
+	}
+	if c.BcryptCost == 0 {
+		c.BcryptCost = 10
+	}
+	if c.HashWorkers <= 0 {
+		c.HashWorkers = runtime.GOMAXPROCS(0)
+	}
+	if c.MinPasswordLength <= 0 {
+		c.MinPasswordLength = 6
+	}
+	return c
 }

@@ -35,8 +35,11 @@ const (
 // Bearer) decides the role when present; the API key must be valid too
 // when sent. Browsers cannot set headers on a websocket, so the key may
 // also come in the query as apikey. An access the guard does not know
-// is refused like NeedService, the strictest.
-func (s *Server) guard(access Access) func(http.Handler) http.Handler {
+// is refused like NeedService, the strictest. A token whose session has
+// ended (Config.Revocations) is refused like an invalid one, at once on
+// every node, though its exp is still ahead. writeErr renders refusals
+// in the surface's error shape.
+func (s *Server) guard(access Access, writeErr func(http.ResponseWriter, *http.Request, *Error)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			claims, apiErr := s.authenticate(r)
@@ -49,19 +52,19 @@ func (s *Server) guard(access Access) func(http.Handler) http.Handler {
 			}
 			if apiErr != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-				WriteError(w, apiErr)
+				writeErr(w, r, apiErr)
 				return
 			}
 			switch access {
 			case NeedKey:
 			case NeedUser:
 				if claims.Subject == "" {
-					WriteError(w, ErrNeedUser)
+					writeErr(w, r, ErrNeedUser)
 					return
 				}
 			default:
 				if !claims.IsServiceRole() {
-					WriteError(w, ErrForbidden)
+					writeErr(w, r, ErrForbidden)
 					return
 				}
 			}
@@ -88,6 +91,9 @@ func (s *Server) authenticate(r *http.Request) (*auth.Claims, *Error) {
 		if err != nil {
 			return nil, tokenError(err)
 		}
+		if s.revoked(c) {
+			return nil, ErrRevokedToken
+		}
 		keyClaims = c
 	}
 	if !hasBearer {
@@ -100,7 +106,15 @@ func (s *Server) authenticate(r *http.Request) (*auth.Claims, *Error) {
 	if err != nil {
 		return nil, tokenError(err)
 	}
+	if s.revoked(c) {
+		return nil, ErrRevokedToken
+	}
 	return c, nil
+}
+
+// revoked reports whether the claims' session has ended.
+func (s *Server) revoked(c *auth.Claims) bool {
+	return c.SessionID != "" && s.cfg.Revocations != nil && s.cfg.Revocations.Revoked(c.SessionID)
 }
 
 func bearerToken(r *http.Request) (string, bool) {

@@ -51,6 +51,17 @@ type Route struct {
 type Surface struct {
 	Prefix string
 	Routes []Route
+	// WriteError, when set, renders the guard's refusals and the
+	// prefix's 404 and 405 in the surface's own error shape (auth-js
+	// reads GoTrue's, not the edge's); nil renders the edge's.
+	WriteError func(http.ResponseWriter, *http.Request, *Error)
+}
+
+// RevocationChecker says whether a session's tokens are revoked. It
+// answers from memory: the guard asks it for every token with a
+// session_id.
+type RevocationChecker interface {
+	Revoked(sessionID string) bool
 }
 
 // Check reports whether a dependency answers; nil means healthy.
@@ -76,6 +87,9 @@ type Config struct {
 	// Surfaces are served under their prefixes, one surface a prefix. An
 	// API prefix without one answers 404 after the guard.
 	Surfaces []Surface
+	// Revocations, when set, refuses the tokens of ended sessions on
+	// every route that verifies credentials.
+	Revocations RevocationChecker
 }
 
 // Server is the HTTP edge of one node.
@@ -148,12 +162,16 @@ func (s *Server) routes() chi.Router {
 // behind the default guard, so it reveals nothing to a request without a
 // key.
 func (s *Server) mount(r chi.Router, sf Surface, wrap func(http.Handler) http.Handler) {
+	writeErr := sf.WriteError
+	if writeErr == nil {
+		writeErr = func(w http.ResponseWriter, _ *http.Request, e *Error) { WriteError(w, e) }
+	}
 	r.Route(sf.Prefix, func(sr chi.Router) {
-		keyed := s.guard(NeedKey)
-		sr.NotFound(keyed(wrap(http.HandlerFunc(notFound))).ServeHTTP)
-		sr.MethodNotAllowed(keyed(wrap(http.HandlerFunc(methodNotAllowed))).ServeHTTP)
+		keyed := s.guard(NeedKey, writeErr)
+		sr.NotFound(keyed(wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeErr(w, r, ErrNotFound) }))).ServeHTTP)
+		sr.MethodNotAllowed(keyed(wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeErr(w, r, ErrMethodNotAllow) }))).ServeHTTP)
 		for _, rt := range sf.Routes {
-			h := s.guard(rt.Access)(wrap(rt.Handler))
+			h := s.guard(rt.Access, writeErr)(wrap(rt.Handler))
 			if rt.Method == "" {
 				sr.Handle(rt.Pattern, h)
 			} else {

@@ -1,0 +1,364 @@
+package auth
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"go.uber.org/zap"
+
+	"github.com/fluxbase/fluxbase/api"
+	domain "github.com/fluxbase/fluxbase/auth"
+)
+
+// Prefix is where the surface is served.
+const Prefix = "/auth/v1"
+
+// Config configures the surface.
+type Config struct {
+	// Service is the domain: users, sessions, revocation.
+	Service *domain.Service
+	// Version is reported by /health.
+	Version string
+	Log     *zap.Logger
+}
+
+type handlers struct {
+	svc     *domain.Service
+	version string
+	log     *zap.Logger
+}
+
+// New returns the /auth/v1 surface.
+func New(cfg Config) api.Surface {
+	if cfg.Log == nil {
+		cfg.Log = zap.NewNop()
+	}
+	h := &handlers{svc: cfg.Service, version: cfg.Version, log: cfg.Log}
+	route := func(method, pattern string, access api.Access, f http.HandlerFunc) api.Route {
+		return api.Route{Method: method, Pattern: pattern, Access: access, Handler: f}
+	}
+	return api.Surface{Prefix: Prefix, WriteError: guardError, Routes: []api.Route{
+		// GoTrue serves these two to anyone.
+		route(http.MethodGet, "/health", api.Open, h.health),
+		route(http.MethodGet, "/settings", api.Open, h.settings),
+		route(http.MethodPost, "/signup", api.NeedKey, h.signup),
+		route(http.MethodPost, "/token", api.NeedKey, h.token),
+		route(http.MethodPost, "/logout", api.NeedUser, h.logout),
+		route(http.MethodGet, "/user", api.NeedUser, h.getUser),
+		route(http.MethodPut, "/user", api.NeedUser, h.putUser),
+		route(http.MethodGet, "/admin/users", api.NeedService, h.listUsers),
+		route(http.MethodPost, "/admin/users", api.NeedService, h.createUser),
+		route(http.MethodGet, "/admin/users/{id}", api.NeedService, h.adminGetUser),
+		route(http.MethodPut, "/admin/users/{id}", api.NeedService, h.adminUpdateUser),
+		route(http.MethodDelete, "/admin/users/{id}", api.NeedService, h.adminDeleteUser),
+	}}
+}
+
+func errField(err error) zap.Field { return zap.Error(err) }
+
+func reqField(r *http.Request) zap.Field { return zap.String("request_id", api.RequestID(r)) }
+
+func meta(r *http.Request) domain.RequestMeta {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	ua := r.UserAgent()
+	if len(ua) > 512 {
+		ua = ua[:512]
+	}
+	return domain.RequestMeta{UserAgent: ua, IP: host}
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, st int, v any) {
+	if modernClient(r) {
+		w.Header().Set(apiVersionHeader, apiVersion)
+	}
+	api.WriteJSON(w, st, v)
+}
+
+func (h *handlers) health(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, r, http.StatusOK, map[string]string{
+		"version":     h.version,
+		"name":        "GoTrue",
+		"description": "GoTrue is a user registration and authentication API",
+	})
+}
+
+func (h *handlers) settings(w http.ResponseWriter, r *http.Request) {
+	cfg := h.svc.Config()
+	external := map[string]bool{"email": true, "phone": false, "anonymous_users": cfg.AnonymousUsers}
+	for _, p := range []string{"apple", "azure", "bitbucket", "discord", "facebook", "figma", "fly", "github", "gitlab",
+		"google", "keycloak", "kakao", "linkedin", "linkedin_oidc", "notion", "slack", "slack_oidc", "spotify", "twitch",
+		"twitter", "workos", "zoom", "snapchat", "saml"} {
+		external[p] = false
+	}
+	writeJSON(w, r, http.StatusOK, map[string]any{
+		"external":           external,
+		"disable_signup":     cfg.DisableSignup,
+		"mailer_autoconfirm": cfg.Autoconfirm,
+		"phone_autoconfirm":  false,
+		"sms_provider":       "",
+		"saml_enabled":       false,
+	})
+}
+
+// signupRequest is POST /signup's body; the keys auth-js adds
+// (gotrue_meta_security, code_challenge, ...) are ignored.
+type signupRequest struct {
+	Email    string         `json:"email"`
+	Phone    string         `json:"phone"`
+	Password string         `json:"password"`
+	Data     map[string]any `json:"data"`
+}
+
+func (h *handlers) signup(w http.ResponseWriter, r *http.Request) {
+	var req signupRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	switch {
+	case req.Phone != "":
+		writeError(w, r, newError(http.StatusUnprocessableEntity, domain.CodePhoneProviderMissing, "Phone signups are disabled"))
+		return
+	case req.Email == "" && req.Password != "":
+		writeError(w, r, validation("To signup, please provide your email"))
+		return
+	case req.Email == "":
+		sess, err := h.svc.SignUpAnonymous(r.Context(), req.Data, meta(r))
+		if err != nil {
+			h.domainError(w, r, err)
+			return
+		}
+		writeJSON(w, r, http.StatusOK, sess)
+		return
+	}
+	u, sess, err := h.svc.SignUp(r.Context(), req.Email, req.Password, req.Data, meta(r))
+	if err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	if sess != nil {
+		writeJSON(w, r, http.StatusOK, sess)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, u)
+}
+
+type tokenRequest struct {
+	Email        string `json:"email"`
+	Phone        string `json:"phone"`
+	Password     string `json:"password"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+func (h *handlers) token(w http.ResponseWriter, r *http.Request) {
+	var req tokenRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	var sess *domain.Session
+	var err error
+	switch grant := r.URL.Query().Get("grant_type"); grant {
+	case "password":
+		if req.Phone != "" && req.Email == "" {
+			writeError(w, r, newError(http.StatusUnprocessableEntity, domain.CodePhoneProviderMissing, "Phone logins are disabled"))
+			return
+		}
+		if req.Email == "" {
+			writeError(w, r, validation("An email address or phone number is required"))
+			return
+		}
+		sess, err = h.svc.PasswordGrant(r.Context(), req.Email, req.Password, meta(r))
+	case "refresh_token":
+		sess, err = h.svc.RefreshGrant(r.Context(), req.RefreshToken)
+	default:
+		writeError(w, r, validation(fmt.Sprintf("unsupported_grant_type: %.40q", grant)))
+		return
+	}
+	if err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, sess)
+}
+
+func (h *handlers) logout(w http.ResponseWriter, r *http.Request) {
+	scope := domain.ScopeGlobal
+	switch s := r.URL.Query().Get("scope"); s {
+	case "", "global":
+	case "local":
+		scope = domain.ScopeLocal
+	case "others":
+		scope = domain.ScopeOthers
+	default:
+		writeError(w, r, validation("Unsupported logout scope "+strconv.Quote(s)))
+		return
+	}
+	c := api.Claims(r)
+	if err := h.svc.Logout(r.Context(), c.Subject, c.SessionID, scope); err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	if modernClient(r) {
+		w.Header().Set(apiVersionHeader, apiVersion)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// userError answers the user endpoints' refusals: a token whose user or
+// session is gone is a 403 there, as GoTrue answers it.
+func (h *handlers) userError(w http.ResponseWriter, r *http.Request, err error) {
+	if e, ok := domain.AsError(err); ok && (e.Code == domain.CodeUserNotFound || e.Code == domain.CodeSessionNotFound) {
+		writeError(w, r, newError(http.StatusForbidden, e.Code, e.Message))
+		return
+	}
+	h.domainError(w, r, err)
+}
+
+func (h *handlers) getUser(w http.ResponseWriter, r *http.Request) {
+	c := api.Claims(r)
+	u, err := h.svc.User(r.Context(), c.Subject, c.SessionID)
+	if err != nil {
+		h.userError(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, u)
+}
+
+type userUpdateRequest struct {
+	Email    *string        `json:"email"`
+	Password *string        `json:"password"`
+	Phone    *string        `json:"phone"`
+	Data     map[string]any `json:"data"`
+	Nonce    *string        `json:"nonce"`
+}
+
+func (h *handlers) putUser(w http.ResponseWriter, r *http.Request) {
+	var req userUpdateRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	c := api.Claims(r)
+	u, err := h.svc.UpdateUser(r.Context(), c.Subject, c.SessionID, domain.UserUpdate{
+		Email: req.Email, Password: req.Password, Phone: req.Phone, Data: req.Data,
+	})
+	if err != nil {
+		h.userError(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, u)
+}
+
+// adminUserRequest is the body of the admin API's create and update.
+type adminUserRequest struct {
+	Email        *string        `json:"email"`
+	Phone        *string        `json:"phone"`
+	Password     *string        `json:"password"`
+	PasswordHash *string        `json:"password_hash"`
+	EmailConfirm *bool          `json:"email_confirm"`
+	PhoneConfirm *bool          `json:"phone_confirm"`
+	UserMetadata map[string]any `json:"user_metadata"`
+	AppMetadata  map[string]any `json:"app_metadata"`
+	Role         *string        `json:"role"`
+	BanDuration  *string        `json:"ban_duration"`
+}
+
+func (a adminUserRequest) domain() domain.AdminUser {
+	return domain.AdminUser{Email: a.Email, Phone: a.Phone, Password: a.Password, PasswordHash: a.PasswordHash,
+		EmailConfirm: a.EmailConfirm, PhoneConfirm: a.PhoneConfirm, UserMetadata: a.UserMetadata,
+		AppMetadata: a.AppMetadata, Role: a.Role, BanDuration: a.BanDuration}
+}
+
+func (h *handlers) createUser(w http.ResponseWriter, r *http.Request) {
+	var req adminUserRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	u, err := h.svc.CreateUser(r.Context(), req.domain())
+	if err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, u)
+}
+
+// maxPerPage bounds a page of the admin list.
+const maxPerPage = 1000
+
+func pageParam(r *http.Request, name string, def int) (int, bool) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	return n, err == nil && n >= 1
+}
+
+func (h *handlers) listUsers(w http.ResponseWriter, r *http.Request) {
+	page, ok1 := pageParam(r, "page", 1)
+	perPage, ok2 := pageParam(r, "per_page", 50)
+	if !ok1 || !ok2 || perPage > maxPerPage || page > math.MaxInt32 {
+		writeError(w, r, errBadPagination)
+		return
+	}
+	users, total, err := h.svc.ListUsers(r.Context(), page, perPage)
+	if err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	// auth-js reads the page as the one character after the link's first
+	// '=', so page comes first.
+	last := (total + perPage - 1) / perPage
+	var links []string
+	if page < last {
+		links = append(links, fmt.Sprintf(`<%s?page=%d&per_page=%d>; rel="next"`, r.URL.Path, page+1, perPage))
+	}
+	links = append(links, fmt.Sprintf(`<%s?page=%d&per_page=%d>; rel="last"`, r.URL.Path, last, perPage))
+	w.Header().Set("Link", strings.Join(links, ", "))
+	w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	if users == nil {
+		users = []*domain.User{}
+	}
+	writeJSON(w, r, http.StatusOK, map[string]any{"users": users, "aud": domain.RoleAuthenticated})
+}
+
+func (h *handlers) adminGetUser(w http.ResponseWriter, r *http.Request) {
+	u, err := h.svc.GetUser(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, u)
+}
+
+func (h *handlers) adminUpdateUser(w http.ResponseWriter, r *http.Request) {
+	var req adminUserRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	u, err := h.svc.AdminUpdateUser(r.Context(), chi.URLParam(r, "id"), req.domain())
+	if err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, u)
+}
+
+func (h *handlers) adminDeleteUser(w http.ResponseWriter, r *http.Request) {
+	if err := h.svc.DeleteUser(r.Context(), chi.URLParam(r, "id")); err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, map[string]any{})
+}

@@ -198,6 +198,24 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 	} else if c.JWTSecret != "" && len(c.JWTSecret) < auth.MinSecretLength {
 		e.fail("FLUXBASE_JWT_SECRET", "(hidden)", fmt.Sprintf("at least %d characters", auth.MinSecretLength))
 	}
+	c.SiteURL = e.str("FLUXBASE_AUTH_SITE_URL", "")
+	if c.SiteURL != "" {
+		if u, err := url.Parse(c.SiteURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			e.fail("FLUXBASE_AUTH_SITE_URL", c.SiteURL, "an http or https URL such as https://app.example.com")
+		}
+	}
+	c.AccessTokenTTL = e.duration("FLUXBASE_AUTH_JWT_EXPIRY", time.Hour)
+	if c.AccessTokenTTL < 30*time.Second || c.AccessTokenTTL > 7*24*time.Hour {
+		e.fail("FLUXBASE_AUTH_JWT_EXPIRY", c.AccessTokenTTL.String(), "a duration from 30s to 168h")
+	}
+	c.RefreshReuseInterval = e.duration("FLUXBASE_AUTH_REFRESH_REUSE_INTERVAL", 10*time.Second)
+	c.SessionTimebox = e.duration("FLUXBASE_AUTH_SESSION_TIMEBOX", 0)
+	c.BcryptCost = int(e.integer("FLUXBASE_AUTH_BCRYPT_COST", 10, 4, 31, "a whole number from 4 to 31"))
+	c.HashWorkers = int(e.integer("FLUXBASE_AUTH_HASH_WORKERS", 0, 1, 1024, "a whole number from 1 to 1024"))
+	c.MinPasswordLength = int(e.integer("FLUXBASE_AUTH_PASSWORD_MIN_LENGTH", 6, 1, 72, "a whole number from 1 to 72"))
+	c.DisableSignup = e.boolean("FLUXBASE_AUTH_DISABLE_SIGNUP", false)
+	c.Autoconfirm = e.boolean("FLUXBASE_AUTH_AUTOCONFIRM", true)
+	c.AnonymousUsers = e.boolean("FLUXBASE_AUTH_ANONYMOUS_USERS", false)
 	return c
 }
 

@@ -22,6 +22,10 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if a := c.Auth; a.AccessTokenTTL != time.Hour || a.RefreshReuseInterval != 10*time.Second || a.BcryptCost != 10 ||
+		a.MinPasswordLength != 6 || !a.Autoconfirm || a.AnonymousUsers || a.DisableSignup || a.HashWorkers != 0 || a.SessionTimebox != 0 {
+		t.Fatalf("auth defaults: %+v", a)
+	}
 	if c.HTTP.Addr != ":8080" || c.Broker.ClientPort != 4222 || c.Storage.Provider != "local" || c.DataDir != ".fluxbase" ||
 		c.Broker.SyncInterval != 100*time.Millisecond || c.Broker.ChangesMaxBytes != 10<<30 || c.Broker.ChangesMaxAge != 7*24*time.Hour {
 		t.Fatalf("defaults: %+v", c)
@@ -49,6 +53,11 @@ func TestConfigValues(t *testing.T) {
 		"FLUXBASE_STORAGE_S3_BUCKET":        "files",
 		"FLUXBASE_STORAGE_S3_USE_SSL":       "false",
 		"FLUXBASE_DATABASE_MAX_CONNECTIONS": "50",
+		"FLUXBASE_AUTH_BCRYPT_COST":         "12",
+		"FLUXBASE_AUTH_ANONYMOUS_USERS":     "true",
+		"FLUXBASE_AUTH_JWT_EXPIRY":          "15m",
+		"FLUXBASE_AUTH_HASH_WORKERS":        "3",
+		"FLUXBASE_AUTH_SITE_URL":            "https://app.example.com",
 	}
 	for k, v := range validServeEnv {
 		env[k] = v
@@ -60,7 +69,8 @@ func TestConfigValues(t *testing.T) {
 	// FLUXBASE_NATS_PORT=-1 opens no client port: the broker's zero.
 	if c.Broker.ClientPort != 0 || c.Broker.ChangesMaxBytes != 512<<20 || c.Broker.SyncInterval != 100*time.Millisecond ||
 		len(c.Broker.Routes) != 2 || len(c.Database.ReadReplicas) != 2 || len(c.Replication.Tables) != 2 ||
-		c.Storage.S3.UseSSL || c.Database.MaxConns != 50 {
+		c.Storage.S3.UseSSL || c.Database.MaxConns != 50 || c.Auth.BcryptCost != 12 || !c.Auth.AnonymousUsers ||
+		c.Auth.AccessTokenTTL != 15*time.Minute || c.Auth.HashWorkers != 3 || c.Auth.SiteURL != "https://app.example.com" {
 		t.Fatalf("parsed: %+v", c)
 	}
 }
@@ -106,6 +116,18 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_REPLICATION_TABLES", "todos;drop table x", false},
 		{"FLUXBASE_REPLICA_IDENTITY_FULL", "full", false},
 		{"FLUXBASE_SHUTDOWN_TIMEOUT", "soon", false},
+		{"FLUXBASE_AUTH_SITE_URL", "app.example.com", false},
+		{"FLUXBASE_AUTH_JWT_EXPIRY", "5s", false},
+		{"FLUXBASE_AUTH_JWT_EXPIRY", "an hour", false},
+		{"FLUXBASE_AUTH_REFRESH_REUSE_INTERVAL", "-1s", false},
+		{"FLUXBASE_AUTH_SESSION_TIMEBOX", "a day", false},
+		{"FLUXBASE_AUTH_BCRYPT_COST", "3", false},
+		{"FLUXBASE_AUTH_BCRYPT_COST", "32", false},
+		{"FLUXBASE_AUTH_HASH_WORKERS", "0", false},
+		{"FLUXBASE_AUTH_PASSWORD_MIN_LENGTH", "100", false},
+		{"FLUXBASE_AUTH_DISABLE_SIGNUP", "sometimes", false},
+		{"FLUXBASE_AUTH_AUTOCONFIRM", "yes please", false},
+		{"FLUXBASE_AUTH_ANONYMOUS_USERS", "2", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

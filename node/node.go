@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fluxbase/fluxbase/api"
+	apiauth "github.com/fluxbase/fluxbase/api/auth"
 	"github.com/fluxbase/fluxbase/api/realtime"
 	"github.com/fluxbase/fluxbase/api/rest"
 	"github.com/fluxbase/fluxbase/auth"
@@ -101,6 +102,7 @@ type Node struct {
 	repl     *replication.Replicator
 	rt       *realtime.Endpoint
 	srv      *api.Server
+	revs     *auth.Revocations
 
 	closeOnce sync.Once
 }
@@ -165,6 +167,18 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	}
 	reg.MustRegister(broker.NewCollector(n.bus))
 
+	// Ended sessions, shared by every node through the broker and held in
+	// memory here: the guard and realtime refuse their tokens at once.
+	revKV, err := n.bus.Bucket(ctx, broker.RevocationsBucket)
+	if err != nil {
+		return nil, err
+	}
+	n.revs = auth.NewRevocations(revKV)
+	users, err := auth.NewService(cfg.Auth, n.pool, n.revs)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+
 	changeLog, err := replication.NewJetStreamLog(n.bus.Conn(), replication.JetStreamLogOptions{
 		Stream:       change.Stream,
 		SyncInterval: n.bus.SyncInterval(),
@@ -183,13 +197,14 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		hub.NodeID = cfg.Name
 	}
 	n.rt = realtime.New(realtime.Config{
-		Verifier:   verifier,
-		Pool:       n.pool,
-		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),
-		Bus:        fanout.NewNATSBus(n.bus.Conn()),
-		Hub:        hub,
-		Log:        log,
-		Registerer: reg,
+		Verifier:    verifier,
+		Pool:        n.pool,
+		Source:      fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),
+		Bus:         fanout.NewNATSBus(n.bus.Conn()),
+		Hub:         hub,
+		Log:         log,
+		Registerer:  reg,
+		Revocations: n.revs,
 	})
 
 	n.srv = api.New(api.Config{
@@ -204,7 +219,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Surfaces: []api.Surface{
 			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
 			n.rt.Surface(),
+			apiauth.New(apiauth.Config{Service: users, Version: cfg.Version, Log: log.Named("auth")}),
 		},
+		Revocations: n.revs,
 	}, verifier, log, reg)
 	return n, nil
 }
@@ -232,6 +249,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.repl.Run(ctx) })
 	g.Go(func() error { return n.rt.Run(ctx) })
+	g.Go(func() error { return n.revs.Run(ctx) })
 	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
 		zap.Int("broker_replicas", n.bus.Replicas()))

@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/fluxbase/fluxbase/auth"
+)
+
+// authCall sends a JSON request with the anon key (and a bearer token
+// when given) and decodes the JSON answer, if any.
+func authCall(t *testing.T, method, url, bearer string, body any) (int, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		raw, _ := json.Marshal(body)
+		rd = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
+	req.Header.Set("apikey", anon)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Supabase-Api-Version", "2024-01-01")
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	_ = json.Unmarshal(raw, &out)
+	return resp.StatusCode, out
+}
+
+// Signing out on node A makes the session's access token refused by node
+// B's REST and closes its realtime channel on node B, long before the
+// token's exp: the revocation travels through the broker and each node
+// holds it in memory. The delay is measured and printed, not asserted.
+func TestAuthRevocationReachesEveryNode(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, `
+create table public.auth_notes (id bigserial primary key, owner uuid not null default auth.uid(), body text);
+alter table public.auth_notes enable row level security;
+create policy own on public.auth_notes to authenticated using (owner = auth.uid()) with check (owner = auth.uid());
+grant select, insert on public.auth_notes to authenticated;
+grant usage on sequence public.auth_notes_id_seq to authenticated;`)
+	status, sess := authCall(t, "POST", c.a+"/auth/v1/signup", "", map[string]any{"email": "rev@example.com", "password": "secret-pass"})
+	if status != 200 || sess["access_token"] == nil {
+		t.Fatalf("signup on A: %d %v", status, sess)
+	}
+	token := sess["access_token"].(string)
+	uid := sess["user"].(map[string]any)["id"].(string)
+
+	status, _ = authCall(t, "POST", c.b+"/rest/v1/auth_notes", token, map[string]any{"body": "mine"})
+	if status != 201 {
+		t.Fatalf("insert on B under auth.uid(): %d", status)
+	}
+	var owner string
+	if err := c.db.QueryRow(t.Context(), `select owner::text from public.auth_notes`).Scan(&owner); err != nil || owner != uid {
+		t.Fatalf("row owner %q, want %q (%v)", owner, uid, err)
+	}
+	rt := dial(t, c.b, mustAnon(t))
+	rt.mustJoin("realtime:auth_notes", changes("auth_notes"), token)
+
+	status, _ = authCall(t, "POST", c.a+"/auth/v1/logout?scope=local", token, nil)
+	if status != 204 {
+		t.Fatalf("logout on A: %d", status)
+	}
+	signedOut := time.Now()
+	deadline := signedOut.Add(30 * time.Second)
+	var body map[string]any
+	for {
+		status, body = authCall(t, "GET", c.b+"/rest/v1/auth_notes", token, nil)
+		if status == 401 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	restDelay := time.Since(signedOut)
+	if status != 401 || body["code"] != "FB006" {
+		t.Fatalf("node B still serves the signed-out token after %v: %d %v", restDelay, status, body)
+	}
+	sys := rt.expect("the channel's close", func(m *msg) bool { return m.Event == "system" && m.Payload["status"] == "error" })
+	closeDelay := time.Since(signedOut)
+	if sys.Payload["message"] != "InvalidJWTToken: Token has been revoked" {
+		t.Fatalf("system message %s", sys.Raw)
+	}
+	rt.expect("phx_close", func(m *msg) bool { return m.Event == "phx_close" && m.Topic == "realtime:auth_notes" })
+	t.Logf("signed out on A: node B's REST refused the token after %v (at most); its realtime channel closed after %v (at most)",
+		restDelay, closeDelay)
+
+	// The token stays refused everywhere, and its refresh token is gone.
+	if status, _ := authCall(t, "GET", c.a+"/auth/v1/user", token, nil); status != 403 {
+		t.Fatalf("GET /user on A with the signed-out token: %d", status)
+	}
+	status, body = authCall(t, "POST", c.b+"/auth/v1/token?grant_type=refresh_token", "", map[string]any{"refresh_token": sess["refresh_token"]})
+	if status != 400 || body["code"] != "refresh_token_not_found" {
+		t.Fatalf("refresh after sign-out: %d %v", status, body)
+	}
+	// A new sign-in works on either node.
+	status, again := authCall(t, "POST", c.b+"/auth/v1/token?grant_type=password", "", map[string]any{"email": "rev@example.com", "password": "secret-pass"})
+	if status != 200 {
+		t.Fatalf("sign in on B: %d %v", status, again)
+	}
+	if status, _ := authCall(t, "GET", c.a+"/rest/v1/auth_notes", again["access_token"].(string), nil); status != 200 {
+		t.Fatalf("the new session on A: %d", status)
+	}
+}
+
+func mustAnon(t *testing.T) string {
+	t.Helper()
+	k, err := auth.APIKey(jwtSecret, auth.RoleAnon)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

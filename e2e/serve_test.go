@@ -65,6 +65,7 @@ func TestSupabaseJSServe(t *testing.T) {
 			"FLUXBASE_CLUSTER_PORT="+strconv.Itoa(ports[2+i]),
 			"FLUXBASE_CLUSTER_ROUTES="+routes,
 			"FLUXBASE_REPLICA_IDENTITY_FULL=true",
+			"FLUXBASE_AUTH_ANONYMOUS_USERS=true",
 		)
 		var logs bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -107,7 +108,7 @@ func TestSupabaseJSServe(t *testing.T) {
 	// reconcile pass; the table is made with it here so the UPDATE below
 	// carries its old row whatever the timing.
 	if _, err := pool.Exec(ctx, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);
-		alter table public.todos replica identity full;`+restItemsSQL); err != nil {
+		alter table public.todos replica identity full;`+restItemsSQL+authNotesSQL); err != nil {
 		t.Fatal(err)
 	}
 	runNodeTests(t, nodeBin, dir, urls[0], urls[1], anon, dbURL)

@@ -187,17 +187,7 @@ func (s *Service) AdminUpdateUser(ctx context.Context, id string, a AdminUser) (
 	if err != nil {
 		return nil, err
 	}
-	var ended []string
-	var out *User
-	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		u, err := userByID(ctx, tx, id, true)
-		if err != nil {
-			return err
-		}
-		if u == nil {
-			return fail(CodeUserNotFound, "User not found")
-		}
-		now := s.now()
+	return s.mutateUser(ctx, id, func(tx pgx.Tx, u *User, now time.Time) ([]string, error) {
 		exec := func(sql string, args ...any) error {
 			if _, err := tx.Exec(ctx, sql, append([]any{id, now}, args...)...); err != nil {
 				return fmt.Errorf("update user: %w", err)
@@ -205,85 +195,59 @@ func (s *Service) AdminUpdateUser(ctx context.Context, id string, a AdminUser) (
 			return nil
 		}
 		if a.UserMetadata != nil {
-			meta := u.UserMetadata
-			for k, v := range a.UserMetadata {
-				if v == nil {
-					delete(meta, k)
-				} else {
-					meta[k] = v
-				}
-			}
-			if err := exec(`update auth.users set raw_user_meta_data = $3, updated_at = $2 where id = $1::uuid`, meta); err != nil {
-				return err
+			if err := exec(`update auth.users set raw_user_meta_data = $3, updated_at = $2 where id = $1::uuid`, mergeMeta(u.UserMetadata, a.UserMetadata)); err != nil {
+				return nil, err
 			}
 		}
 		if a.AppMetadata != nil {
-			meta := u.AppMetadata
-			for k, v := range a.AppMetadata {
-				if v == nil {
-					delete(meta, k)
-				} else {
-					meta[k] = v
-				}
-			}
-			if err := exec(`update auth.users set raw_app_meta_data = $3, updated_at = $2 where id = $1::uuid`, meta); err != nil {
-				return err
+			if err := exec(`update auth.users set raw_app_meta_data = $3, updated_at = $2 where id = $1::uuid`, mergeMeta(u.AppMetadata, a.AppMetadata)); err != nil {
+				return nil, err
 			}
 		}
 		if a.Role != nil {
 			if err := exec(`update auth.users set role = $3, updated_at = $2 where id = $1::uuid`, role); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if a.EmailConfirm != nil && *a.EmailConfirm {
 			if err := exec(`update auth.users set email_confirmed_at = coalesce(email_confirmed_at, $2), updated_at = $2 where id = $1::uuid`); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		if a.Email != nil && email != u.Email {
 			taken, err := userByEmail(ctx, tx, email)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			if taken != nil {
-				return fail(CodeEmailExists, "A user with this email address has already been registered")
+				return nil, fail(CodeEmailExists, "A user with this email address has already been registered")
 			}
 			if err := exec(`update auth.users set email = $3, updated_at = $2 where id = $1::uuid`, email); err != nil {
-				return err
+				return nil, err
 			}
 			if err := exec(`update auth.identities set identity_data = identity_data || jsonb_build_object('email', $3::text),
 				updated_at = $2 where user_id = $1::uuid and provider = 'email'`, email); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		endAll := false
 		if hash != "" {
 			if err := exec(`update auth.users set encrypted_password = $3, updated_at = $2 where id = $1::uuid`, hash); err != nil {
-				return err
+				return nil, err
 			}
 			endAll = true
 		}
 		if a.BanDuration != nil {
 			if err := exec(`update auth.users set banned_until = $3, updated_at = $2 where id = $1::uuid`, banned); err != nil {
-				return err
+				return nil, err
 			}
 			endAll = endAll || banned != nil
 		}
-		if endAll {
-			if ended, err = deleteSessions(ctx, tx, `user_id = $1::uuid`, id); err != nil {
-				return err
-			}
+		if !endAll {
+			return nil, nil
 		}
-		out, err = userByID(ctx, tx, id, false)
-		return err
+		return deleteSessions(ctx, tx, `user_id = $1::uuid`, id)
 	})
-	if err != nil {
-		return nil, err
-	}
-	if err := s.revoke(ctx, ended); err != nil {
-		return nil, err
-	}
-	return out, nil
 }
 
 // DeleteUser deletes a user with everything that belongs to it, and

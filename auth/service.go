@@ -316,57 +316,63 @@ func (s *Service) UpdateUser(ctx context.Context, userID, sessionID string, upd 
 	if upd.Phone != nil && *upd.Phone != "" {
 		return nil, fail(CodePhoneProviderMissing, "Phone logins are disabled")
 	}
+	return s.mutateUser(ctx, userID, func(tx pgx.Tx, u *User, now time.Time) ([]string, error) {
+		if upd.Data != nil {
+			if _, err := tx.Exec(ctx, `update auth.users set raw_user_meta_data = $2, updated_at = $3 where id = $1::uuid`,
+				userID, mergeMeta(u.UserMetadata, upd.Data), now); err != nil {
+				return nil, fmt.Errorf("update user: %w", err)
+			}
+		}
+		var ended []string
+		if upd.Password != nil {
+			if u.encryptedPassword != "" {
+				same, err := s.hash.compare(ctx, u.encryptedPassword, *upd.Password)
+				if err != nil {
+					return nil, err
+				}
+				if same {
+					return nil, fail(CodeSamePassword, "New password should be different from the old password.")
+				}
+			}
+			if _, err := tx.Exec(ctx, `update auth.users set encrypted_password = $2, updated_at = $3 where id = $1::uuid`, userID, hash, now); err != nil {
+				return nil, fmt.Errorf("update password: %w", err)
+			}
+			where, args := `user_id = $1::uuid`, []any{userID}
+			if validUUID(sessionID) {
+				where, args = `user_id = $1::uuid and id <> $2::uuid`, []any{userID, sessionID}
+			}
+			var err error
+			if ended, err = deleteSessions(ctx, tx, where, args...); err != nil {
+				return nil, err
+			}
+		}
+		if upd.Email != nil && email != u.Email {
+			if err := s.changeEmail(ctx, tx, u, email, now); err != nil {
+				return nil, err
+			}
+		}
+		return ended, nil
+	})
+}
+
+// mutateUser runs fn in a transaction on the user's locked row, then
+// returns the user as it is after, and once the transaction has
+// committed revokes the sessions fn ended.
+func (s *Service) mutateUser(ctx context.Context, id string, fn func(tx pgx.Tx, u *User, now time.Time) (ended []string, err error)) (*User, error) {
 	var ended []string
 	var out *User
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
-		u, err := userByID(ctx, tx, userID, true)
+		u, err := userByID(ctx, tx, id, true)
 		if err != nil {
 			return err
 		}
 		if u == nil {
 			return fail(CodeUserNotFound, "User not found")
 		}
-		now := s.now()
-		if upd.Data != nil {
-			meta := u.UserMetadata
-			for k, v := range upd.Data {
-				if v == nil {
-					delete(meta, k)
-				} else {
-					meta[k] = v
-				}
-			}
-			if _, err := tx.Exec(ctx, `update auth.users set raw_user_meta_data = $2, updated_at = $3 where id = $1::uuid`, userID, meta, now); err != nil {
-				return fmt.Errorf("update user: %w", err)
-			}
+		if ended, err = fn(tx, u, s.now()); err != nil {
+			return err
 		}
-		if upd.Password != nil {
-			if u.encryptedPassword != "" {
-				same, err := s.hash.compare(ctx, u.encryptedPassword, *upd.Password)
-				if err != nil {
-					return err
-				}
-				if same {
-					return fail(CodeSamePassword, "New password should be different from the old password.")
-				}
-			}
-			if _, err := tx.Exec(ctx, `update auth.users set encrypted_password = $2, updated_at = $3 where id = $1::uuid`, userID, hash, now); err != nil {
-				return fmt.Errorf("update password: %w", err)
-			}
-			where, args := `user_id = $1::uuid`, []any{userID}
-			if validUUID(sessionID) {
-				where, args = `user_id = $1::uuid and id <> $2::uuid`, []any{userID, sessionID}
-			}
-			if ended, err = deleteSessions(ctx, tx, where, args...); err != nil {
-				return err
-			}
-		}
-		if upd.Email != nil && email != u.Email {
-			if err := s.changeEmail(ctx, tx, u, email, now); err != nil {
-				return err
-			}
-		}
-		out, err = userByID(ctx, tx, userID, false)
+		out, err = userByID(ctx, tx, id, false)
 		return err
 	})
 	if err != nil {
@@ -376,6 +382,22 @@ func (s *Service) UpdateUser(ctx context.Context, userID, sessionID string, upd 
 		return nil, err
 	}
 	return out, nil
+}
+
+// mergeMeta applies patch to meta as GoTrue does: a nil value removes
+// its key, any other sets it.
+func mergeMeta(meta, patch map[string]any) map[string]any {
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	for k, v := range patch {
+		if v == nil {
+			delete(meta, k)
+		} else {
+			meta[k] = v
+		}
+	}
+	return meta
 }
 
 // changeEmail gives u a new address, or records it for confirmation.

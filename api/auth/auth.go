@@ -75,6 +75,15 @@ func meta(r *http.Request) domain.RequestMeta {
 	return domain.RequestMeta{UserAgent: ua, IP: host}
 }
 
+// answer writes v, or err through fail.
+func (h *handlers) answer(w http.ResponseWriter, r *http.Request, v any, err error, fail func(http.ResponseWriter, *http.Request, error)) {
+	if err != nil {
+		fail(w, r, err)
+		return
+	}
+	writeJSON(w, r, http.StatusOK, v)
+}
+
 func writeJSON(w http.ResponseWriter, r *http.Request, st int, v any) {
 	if modernClient(r) {
 		w.Header().Set(apiVersionHeader, apiVersion)
@@ -183,11 +192,7 @@ func (h *handlers) token(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, validation(fmt.Sprintf("unsupported_grant_type: %.40q", grant)))
 		return
 	}
-	if err != nil {
-		h.domainError(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, sess)
+	h.answer(w, r, sess, err, h.domainError)
 }
 
 func (h *handlers) logout(w http.ResponseWriter, r *http.Request) {
@@ -226,11 +231,7 @@ func (h *handlers) userError(w http.ResponseWriter, r *http.Request, err error) 
 func (h *handlers) getUser(w http.ResponseWriter, r *http.Request) {
 	c := api.Claims(r)
 	u, err := h.svc.User(r.Context(), c.Subject, c.SessionID)
-	if err != nil {
-		h.userError(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, u)
+	h.answer(w, r, u, err, h.userError)
 }
 
 type userUpdateRequest struct {
@@ -251,11 +252,7 @@ func (h *handlers) putUser(w http.ResponseWriter, r *http.Request) {
 	u, err := h.svc.UpdateUser(r.Context(), c.Subject, c.SessionID, domain.UserUpdate{
 		Email: req.Email, Password: req.Password, Phone: req.Phone, Data: req.Data,
 	})
-	if err != nil {
-		h.userError(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, u)
+	h.answer(w, r, u, err, h.userError)
 }
 
 // adminUserRequest is the body of the admin API's create and update.
@@ -285,11 +282,7 @@ func (h *handlers) createUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, err := h.svc.CreateUser(r.Context(), req.domain())
-	if err != nil {
-		h.domainError(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, u)
+	h.answer(w, r, u, err, h.domainError)
 }
 
 // maxPerPage bounds a page of the admin list.
@@ -334,11 +327,7 @@ func (h *handlers) listUsers(w http.ResponseWriter, r *http.Request) {
 
 func (h *handlers) adminGetUser(w http.ResponseWriter, r *http.Request) {
 	u, err := h.svc.GetUser(r.Context(), chi.URLParam(r, "id"))
-	if err != nil {
-		h.domainError(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, u)
+	h.answer(w, r, u, err, h.domainError)
 }
 
 func (h *handlers) adminUpdateUser(w http.ResponseWriter, r *http.Request) {
@@ -348,11 +337,7 @@ func (h *handlers) adminUpdateUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, err := h.svc.AdminUpdateUser(r.Context(), chi.URLParam(r, "id"), req.domain())
-	if err != nil {
-		h.domainError(w, r, err)
-		return
-	}
-	writeJSON(w, r, http.StatusOK, u)
+	h.answer(w, r, u, err, h.domainError)
 }
 
 func (h *handlers) adminDeleteUser(w http.ResponseWriter, r *http.Request) {

@@ -44,6 +44,17 @@ type Config struct {
 	// AnonymousUsers allows anonymous sign-ins (POST /signup without an
 	// address).
 	AnonymousUsers bool
+
+	// RateLimitWindow is the window of the per-IP limits below, counted
+	// by all nodes together. Default 5 min.
+	RateLimitWindow time.Duration
+	// RateLimitToken bounds POST /token per IP and window (GoTrue's
+	// default 150); RateLimitSignup POST /signup (30). 0 is no limit.
+	RateLimitToken, RateLimitSignup int
+	// RateLimitHeader names the header holding the client's address
+	// (X-Forwarded-For behind a proxy, its first entry); empty uses the
+	// connection's address.
+	RateLimitHeader string
 }
 
 // withDefaults fills in the zero values.
@@ -59,6 +70,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HashWorkers <= 0 {
 		c.HashWorkers = runtime.GOMAXPROCS(0)
+	}
+	if c.RateLimitWindow <= 0 {
+		c.RateLimitWindow = 5 * time.Minute
 	}
 	if c.MinPasswordLength <= 0 {
 		c.MinPasswordLength = 6

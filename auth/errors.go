@@ -35,6 +35,7 @@ const (
 	CodeNotAdmin             ErrorCode = "not_admin"
 	CodeProviderDisabled     ErrorCode = "email_provider_disabled"
 	CodePhoneProviderMissing ErrorCode = "phone_provider_disabled"
+	CodeOverRequestRateLimit ErrorCode = "over_request_rate_limit"
 )
 
 // Error is a refusal the caller may see: a GoTrue code, a message, and

@@ -83,3 +83,47 @@ func TestRevocationsShared(t *testing.T) {
 		t.Fatalf("a live entry was swept: %v", err)
 	}
 }
+
+// A window counts up to the limit, refuses with the time left, and
+// starts again with the first request after it ends; keys count apart.
+func TestRateLimiterWindows(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := broker.Start(ctx, broker.Config{DataDir: t.TempDir(), NodeName: "ratelimit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	kv, err := b.Bucket(ctx, broker.RateLimitBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewRateLimiter(kv)
+	now := time.Unix(1_800_000_000, 0)
+	l.now = func() time.Time { return now }
+	allow := func(key string) (bool, time.Duration) {
+		t.Helper()
+		ok, retry, err := l.Allow(ctx, "token", key, 3, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, retry
+	}
+	for i := range 3 {
+		if ok, _ := allow("10.0.0.1"); !ok {
+			t.Fatalf("request %d refused", i+1)
+		}
+	}
+	now = now.Add(20 * time.Second)
+	if ok, retry := allow("10.0.0.1"); ok || retry != 40*time.Second {
+		t.Fatalf("fourth: ok %v, retry %v", ok, retry)
+	}
+	if ok, _ := allow("2001:db8::1"); !ok {
+		t.Fatal("another address shares the count")
+	}
+	now = now.Add(40 * time.Second)
+	if ok, _ := allow("10.0.0.1"); !ok {
+		t.Fatal("a new window still refuses")
+	}
+}

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/node"
 )
 
 // authCall sends a JSON request with the anon key (and a bearer token
@@ -121,4 +123,65 @@ func mustAnon(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// The per-IP limit is one count shared by the nodes: requests hammering
+// both at once are admitted at most N + 1 times in all, the rest get 429
+// over_request_rate_limit with Retry-After.
+func TestAuthRateLimitSharedByNodes(t *testing.T) {
+	t.Parallel()
+	const limit, requests = 5, 24
+	c := startClusterWith(t, "", func(cfg *node.Config) {
+		cfg.Auth.RateLimitSignup = limit
+		cfg.Auth.RateLimitWindow = time.Hour
+	})
+	type result struct {
+		status int
+		retry  string
+		body   map[string]any
+	}
+	results := make(chan result, requests)
+	var wg sync.WaitGroup
+	for i := range requests {
+		base := c.a
+		if i%2 == 1 {
+			base = c.b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", base+"/auth/v1/signup", bytes.NewReader([]byte(`{"email":"not-an-address"}`)))
+			req.Header.Set("apikey", mustAnon(t))
+			req.Header.Set("X-Supabase-Api-Version", "2024-01-01")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var body map[string]any
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			results <- result{resp.StatusCode, resp.Header.Get("Retry-After"), body}
+		}()
+	}
+	wg.Wait()
+	close(results)
+	admitted, refused := 0, 0
+	for r := range results {
+		switch r.status {
+		case 429:
+			refused++
+			if r.body["code"] != "over_request_rate_limit" || r.retry == "" || r.retry == "0" {
+				t.Fatalf("429 without GoTrue's code or Retry-After: %q %v", r.retry, r.body)
+			}
+		case 400:
+			admitted++ // counted, then refused for the address
+		default:
+			t.Fatalf("status %d: %v", r.status, r.body)
+		}
+	}
+	t.Logf("limit %d: %d of %d admitted across two nodes, %d refused", limit, admitted, requests, refused)
+	if admitted > limit+1 || admitted < limit || admitted+refused != requests {
+		t.Fatalf("admitted %d, refused %d; want %d (at most %d)", admitted, refused, limit, limit+1)
+	}
 }

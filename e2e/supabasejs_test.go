@@ -17,6 +17,7 @@ import (
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/internal/pgtest"
+	"github.com/fluxbase/fluxbase/node"
 )
 
 // cluster is two nodes sharing one PostgreSQL and a two-server NATS
@@ -28,6 +29,13 @@ type cluster struct {
 }
 
 func startCluster(t *testing.T, setupSQL string) *cluster {
+	t.Helper()
+	return startClusterWith(t, setupSQL, nil)
+}
+
+// startClusterWith is startCluster with edit applied to both nodes'
+// configurations.
+func startClusterWith(t *testing.T, setupSQL string, edit func(*node.Config)) *cluster {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
@@ -45,6 +53,10 @@ func startCluster(t *testing.T, setupSQL string) *cluster {
 	slot := slotName()
 	c := &cluster{db: pool, url: dbURL}
 	a, b := nodeConfig(t, "node-a", dbURL, slot), nodeConfig(t, "node-b", dbURL, slot)
+	if edit != nil {
+		edit(&a)
+		edit(&b)
+	}
 	routes := clusterRoutes(t, &a.Broker, &b.Broker)
 	a.Broker.Routes, b.Broker.Routes = routes, routes
 	nodes := runNodes(t, a, b)

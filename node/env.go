@@ -216,6 +216,16 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 	c.DisableSignup = e.boolean("FLUXBASE_AUTH_DISABLE_SIGNUP", false)
 	c.Autoconfirm = e.boolean("FLUXBASE_AUTH_AUTOCONFIRM", true)
 	c.AnonymousUsers = e.boolean("FLUXBASE_AUTH_ANONYMOUS_USERS", false)
+	c.RateLimitWindow = e.duration("FLUXBASE_AUTH_RATE_LIMIT_WINDOW", 5*time.Minute)
+	if c.RateLimitWindow < time.Second || c.RateLimitWindow > time.Hour {
+		e.fail("FLUXBASE_AUTH_RATE_LIMIT_WINDOW", c.RateLimitWindow.String(), "a duration from 1s to 1h")
+	}
+	c.RateLimitToken = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_TOKEN", 150, 0, 1<<30, "a whole number, 0 for no limit"))
+	c.RateLimitSignup = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", 30, 0, 1<<30, "a whole number, 0 for no limit"))
+	c.RateLimitHeader = e.str("FLUXBASE_AUTH_RATE_LIMIT_HEADER", "")
+	if c.RateLimitHeader != "" && strings.ContainsAny(c.RateLimitHeader, " :\t\r\n") {
+		e.fail("FLUXBASE_AUTH_RATE_LIMIT_HEADER", c.RateLimitHeader, "a header name such as X-Forwarded-For")
+	}
 	return c
 }
 

@@ -23,7 +23,8 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if a := c.Auth; a.AccessTokenTTL != time.Hour || a.RefreshReuseInterval != 10*time.Second || a.BcryptCost != 10 ||
-		a.MinPasswordLength != 6 || !a.Autoconfirm || a.AnonymousUsers || a.DisableSignup || a.HashWorkers != 0 || a.SessionTimebox != 0 {
+		a.MinPasswordLength != 6 || !a.Autoconfirm || a.AnonymousUsers || a.DisableSignup || a.HashWorkers != 0 || a.SessionTimebox != 0 ||
+		a.RateLimitWindow != 5*time.Minute || a.RateLimitToken != 150 || a.RateLimitSignup != 30 || a.RateLimitHeader != "" {
 		t.Fatalf("auth defaults: %+v", a)
 	}
 	if c.HTTP.Addr != ":8080" || c.Broker.ClientPort != 4222 || c.Storage.Provider != "local" || c.DataDir != ".fluxbase" ||
@@ -128,6 +129,10 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_AUTH_DISABLE_SIGNUP", "sometimes", false},
 		{"FLUXBASE_AUTH_AUTOCONFIRM", "yes please", false},
 		{"FLUXBASE_AUTH_ANONYMOUS_USERS", "2", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_WINDOW", "2h", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_TOKEN", "-1", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", "lots", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_HEADER", "X Forwarded", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -178,6 +178,10 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
+	rateKV, err := n.bus.Bucket(ctx, broker.RateLimitBucket)
+	if err != nil {
+		return nil, err
+	}
 
 	changeLog, err := replication.NewJetStreamLog(n.bus.Conn(), replication.JetStreamLogOptions{
 		Stream:       change.Stream,
@@ -219,7 +223,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Surfaces: []api.Surface{
 			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
 			n.rt.Surface(),
-			apiauth.New(apiauth.Config{Service: users, Version: cfg.Version, Log: log.Named("auth")}),
+			apiauth.New(apiauth.Config{Service: users, Limiter: auth.NewRateLimiter(rateKV), Version: cfg.Version, Log: log.Named("auth")}),
 		},
 		Revocations: n.revs,
 	}, verifier, log, reg)

@@ -22,6 +22,9 @@ const Prefix = "/auth/v1"
 type Config struct {
 	// Service is the domain: users, sessions, revocation.
 	Service *domain.Service
+	// Limiter counts the per-IP rate limits across nodes; nil limits
+	// nothing.
+	Limiter *domain.RateLimiter
 	// Version is reported by /health.
 	Version string
 	Log     *zap.Logger
@@ -29,6 +32,7 @@ type Config struct {
 
 type handlers struct {
 	svc     *domain.Service
+	limiter *domain.RateLimiter
 	version string
 	log     *zap.Logger
 }
@@ -38,7 +42,8 @@ func New(cfg Config) api.Surface {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	h := &handlers{svc: cfg.Service, version: cfg.Version, log: cfg.Log}
+	h := &handlers{svc: cfg.Service, limiter: cfg.Limiter, version: cfg.Version, log: cfg.Log}
+	sc := cfg.Service.Config()
 	route := func(method, pattern string, access api.Access, f http.HandlerFunc) api.Route {
 		return api.Route{Method: method, Pattern: pattern, Access: access, Handler: f}
 	}
@@ -46,8 +51,8 @@ func New(cfg Config) api.Surface {
 		// GoTrue serves these two to anyone.
 		route(http.MethodGet, "/health", api.Open, h.health),
 		route(http.MethodGet, "/settings", api.Open, h.settings),
-		route(http.MethodPost, "/signup", api.NeedKey, h.signup),
-		route(http.MethodPost, "/token", api.NeedKey, h.token),
+		route(http.MethodPost, "/signup", api.NeedKey, h.limit("signup", sc.RateLimitSignup, h.signup)),
+		route(http.MethodPost, "/token", api.NeedKey, h.limit("token", sc.RateLimitToken, h.token)),
 		route(http.MethodPost, "/logout", api.NeedUser, h.logout),
 		route(http.MethodGet, "/user", api.NeedUser, h.getUser),
 		route(http.MethodPut, "/user", api.NeedUser, h.putUser),
@@ -63,11 +68,49 @@ func errField(err error) zap.Field { return zap.Error(err) }
 
 func reqField(r *http.Request) zap.Field { return zap.String("request_id", api.RequestID(r)) }
 
-func meta(r *http.Request) domain.RequestMeta {
+// limit answers 429 over_request_rate_limit, with Retry-After, once the
+// client's address has made limit requests to name in the window, on
+// whichever nodes. The counters failing lets the request through: a
+// broker outage must not lock everyone out.
+func (h *handlers) limit(name string, limit int, next http.HandlerFunc) http.HandlerFunc {
+	if h.limiter == nil || limit <= 0 {
+		return next
+	}
+	cfg := h.svc.Config()
+	return func(w http.ResponseWriter, r *http.Request) {
+		ok, retry, err := h.limiter.Allow(r.Context(), name, h.clientIP(r), limit, cfg.RateLimitWindow)
+		if err != nil {
+			h.log.Warn("rate limit unavailable; admitting", errField(err), reqField(r))
+			ok = true
+		}
+		if !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(retry.Seconds()))))
+			writeError(w, r, newError(http.StatusTooManyRequests, domain.CodeOverRequestRateLimit, "Request rate limit reached"))
+			return
+		}
+		next(w, r)
+	}
+}
+
+// clientIP is the address requests are counted and recorded under.
+func (h *handlers) clientIP(r *http.Request) string {
+	if name := h.svc.Config().RateLimitHeader; name != "" {
+		if v := r.Header.Get(name); v != "" {
+			first, _, _ := strings.Cut(v, ",")
+			if ip := net.ParseIP(strings.TrimSpace(first)); ip != nil {
+				return ip.String()
+			}
+		}
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		host = r.RemoteAddr
+		return r.RemoteAddr
 	}
+	return host
+}
+
+func (h *handlers) meta(r *http.Request) domain.RequestMeta {
+	host := h.clientIP(r)
 	ua := r.UserAgent()
 	if len(ua) > 512 {
 		ua = ua[:512]
@@ -140,7 +183,7 @@ func (h *handlers) signup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, validation("To signup, please provide your email"))
 		return
 	case req.Email == "":
-		sess, err := h.svc.SignUpAnonymous(r.Context(), req.Data, meta(r))
+		sess, err := h.svc.SignUpAnonymous(r.Context(), req.Data, h.meta(r))
 		if err != nil {
 			h.domainError(w, r, err)
 			return
@@ -148,7 +191,7 @@ func (h *handlers) signup(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusOK, sess)
 		return
 	}
-	u, sess, err := h.svc.SignUp(r.Context(), req.Email, req.Password, req.Data, meta(r))
+	u, sess, err := h.svc.SignUp(r.Context(), req.Email, req.Password, req.Data, h.meta(r))
 	if err != nil {
 		h.domainError(w, r, err)
 		return
@@ -185,7 +228,7 @@ func (h *handlers) token(w http.ResponseWriter, r *http.Request) {
 			writeError(w, r, validation("An email address or phone number is required"))
 			return
 		}
-		sess, err = h.svc.PasswordGrant(r.Context(), req.Email, req.Password, meta(r))
+		sess, err = h.svc.PasswordGrant(r.Context(), req.Email, req.Password, h.meta(r))
 	case "refresh_token":
 		sess, err = h.svc.RefreshGrant(r.Context(), req.RefreshToken)
 	default:

@@ -66,3 +66,23 @@ func TestHasherDummyDoesTheSameWork(t *testing.T) {
 		t.Fatal("cost 3 accepted")
 	}
 }
+
+// RFC 6238's SHA-1 vectors, truncated to six digits, and the one-step
+// tolerance either side.
+func TestTOTPVectors(t *testing.T) {
+	t.Parallel()
+	secret := []byte("12345678901234567890")
+	for unix, want := range map[int64]string{59: "287082", 1111111109: "081804", 1111111111: "050471", 1234567890: "005924", 2000000000: "279037"} {
+		if got := totpCode(secret, time.Unix(unix, 0)); got != want {
+			t.Errorf("t=%d: %s, want %s", unix, got, want)
+		}
+	}
+	now := time.Unix(1234567890, 0)
+	if !totpValid(secret, "005924", now.Add(25*time.Second)) || totpValid(secret, "005924", now.Add(95*time.Second)) || totpValid(secret, "", now) {
+		t.Fatal("tolerance is not one step")
+	}
+	svg, err := qrSVG("otpauth://totp/fluxbase:ann@example.com?secret=ABC")
+	if err != nil || len(svg) < 1000 || svg[:4] != "<svg" {
+		t.Fatalf("qr svg %.60q, %v", svg, err)
+	}
+}

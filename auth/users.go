@@ -37,6 +37,7 @@ type User struct {
 	AppMetadata        map[string]any `json:"app_metadata"`
 	UserMetadata       map[string]any `json:"user_metadata"`
 	Identities         []Identity     `json:"identities"`
+	Factors            []Factor       `json:"factors,omitempty"`
 	CreatedAt          time.Time      `json:"created_at"`
 	UpdatedAt          time.Time      `json:"updated_at"`
 	BannedUntil        *time.Time     `json:"banned_until,omitempty"`
@@ -108,6 +109,9 @@ func userBy(ctx context.Context, q querier, where string, arg any, forUpdate boo
 		return nil, fmt.Errorf("load user: %w", err)
 	}
 	if err := loadIdentities(ctx, q, u); err != nil {
+		return nil, err
+	}
+	if u.Factors, err = loadFactors(ctx, q, u.ID); err != nil {
 		return nil, err
 	}
 	return u, nil

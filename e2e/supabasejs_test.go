@@ -127,11 +127,17 @@ create function public.rest_items_over(min int) returns setof public.rest_items 
   as $$ select * from public.rest_items where n > min $$;
 `
 
-// authNotesSQL is the table of node/auth.test.mjs: each user's own notes.
+// authNotesSQL is the tables of node/auth.test.mjs: each user's own notes,
+// and secrets a user reads only at aal2.
 const authNotesSQL = `
 create table public.auth_js_notes (id bigserial primary key, owner uuid not null default auth.uid(), body text);
 alter table public.auth_js_notes enable row level security;
 create policy own on public.auth_js_notes to authenticated using (owner = auth.uid()) with check (owner = auth.uid());
+create table public.auth_js_secrets (id bigserial primary key, owner uuid not null default auth.uid(), body text);
+alter table public.auth_js_secrets enable row level security;
+create policy write_own on public.auth_js_secrets for insert to authenticated with check (owner = auth.uid());
+create policy read_aal2 on public.auth_js_secrets for select to authenticated
+  using (owner = auth.uid() and auth.jwt() ->> 'aal' = 'aal2');
 `
 
 // runNodeTests runs node/*.test.mjs against nodes a and b (the REST

@@ -56,6 +56,10 @@ func New(cfg Config) api.Surface {
 		route(http.MethodPost, "/logout", api.NeedUser, h.logout),
 		route(http.MethodGet, "/user", api.NeedUser, h.getUser),
 		route(http.MethodPut, "/user", api.NeedUser, h.putUser),
+		route(http.MethodPost, "/factors", api.NeedUser, h.enrollFactor),
+		route(http.MethodPost, "/factors/{id}/challenge", api.NeedUser, h.challengeFactor),
+		route(http.MethodPost, "/factors/{id}/verify", api.NeedUser, h.verifyFactor),
+		route(http.MethodDelete, "/factors/{id}", api.NeedUser, h.unenrollFactor),
 		route(http.MethodGet, "/admin/users", api.NeedService, h.listUsers),
 		route(http.MethodPost, "/admin/users", api.NeedService, h.createUser),
 		route(http.MethodGet, "/admin/users/{id}", api.NeedService, h.adminGetUser),
@@ -389,4 +393,58 @@ func (h *handlers) adminDeleteUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, r, http.StatusOK, map[string]any{})
+}
+
+type enrollRequest struct {
+	FactorType   string `json:"factor_type"`
+	FriendlyName string `json:"friendly_name"`
+	Issuer       string `json:"issuer"`
+}
+
+func (h *handlers) enrollFactor(w http.ResponseWriter, r *http.Request) {
+	var req enrollRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	if req.FactorType != "totp" {
+		writeError(w, r, newError(http.StatusUnprocessableEntity, domain.CodeValidationFailed, "factor_type must be totp"))
+		return
+	}
+	c := api.Claims(r)
+	e, err := h.svc.EnrollTOTP(r.Context(), c.Subject, req.FriendlyName, req.Issuer)
+	h.answer(w, r, e, err, h.userError)
+}
+
+func (h *handlers) challengeFactor(w http.ResponseWriter, r *http.Request) {
+	var req struct{}
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	c, err := h.svc.ChallengeFactor(r.Context(), api.Claims(r).Subject, chi.URLParam(r, "id"), h.meta(r))
+	h.answer(w, r, c, err, h.userError)
+}
+
+type verifyFactorRequest struct {
+	ChallengeID string `json:"challenge_id"`
+	Code        string `json:"code"`
+}
+
+func (h *handlers) verifyFactor(w http.ResponseWriter, r *http.Request) {
+	var req verifyFactorRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	c := api.Claims(r)
+	sess, err := h.svc.VerifyFactor(r.Context(), c.Subject, c.SessionID, chi.URLParam(r, "id"), req.ChallengeID, req.Code)
+	h.answer(w, r, sess, err, h.userError)
+}
+
+func (h *handlers) unenrollFactor(w http.ResponseWriter, r *http.Request) {
+	c := api.Claims(r)
+	id := chi.URLParam(r, "id")
+	err := h.svc.UnenrollFactor(r.Context(), c.Subject, c.SessionID, id)
+	h.answer(w, r, map[string]string{"id": id}, err, h.userError)
 }

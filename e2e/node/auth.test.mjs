@@ -209,3 +209,70 @@ test('admin: create with a password hash, list with paging, get, ban, delete', a
   const refused = await a.auth.admin.listUsers()
   assert.equal(refused.error?.code, 'not_admin')
 })
+
+// RFC 6238 in a few lines, apart from the server's code: HMAC-SHA1 of
+// the 30-second step, six digits.
+import { createHmac } from 'node:crypto'
+function totp(secret, at = Date.now()) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'
+  let bits = ''
+  for (const c of secret.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0')
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)))
+  const step = Buffer.alloc(8)
+  step.writeBigUInt64BE(BigInt(Math.floor(at / 30000)))
+  const mac = createHmac('sha1', key).update(step).digest()
+  const off = mac[mac.length - 1] & 0x0f
+  return String((mac.readUInt32BE(off) & 0x7fffffff) % 1000000).padStart(6, '0')
+}
+
+test('MFA with TOTP: enroll, challenge, verify to aal2, a policy that needs aal2, unenroll', async () => {
+  const c = client(FLUXBASE_A)
+  const signed = await c.auth.signUp({ email: `mfa-${run}@example.com`, password })
+  assert.equal(signed.error, null)
+  await c.from('auth_js_secrets').insert({ body: 'aal2 only' })
+  const enrolled = await c.auth.mfa.enroll({ factorType: 'totp', friendlyName: 'phone' })
+  assert.equal(enrolled.error, null)
+  assert.ok(enrolled.data.totp.qr_code.startsWith('data:image/svg+xml;utf-8,<svg'))
+  assert.ok(enrolled.data.totp.uri.startsWith('otpauth://totp/'))
+  const factorId = enrolled.data.id
+  const dup = await c.auth.mfa.enroll({ factorType: 'totp', friendlyName: 'phone' })
+  assert.equal(dup.error?.code, 'mfa_factor_name_conflict')
+
+  let aal = await c.auth.mfa.getAuthenticatorAssuranceLevel()
+  assert.equal(aal.data.currentLevel, 'aal1')
+  // aal1 cannot read the row.
+  assert.deepEqual((await c.from('auth_js_secrets').select('body')).data, [])
+
+  let ch = await c.auth.mfa.challenge({ factorId })
+  assert.equal(ch.error, null)
+  const wrong = await c.auth.mfa.verify({ factorId, challengeId: ch.data.id, code: totp(enrolled.data.totp.secret) === '000000' ? '111111' : '000000' })
+  assert.equal(wrong.error?.code, 'mfa_verification_failed')
+  const verified = await c.auth.mfa.verify({ factorId, challengeId: ch.data.id, code: totp(enrolled.data.totp.secret) })
+  assert.equal(verified.error, null)
+  const again = await c.auth.mfa.verify({ factorId, challengeId: ch.data.id, code: totp(enrolled.data.totp.secret) })
+  assert.equal(again.error?.code, 'mfa_challenge_expired')
+
+  aal = await c.auth.mfa.getAuthenticatorAssuranceLevel()
+  assert.equal(aal.data.currentLevel, 'aal2')
+  assert.deepEqual(aal.data.currentAuthenticationMethods.map((m) => m.method).sort(), ['password', 'totp'])
+  assert.deepEqual((await c.from('auth_js_secrets').select('body')).data, [{ body: 'aal2 only' }])
+  const factors = await c.auth.mfa.listFactors()
+  assert.equal(factors.data.totp.length, 1)
+  assert.equal(factors.data.totp[0].status, 'verified')
+
+  // A refresh keeps aal2; a new sign-in starts at aal1 with aal2 next.
+  const refreshed = await c.auth.refreshSession()
+  assert.equal(JSON.parse(Buffer.from(refreshed.data.session.access_token.split('.')[1], 'base64url')).aal, 'aal2')
+  const other = client(FLUXBASE_B)
+  await other.auth.signInWithPassword({ email: `mfa-${run}@example.com`, password })
+  aal = await other.auth.mfa.getAuthenticatorAssuranceLevel()
+  assert.equal(aal.data.currentLevel, 'aal1')
+  assert.equal(aal.data.nextLevel, 'aal2')
+  const refused = await other.auth.mfa.unenroll({ factorId })
+  assert.equal(refused.error?.code, 'insufficient_aal')
+
+  const gone = await c.auth.mfa.unenroll({ factorId })
+  assert.equal(gone.error, null)
+  assert.equal(gone.data.id, factorId)
+  assert.equal((await c.auth.mfa.listFactors()).data.all.length, 0)
+})

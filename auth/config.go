@@ -12,6 +12,11 @@ type Config struct {
 	// least MinSecretLength characters.
 	JWTSecret string
 
+	// JWTKeys are asymmetric keys (FLUXBASE_AUTH_JWT_KEYS): with a
+	// signing key, user tokens are ES256 with its kid; every key of the
+	// set verifies. Nil signs and verifies with JWTSecret alone.
+	JWTKeys *KeySet
+
 	// SiteURL is the app's URL, reported by /settings; redirects default to it.
 	SiteURL string
 	// Issuer is the access tokens' iss claim. Default "fluxbase".

@@ -124,7 +124,7 @@ func (s *Service) issue(ctx context.Context, q querier, u *User, sess sessionRow
 		"session_id":    sess.id,
 		"is_anonymous":  u.IsAnonymous,
 	}
-	token, err := Sign(s.cfg.JWTSecret, claims)
+	token, err := signToken(s.cfg.JWTSecret, s.cfg.JWTKeys, claims)
 	if err != nil {
 		return nil, fmt.Errorf("sign access token: %w", err)
 	}

@@ -2,9 +2,15 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,5 +189,45 @@ func TestAuthRateLimitSharedByNodes(t *testing.T) {
 	t.Logf("limit %d: %d of %d admitted across two nodes, %d refused", limit, admitted, requests, refused)
 	if admitted > limit+1 || admitted < limit || admitted+refused != requests {
 		t.Fatalf("admitted %d, refused %d; want %d (at most %d)", admitted, refused, limit, limit+1)
+	}
+}
+
+// With an ES256 signing key, user tokens carry its kid, every node
+// verifies them (REST and realtime), and the public key is published.
+func TestAuthES256Keys(t *testing.T) {
+	t.Parallel()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := key.PublicKey.Bytes()
+	d, _ := key.Bytes()
+	enc := base64.RawURLEncoding.EncodeToString
+	jwks := fmt.Sprintf(`[{"kty":"EC","crv":"P-256","kid":"e2e-1","x":%q,"y":%q,"d":%q,"key_ops":["sign","verify"]}]`,
+		enc(pub[1:33]), enc(pub[33:]), enc(d))
+	ks, err := auth.ParseKeySet(jwks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := startClusterWith(t, `create table public.es_items (id int primary key);
+		grant select on public.es_items to authenticated;`, func(cfg *node.Config) { cfg.Auth.JWTKeys = ks })
+	status, sess := authCall(t, "POST", c.a+"/auth/v1/signup", "", map[string]any{"email": "es@example.com", "password": "secret-pass"})
+	if status != 200 {
+		t.Fatalf("signup: %d %v", status, sess)
+	}
+	token := sess["access_token"].(string)
+	header, _ := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[0])
+	if !strings.Contains(string(header), `"alg":"ES256"`) || !strings.Contains(string(header), `"kid":"e2e-1"`) {
+		t.Fatalf("token header %s", header)
+	}
+	if status, _ := authCall(t, "GET", c.b+"/rest/v1/es_items", token, nil); status != 200 {
+		t.Fatalf("node B's REST with the ES256 token: %d", status)
+	}
+	rt := dial(t, c.b, mustAnon(t))
+	rt.mustJoin("realtime:es", map[string]any{}, token)
+	status, body := authCall(t, "GET", c.b+"/auth/v1/.well-known/jwks.json", "", nil)
+	keys, _ := body["keys"].([]any)
+	if status != 200 || len(keys) != 1 || keys[0].(map[string]any)["kid"] != "e2e-1" || keys[0].(map[string]any)["d"] != nil {
+		t.Fatalf("jwks: %d %v", status, body)
 	}
 }

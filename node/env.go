@@ -198,6 +198,13 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 	} else if c.JWTSecret != "" && len(c.JWTSecret) < auth.MinSecretLength {
 		e.fail("FLUXBASE_JWT_SECRET", "(hidden)", fmt.Sprintf("at least %d characters", auth.MinSecretLength))
 	}
+	if raw := e.str("FLUXBASE_AUTH_JWT_KEYS", ""); raw != "" {
+		ks, err := auth.ParseKeySet(raw)
+		if err != nil {
+			e.fail("FLUXBASE_AUTH_JWT_KEYS", "(hidden)", "a JSON array of EC P-256 JWKs with kids, at most one with key_ops [\"sign\"] and d ("+err.Error()+")")
+		}
+		c.JWTKeys = ks
+	}
 	c.SiteURL = e.str("FLUXBASE_AUTH_SITE_URL", "")
 	if c.SiteURL != "" {
 		if u, err := url.Parse(c.SiteURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

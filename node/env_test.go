@@ -130,6 +130,8 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_AUTH_AUTOCONFIRM", "yes please", false},
 		{"FLUXBASE_AUTH_ANONYMOUS_USERS", "2", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_WINDOW", "2h", false},
+		{"FLUXBASE_AUTH_JWT_KEYS", `[{"kty":"RSA","kid":"a"}]`, false},
+		{"FLUXBASE_AUTH_JWT_KEYS", "not json", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_TOKEN", "-1", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", "lots", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_HEADER", "X Forwarded", false},

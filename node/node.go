@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			n.Close()
 		}
 	}()
-	verifier, err := auth.NewVerifier(cfg.Auth.JWTSecret)
+	verifier, err := auth.NewVerifierWithKeys(cfg.Auth.JWTSecret, cfg.Auth.JWTKeys)
 	if err != nil {
 		return nil, err
 	}

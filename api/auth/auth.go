@@ -51,6 +51,7 @@ func New(cfg Config) api.Surface {
 		// GoTrue serves these two to anyone.
 		route(http.MethodGet, "/health", api.Open, h.health),
 		route(http.MethodGet, "/settings", api.Open, h.settings),
+		route(http.MethodGet, "/.well-known/jwks.json", api.Open, h.jwks),
 		route(http.MethodPost, "/signup", api.NeedKey, h.limit("signup", sc.RateLimitSignup, h.signup)),
 		route(http.MethodPost, "/token", api.NeedKey, h.limit("token", sc.RateLimitToken, h.token)),
 		route(http.MethodPost, "/logout", api.NeedUser, h.logout),
@@ -144,6 +145,12 @@ func (h *handlers) health(w http.ResponseWriter, r *http.Request) {
 		"name":        "GoTrue",
 		"description": "GoTrue is a user registration and authentication API",
 	})
+}
+
+// jwks publishes the public keys user tokens may be signed with.
+func (h *handlers) jwks(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "public, max-age=600")
+	writeJSON(w, r, http.StatusOK, map[string]any{"keys": h.svc.Config().JWTKeys.Public()})
 }
 
 func (h *handlers) settings(w http.ResponseWriter, r *http.Request) {

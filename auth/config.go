@@ -17,6 +17,12 @@ type Config struct {
 	// set verifies. Nil signs and verifies with JWTSecret alone.
 	JWTKeys *KeySet
 
+	// AccessTokenHook names a SQL function ("schema.function") that
+	// receives {user_id, claims, authentication_method} as jsonb before
+	// each access token is signed and returns {claims} to sign instead,
+	// as Supabase's custom access token hook does. Empty calls none.
+	AccessTokenHook string
+
 	// SiteURL is the app's URL, reported by /settings; redirects default to it.
 	SiteURL string
 	// Issuer is the access tokens' iss claim. Default "fluxbase".

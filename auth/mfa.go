@@ -279,7 +279,7 @@ func (s *Service) VerifyFactor(ctx context.Context, userID, sessionID, factorID,
 		if err != nil {
 			return err
 		}
-		out, err = s.issue(ctx, tx, u, sess, refresh)
+		out, err = s.issue(ctx, tx, u, sess, refresh, methodTOTP)
 		return err
 	})
 	return out, err

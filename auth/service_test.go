@@ -480,3 +480,53 @@ func TestNormalizeEmail(t *testing.T) {
 		}
 	}
 }
+
+// The access-token hook changes the claims signed (a tenant claim, a
+// role), but not the token's subject, session or lifetime; a hook that
+// drops a required claim fails the sign-in rather than sign a token
+// without it.
+func TestAccessTokenHook(t *testing.T) {
+	t.Parallel()
+	s, db, _ := service(t, func(c *auth.Config) { c.AccessTokenHook = "public.claims_hook" })
+	_, err := db.Exec(ctx, `
+create function public.claims_hook(event jsonb) returns jsonb language plpgsql as $$
+declare c jsonb := event->'claims';
+begin
+  if c->>'email' like 'broken%' then
+    return jsonb_build_object('claims', c - 'role');
+  end if;
+  c := jsonb_set(c, '{tenant}', to_jsonb('t-' || (event->>'authentication_method')));
+  c := jsonb_set(c, '{sub}', '"someone-else"');
+  return jsonb_build_object('claims', c);
+end $$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, sess, err := s.SignUp(ctx, "hooked@example.com", "secret-pass", nil, auth.RequestMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := apitest.Verifier(t).Verify(sess.AccessToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subject != u.ID || !strings.Contains(string(c.Raw), `"tenant":"t-password"`) {
+		t.Fatalf("claims %s", c.Raw)
+	}
+	refreshed, err := s.RefreshGrant(ctx, sess.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ = apitest.Verifier(t).Verify(refreshed.AccessToken)
+	if !strings.Contains(string(c.Raw), `"tenant":"t-token_refresh"`) {
+		t.Fatalf("claims after refresh %s", c.Raw)
+	}
+	if _, _, err := s.SignUp(ctx, "broken@example.com", "secret-pass", nil, auth.RequestMeta{}); err == nil || code(err) != "" {
+		t.Fatalf("a hook dropping role: %v", err)
+	}
+	for name, ok := range map[string]bool{"public.claims_hook": true, "claims_hook": true, "a.b.c": false, `x"; drop`: false, "Public.X": false} {
+		if auth.ValidHookName(name) != ok {
+			t.Errorf("ValidHookName(%q) = %v", name, !ok)
+		}
+	}
+}

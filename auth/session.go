@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,6 +30,8 @@ type AMR struct {
 const (
 	methodPassword  = "password"
 	methodAnonymous = "anonymous"
+	// methodRefresh is what the access-token hook is told for a refresh.
+	methodRefresh = "token_refresh"
 )
 
 // sessionRow is a row of auth.sessions.
@@ -62,7 +65,7 @@ func (s *Service) startSession(ctx context.Context, tx pgx.Tx, u *User, method s
 	if err != nil {
 		return nil, err
 	}
-	return s.issue(ctx, tx, u, sessionRow{id: sid, userID: u.ID, aal: "aal1", notAfter: notAfter}, refresh)
+	return s.issue(ctx, tx, u, sessionRow{id: sid, userID: u.ID, aal: "aal1", notAfter: notAfter}, refresh, method)
 }
 
 // insertRefreshToken writes a new refresh token of the session, the child
@@ -77,8 +80,9 @@ func insertRefreshToken(ctx context.Context, q querier, userID, sessionID, paren
 	return token, nil
 }
 
-// issue signs an access token for the session and pairs it with refresh.
-func (s *Service) issue(ctx context.Context, q querier, u *User, sess sessionRow, refresh string) (*Session, error) {
+// issue signs an access token for the session and pairs it with refresh;
+// method is how this issue came about, for the access-token hook.
+func (s *Service) issue(ctx context.Context, q querier, u *User, sess sessionRow, refresh, method string) (*Session, error) {
 	rows, err := q.Query(ctx, `select authentication_method, extract(epoch from created_at)::bigint
 		from auth.mfa_amr_claims where session_id = $1::uuid order by created_at desc`, sess.id)
 	if err != nil {
@@ -123,6 +127,11 @@ func (s *Service) issue(ctx context.Context, q querier, u *User, sess sessionRow
 		"amr":           amr,
 		"session_id":    sess.id,
 		"is_anonymous":  u.IsAnonymous,
+	}
+	if s.cfg.AccessTokenHook != "" {
+		if claims, err = s.runHook(ctx, q, u.ID, method, claims); err != nil {
+			return nil, err
+		}
 	}
 	token, err := signToken(s.cfg.JWTSecret, s.cfg.JWTKeys, claims)
 	if err != nil {
@@ -228,7 +237,7 @@ func (s *Service) RefreshGrant(ctx context.Context, token string) (*Session, err
 			sess.id, now); err != nil {
 			return fmt.Errorf("update session: %w", err)
 		}
-		out, err = s.issue(ctx, tx, u, sess, next)
+		out, err = s.issue(ctx, tx, u, sess, next, methodRefresh)
 		return err
 	})
 	if err != nil {
@@ -278,4 +287,60 @@ func (s *Service) revoke(ctx context.Context, sessionIDs []string) error {
 		return fmt.Errorf("revoke sessions: %w", err)
 	}
 	return nil
+}
+
+// hookRequired are the claims a hook may change but not remove, as
+// GoTrue requires of its access-token hook.
+var hookRequired = []string{"aud", "exp", "iat", "sub", "role", "aal", "session_id", "email", "phone", "is_anonymous"}
+
+// runHook calls the access-token hook, a SQL function named by
+// configuration taking one jsonb event {user_id, claims,
+// authentication_method} and returning {claims}: what it returns is
+// signed. Its name is quoted, never taken from a request.
+func (s *Service) runHook(ctx context.Context, q querier, userID, method string, claims map[string]any) (map[string]any, error) {
+	event := map[string]any{"user_id": userID, "claims": claims, "authentication_method": method}
+	var out struct {
+		Claims map[string]any `json:"claims"`
+	}
+	if err := q.QueryRow(ctx, `select `+hookIdentifier(s.cfg.AccessTokenHook)+`($1::jsonb)`, event).Scan(&out); err != nil {
+		return nil, fmt.Errorf("access token hook %s: %w", s.cfg.AccessTokenHook, err)
+	}
+	for _, k := range hookRequired {
+		if _, ok := out.Claims[k]; !ok {
+			return nil, fmt.Errorf("access token hook %s: the claims it returned lack %q", s.cfg.AccessTokenHook, k)
+		}
+	}
+	// The token's lifetime and identity stay the server's.
+	for _, k := range []string{"exp", "iat", "sub", "session_id"} {
+		out.Claims[k] = claims[k]
+	}
+	return out.Claims, nil
+}
+
+// hookIdentifier quotes "schema.function" (or "function") for SQL.
+func hookIdentifier(name string) string {
+	schema, fn, ok := strings.Cut(name, ".")
+	if !ok {
+		return pgx.Identifier{name}.Sanitize()
+	}
+	return pgx.Identifier{schema, fn}.Sanitize()
+}
+
+// ValidHookName reports whether name is a plain [schema.]function name.
+func ValidHookName(name string) bool {
+	parts := strings.Split(name, ".")
+	if len(parts) > 2 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 63 {
+			return false
+		}
+		for _, r := range p {
+			if !(r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -205,6 +205,10 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 		}
 		c.JWTKeys = ks
 	}
+	c.AccessTokenHook = e.str("FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", "")
+	if c.AccessTokenHook != "" && !auth.ValidHookName(c.AccessTokenHook) {
+		e.fail("FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", c.AccessTokenHook, "a function name such as public.custom_access_token_hook (lower-case letters, digits, _)")
+	}
 	c.SiteURL = e.str("FLUXBASE_AUTH_SITE_URL", "")
 	if c.SiteURL != "" {
 		if u, err := url.Parse(c.SiteURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -132,6 +132,7 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_AUTH_RATE_LIMIT_WINDOW", "2h", false},
 		{"FLUXBASE_AUTH_JWT_KEYS", `[{"kty":"RSA","kid":"a"}]`, false},
 		{"FLUXBASE_AUTH_JWT_KEYS", "not json", false},
+		{"FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", "public.hook(); drop table x", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_TOKEN", "-1", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", "lots", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_HEADER", "X Forwarded", false},

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -22,6 +23,14 @@ type Config struct {
 	// each access token is signed and returns {claims} to sign instead,
 	// as Supabase's custom access token hook does. Empty calls none.
 	AccessTokenHook string
+
+	// Mailer sends confirmation, recovery and magic-link mail
+	// (FLUXBASE_SMTP_*); nil sends none, and the flows that need mail
+	// answer email_provider_disabled.
+	Mailer Mailer
+	// ExternalURL is the API's public base URL, for the links in mail.
+	// Default http://localhost:8080.
+	ExternalURL string
 
 	// SiteURL is the app's URL, reported by /settings; redirects default to it.
 	SiteURL string
@@ -62,6 +71,9 @@ type Config struct {
 	// RateLimitToken bounds POST /token per IP and window (GoTrue's
 	// default 150); RateLimitSignup POST /signup (30). 0 is no limit.
 	RateLimitToken, RateLimitSignup int
+	// RateLimitOTP bounds POST /otp, /recover and /verify together per
+	// IP and window (30). 0 is no limit.
+	RateLimitOTP int
 	// RateLimitHeader names the header holding the client's address
 	// (X-Forwarded-For behind a proxy, its first entry); empty uses the
 	// connection's address.
@@ -82,6 +94,10 @@ func (c Config) withDefaults() Config {
 	if c.HashWorkers <= 0 {
 		c.HashWorkers = runtime.GOMAXPROCS(0)
 	}
+	if c.ExternalURL == "" {
+		c.ExternalURL = "http://localhost:8080"
+	}
+	c.ExternalURL = strings.TrimSuffix(c.ExternalURL, "/")
 	if c.RateLimitWindow <= 0 {
 		c.RateLimitWindow = 5 * time.Minute
 	}

@@ -133,8 +133,13 @@ func (s *Service) SignUp(ctx context.Context, email, password string, data map[s
 		if u, err = userByID(ctx, tx, id, false); err != nil {
 			return err
 		}
-		if s.cfg.Autoconfirm {
+		switch {
+		case s.cfg.Autoconfirm:
 			sess, err = s.startSession(ctx, tx, u, methodPassword, meta)
+		case s.cfg.Mailer != nil:
+			if err = s.sendToken(ctx, tx, u, "confirmation_token", OTPSignup, ""); err == nil {
+				u, err = userByID(ctx, tx, id, false)
+			}
 		}
 		return err
 	})

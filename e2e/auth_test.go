@@ -10,12 +10,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/internal/mailpit"
 	"github.com/fluxbase/fluxbase/node"
 )
 
@@ -230,4 +233,97 @@ func TestAuthES256Keys(t *testing.T) {
 	if status != 200 || len(keys) != 1 || keys[0].(map[string]any)["kid"] != "e2e-1" || keys[0].(map[string]any)["d"] != nil {
 		t.Fatalf("jwks: %d %v", status, body)
 	}
+}
+
+// Mail through a real SMTP server: a sign-up's confirmation link, opened
+// on the other node by a browser (no key), redirects to the site with
+// the session in the fragment; recovery and OTP codes verify over POST.
+func TestAuthMailLinks(t *testing.T) {
+	t.Parallel()
+	mp := mailpit.Start(t)
+	c := startClusterWith(t, "", func(cfg *node.Config) {
+		cfg.Auth.Autoconfirm = false
+		cfg.Auth.SiteURL = "https://app.example.com"
+		cfg.Auth.Mailer = &auth.SMTPMailer{Host: "127.0.0.1", Port: mp.SMTPPort, From: "auth@example.com"}
+		cfg.Auth.ExternalURL = "http://api.example.com"
+	})
+	status, body := authCall(t, "POST", c.a+"/auth/v1/signup", "", map[string]any{"email": "link@example.com", "password": "secret-pass"})
+	if status != 200 || body["access_token"] != nil || body["confirmation_sent_at"] == nil {
+		t.Fatalf("signup: %d %v", status, body)
+	}
+	status, body = authCall(t, "POST", c.b+"/auth/v1/token?grant_type=password", "", map[string]any{"email": "link@example.com", "password": "secret-pass"})
+	if status != 400 || body["code"] != "email_not_confirmed" {
+		t.Fatalf("sign-in before confirming: %d %v", status, body)
+	}
+	link := linkIn(t, mp.Last(t, "link@example.com").Text)
+	if !strings.HasPrefix(link, "http://api.example.com/auth/v1/verify?") {
+		t.Fatalf("link %s", link)
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.Get(c.b + strings.TrimPrefix(link, "http://api.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "https://app.example.com#") {
+		t.Fatalf("link answered %d, Location %q", resp.StatusCode, loc)
+	}
+	frag, _ := url.ParseQuery(strings.SplitN(loc, "#", 2)[1])
+	if frag.Get("type") != "signup" || frag.Get("refresh_token") == "" {
+		t.Fatalf("fragment %v", frag)
+	}
+	if status, _ := authCall(t, "GET", c.a+"/auth/v1/user", frag.Get("access_token"), nil); status != 200 {
+		t.Fatalf("the link's session on A: %d", status)
+	}
+	// The link works once.
+	resp, err = noRedirect.Get(c.a + strings.TrimPrefix(link, "http://api.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "error_code=otp_expired") {
+		t.Fatalf("second use: %q", loc)
+	}
+
+	// Recovery: {} for anyone; the code verifies on the other node.
+	for _, addr := range []string{"link@example.com", "nobody@example.com"} {
+		if status, body := authCall(t, "POST", c.a+"/auth/v1/recover", "", map[string]any{"email": addr}); status != 200 || len(body) != 0 {
+			t.Fatalf("recover %s: %d %v", addr, status, body)
+		}
+	}
+	code := codeIn(t, mp.Last(t, "link@example.com").Text)
+	status, body = authCall(t, "POST", c.b+"/auth/v1/verify", "", map[string]any{"type": "recovery", "email": "link@example.com", "token": code})
+	if status != 200 || body["access_token"] == nil {
+		t.Fatalf("verify recovery: %d %v", status, body)
+	}
+	status, body = authCall(t, "POST", c.b+"/auth/v1/verify", "", map[string]any{"type": "recovery", "email": "link@example.com", "token": code})
+	if status != 403 || body["code"] != "otp_expired" {
+		t.Fatalf("a used code: %d %v", status, body)
+	}
+	status, body = authCall(t, "POST", c.a+"/auth/v1/otp", "", map[string]any{"email": "stranger@example.com", "create_user": false})
+	if status != 422 || body["code"] != "otp_disabled" {
+		t.Fatalf("otp without create_user: %d %v", status, body)
+	}
+	if mp.Count(t, "nobody@example.com")+mp.Count(t, "stranger@example.com") != 0 {
+		t.Fatal("mail went to an unknown address")
+	}
+}
+
+func linkIn(t *testing.T, text string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(http\S+/auth/v1/verify\?\S+)`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no link in %q", text)
+	}
+	return m[1]
+}
+
+func codeIn(t *testing.T, text string) string {
+	t.Helper()
+	m := regexp.MustCompile(`code: (\d{6})`).FindStringSubmatch(text)
+	if m == nil {
+		t.Fatalf("no code in %q", text)
+	}
+	return m[1]
 }

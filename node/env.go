@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"net"
+	"net/mail"
 	"net/url"
 	"os"
 	"strconv"
@@ -205,6 +206,21 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 		}
 		c.JWTKeys = ks
 	}
+	c.ExternalURL = e.str("FLUXBASE_AUTH_EXTERNAL_URL", "http://localhost:8080")
+	if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		e.fail("FLUXBASE_AUTH_EXTERNAL_URL", c.ExternalURL, "the API's public http or https URL, such as https://api.example.com")
+	}
+	if host := e.str("FLUXBASE_SMTP_HOST", ""); host != "" {
+		m := &auth.SMTPMailer{Host: host}
+		m.Port = int(e.integer("FLUXBASE_SMTP_PORT", 587, 1, 65535, "a port from 1 to 65535"))
+		m.User = e.str("FLUXBASE_SMTP_USER", "")
+		m.Pass = e.str("FLUXBASE_SMTP_PASS", "")
+		m.From = e.str("FLUXBASE_SMTP_SENDER", "")
+		if _, err := mail.ParseAddress(m.From); err != nil {
+			e.fail("FLUXBASE_SMTP_SENDER", m.From, "the address mail is sent from, such as auth@example.com, when FLUXBASE_SMTP_HOST is set")
+		}
+		c.Mailer = m
+	}
 	c.AccessTokenHook = e.str("FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", "")
 	if c.AccessTokenHook != "" && !auth.ValidHookName(c.AccessTokenHook) {
 		e.fail("FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", c.AccessTokenHook, "a function name such as public.custom_access_token_hook (lower-case letters, digits, _)")
@@ -233,6 +249,7 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 	}
 	c.RateLimitToken = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_TOKEN", 150, 0, 1<<30, "a whole number, 0 for no limit"))
 	c.RateLimitSignup = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", 30, 0, 1<<30, "a whole number, 0 for no limit"))
+	c.RateLimitOTP = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_OTP", 30, 0, 1<<30, "a whole number, 0 for no limit"))
 	c.RateLimitHeader = e.str("FLUXBASE_AUTH_RATE_LIMIT_HEADER", "")
 	if c.RateLimitHeader != "" && strings.ContainsAny(c.RateLimitHeader, " :\t\r\n") {
 		e.fail("FLUXBASE_AUTH_RATE_LIMIT_HEADER", c.RateLimitHeader, "a header name such as X-Forwarded-For")

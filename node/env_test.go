@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxbase/fluxbase/auth"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -132,6 +134,8 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_AUTH_RATE_LIMIT_WINDOW", "2h", false},
 		{"FLUXBASE_AUTH_JWT_KEYS", `[{"kty":"RSA","kid":"a"}]`, false},
 		{"FLUXBASE_AUTH_JWT_KEYS", "not json", false},
+		{"FLUXBASE_AUTH_EXTERNAL_URL", "api.example.com", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_OTP", "x", false},
 		{"FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", "public.hook(); drop table x", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_TOKEN", "-1", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", "lots", false},
@@ -170,6 +174,22 @@ func TestConfigRejects(t *testing.T) {
 		}
 		if _, err := FromEnv(envOf(env), Serve); err == nil || !strings.HasPrefix(err.Error(), "FLUXBASE_STORAGE_S3_ENDPOINT") {
 			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("SMTP needs a sender", func(t *testing.T) {
+		t.Parallel()
+		env := map[string]string{"FLUXBASE_SMTP_HOST": "mail.internal"}
+		for k, v := range validServeEnv {
+			env[k] = v
+		}
+		if _, err := FromEnv(envOf(env), Serve); err == nil || !strings.HasPrefix(err.Error(), "FLUXBASE_SMTP_SENDER") {
+			t.Fatalf("err %v", err)
+		}
+		env["FLUXBASE_SMTP_SENDER"] = "auth@example.com"
+		env["FLUXBASE_SMTP_PORT"] = "2525"
+		c, err := FromEnv(envOf(env), Serve)
+		if err != nil || c.Auth.Mailer.(*auth.SMTPMailer).Port != 2525 {
+			t.Fatalf("smtp: %+v %v", c.Auth.Mailer, err)
 		}
 	})
 	t.Run("passwords never echoed", func(t *testing.T) {

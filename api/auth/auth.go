@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -55,6 +56,11 @@ func New(cfg Config) api.Surface {
 		route(http.MethodPost, "/signup", api.NeedKey, h.limit("signup", sc.RateLimitSignup, h.signup)),
 		route(http.MethodPost, "/token", api.NeedKey, h.limit("token", sc.RateLimitToken, h.token)),
 		route(http.MethodPost, "/logout", api.NeedUser, h.logout),
+		route(http.MethodPost, "/recover", api.NeedKey, h.limit("otp", sc.RateLimitOTP, h.recover)),
+		route(http.MethodPost, "/otp", api.NeedKey, h.limit("otp", sc.RateLimitOTP, h.otp)),
+		route(http.MethodPost, "/verify", api.NeedKey, h.limit("otp", sc.RateLimitOTP, h.verify)),
+		// Mail links are opened by a browser, without the key.
+		route(http.MethodGet, "/verify", api.Open, h.limit("otp", sc.RateLimitOTP, h.verifyLink)),
 		route(http.MethodGet, "/user", api.NeedUser, h.getUser),
 		route(http.MethodPut, "/user", api.NeedUser, h.putUser),
 		route(http.MethodPost, "/factors", api.NeedUser, h.enrollFactor),
@@ -454,4 +460,92 @@ func (h *handlers) unenrollFactor(w http.ResponseWriter, r *http.Request) {
 	id := chi.URLParam(r, "id")
 	err := h.svc.UnenrollFactor(r.Context(), c.Subject, c.SessionID, id)
 	h.answer(w, r, map[string]string{"id": id}, err, h.userError)
+}
+
+type recoverRequest struct {
+	Email string `json:"email"`
+}
+
+func (h *handlers) recover(w http.ResponseWriter, r *http.Request) {
+	var req recoverRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	err := h.svc.Recover(r.Context(), req.Email, r.URL.Query().Get("redirect_to"))
+	h.answer(w, r, map[string]any{}, err, h.domainError)
+}
+
+type otpRequest struct {
+	Email      string         `json:"email"`
+	Phone      string         `json:"phone"`
+	CreateUser *bool          `json:"create_user"`
+	Data       map[string]any `json:"data"`
+}
+
+func (h *handlers) otp(w http.ResponseWriter, r *http.Request) {
+	var req otpRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	if req.Phone != "" {
+		writeError(w, r, newError(http.StatusUnprocessableEntity, domain.CodePhoneProviderMissing, "Phone logins are disabled"))
+		return
+	}
+	create := req.CreateUser == nil || *req.CreateUser
+	err := h.svc.SendOTP(r.Context(), req.Email, create, req.Data, r.URL.Query().Get("redirect_to"))
+	h.answer(w, r, map[string]any{}, err, h.domainError)
+}
+
+type verifyRequest struct {
+	Type      string `json:"type"`
+	Email     string `json:"email"`
+	Token     string `json:"token"`
+	TokenHash string `json:"token_hash"`
+}
+
+func (h *handlers) verify(w http.ResponseWriter, r *http.Request) {
+	var req verifyRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	if req.TokenHash == "" && (req.Email == "" || req.Token == "") {
+		writeError(w, r, validation("Verify requires either a token_hash, or an email and a token"))
+		return
+	}
+	sess, _, err := h.svc.Verify(r.Context(), req.Type, req.Email, req.Token, req.TokenHash, h.meta(r))
+	h.answer(w, r, sess, err, h.domainError)
+}
+
+// verifyLink redeems a mail link and sends the browser on with 303: the
+// session in the fragment, as GoTrue does outside PKCE, or the error.
+func (h *handlers) verifyLink(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	target := h.svc.RedirectTarget(q.Get("redirect_to"))
+	sess, typ, err := h.svc.Verify(r.Context(), q.Get("type"), "", "", q.Get("token"), h.meta(r))
+	frag := url.Values{}
+	if err != nil {
+		e, ok := domain.AsError(err)
+		if !ok {
+			h.log.Error("verify link failed", errField(err), reqField(r))
+			e = &domain.Error{Code: domain.CodeUnexpectedFailure, Message: "Unexpected failure"}
+		}
+		frag.Set("error", "access_denied")
+		frag.Set("error_code", string(e.Code))
+		frag.Set("error_description", e.Message)
+	} else {
+		frag.Set("access_token", sess.AccessToken)
+		frag.Set("token_type", sess.TokenType)
+		frag.Set("expires_in", strconv.FormatInt(sess.ExpiresIn, 10))
+		frag.Set("expires_at", strconv.FormatInt(sess.ExpiresAt, 10))
+		frag.Set("refresh_token", sess.RefreshToken)
+		frag.Set("type", typ)
+	}
+	if target == "" {
+		writeJSON(w, r, http.StatusOK, map[string]string{"fragment": frag.Encode()})
+		return
+	}
+	http.Redirect(w, r, target+"#"+frag.Encode(), http.StatusSeeOther)
 }

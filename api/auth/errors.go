@@ -43,6 +43,8 @@ var status = map[domain.ErrorCode]int{
 	domain.CodePhoneProviderMissing:  http.StatusUnprocessableEntity,
 	domain.CodeUserNotFound:          http.StatusNotFound,
 	domain.CodeMFAFactorNotFound:     http.StatusNotFound,
+	domain.CodeOTPExpired:            http.StatusForbidden,
+	domain.CodeOTPDisabled:           http.StatusUnprocessableEntity,
 	domain.CodeMFAChallengeExpired:   http.StatusUnprocessableEntity,
 	domain.CodeMFAVerificationFailed: http.StatusUnprocessableEntity,
 	domain.CodeMFAFactorNameConflict: http.StatusUnprocessableEntity,

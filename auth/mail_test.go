@@ -1,0 +1,113 @@
+package auth_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/url"
+	"regexp"
+	"testing"
+
+	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/internal/mailpit"
+)
+
+var (
+	codeInMail = regexp.MustCompile(`code: (\d{6})`)
+	linkInMail = regexp.MustCompile(`(http\S+/auth/v1/verify\?\S+)`)
+)
+
+func mailed(t *testing.T, m mailpit.Message) (code string, link *url.URL) {
+	t.Helper()
+	c, l := codeInMail.FindStringSubmatch(m.Text), linkInMail.FindStringSubmatch(m.Text)
+	if c == nil || l == nil {
+		t.Fatalf("no code or link in %q", m.Text)
+	}
+	u, err := url.Parse(l[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c[1], u
+}
+
+// Confirmation, recovery and magic links through a real SMTP server:
+// each code works once, is stored only as its hash, and an unknown
+// address learns nothing.
+func TestMailFlows(t *testing.T) {
+	t.Parallel()
+	mp := mailpit.Start(t)
+	s, db, _ := service(t, func(c *auth.Config) {
+		c.Autoconfirm = false
+		c.SiteURL = "https://app.example.com"
+		c.Mailer = &auth.SMTPMailer{Host: "127.0.0.1", Port: mp.SMTPPort, From: "auth@example.com"}
+	})
+	const email = "mia@example.com"
+	if _, sess, err := s.SignUp(ctx, email, "secret-pass", nil, auth.RequestMeta{}); err != nil || sess != nil {
+		t.Fatalf("signup: %v %v", sess, err)
+	}
+	m := mp.Last(t, email)
+	code, link := mailed(t, m)
+	if m.Subject != "Confirm your signup" || link.Query().Get("type") != "signup" || link.Query().Get("redirect_to") != "https://app.example.com" {
+		t.Fatalf("mail %q, link %s", m.Subject, link)
+	}
+	var stored string
+	if err := db.QueryRow(ctx, `select token_hash from auth.one_time_tokens where relates_to = $1`, email).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum224([]byte(email + code))
+	if stored != hex.EncodeToString(sum[:]) || stored != link.Query().Get("token") {
+		t.Fatalf("stored %s: not the hash of the code", stored)
+	}
+	_, err := s.PasswordGrant(ctx, email, "secret-pass", auth.RequestMeta{})
+	wantCode(t, err, auth.CodeEmailNotConfirmed)
+	_, _, err = s.Verify(ctx, auth.OTPSignup, email, "000000", "", auth.RequestMeta{})
+	wantCode(t, err, auth.CodeOTPExpired)
+	sess, _, err := s.Verify(ctx, auth.OTPSignup, email, code, "", auth.RequestMeta{})
+	if err != nil || sess.User.EmailConfirmedAt == nil {
+		t.Fatalf("verify: %+v %v", sess, err)
+	}
+	_, _, err = s.Verify(ctx, auth.OTPSignup, email, code, "", auth.RequestMeta{})
+	wantCode(t, err, auth.CodeOTPExpired)
+	if _, err := s.PasswordGrant(ctx, email, "secret-pass", auth.RequestMeta{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Recovery: the same answer for an unknown address, and no mail.
+	if err := s.Recover(ctx, "nobody@example.com", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Recover(ctx, email, "https://evil.example.net"); err != nil {
+		t.Fatal(err)
+	}
+	m = mp.Last(t, email)
+	_, link = mailed(t, m)
+	if m.Subject != "Reset your password" || link.Query().Get("redirect_to") != "https://app.example.com" {
+		t.Fatalf("recovery mail %q, link %s", m.Subject, link)
+	}
+	if mp.Count(t, "nobody@example.com") != 0 {
+		t.Fatal("mail sent to an unknown address")
+	}
+	sess, typ, err := s.Verify(ctx, auth.OTPRecovery, "", "", link.Query().Get("token"), auth.RequestMeta{})
+	if err != nil || typ != auth.OTPRecovery || sess.User.Email != email {
+		t.Fatalf("recovery link: %v %v", typ, err)
+	}
+
+	// Magic link / OTP: an existing user gets a code; an unknown one is
+	// refused without create_user, created with it.
+	wantCode(t, s.SendOTP(ctx, "new@example.com", false, nil, ""), auth.CodeOTPDisabled)
+	if err := s.SendOTP(ctx, email, true, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	code, _ = mailed(t, mp.Last(t, email))
+	if _, _, err := s.Verify(ctx, auth.OTPEmail, email, code, "", auth.RequestMeta{}); err != nil {
+		t.Fatalf("email otp: %v", err)
+	}
+	if err := s.SendOTP(ctx, "new@example.com", true, map[string]any{"k": "v"}, ""); err != nil {
+		t.Fatal(err)
+	}
+	code, _ = mailed(t, mp.Last(t, "new@example.com"))
+	if _, err := db.Exec(ctx, `update auth.one_time_tokens set created_at = created_at - interval '2 hours' where relates_to = 'new@example.com'`); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.Verify(ctx, auth.OTPEmail, "new@example.com", code, "", auth.RequestMeta{})
+	wantCode(t, err, auth.CodeOTPExpired)
+}

@@ -89,13 +89,20 @@ func newOTP() string {
 
 // sendToken records a one-time token of tokenType for u and mails the
 // code and a link carrying its hash.
-func (s *Service) sendToken(ctx context.Context, tx pgx.Tx, u *User, tokenType, otpType, redirectTo string) error {
+func (s *Service) sendToken(ctx context.Context, tx pgx.Tx, u *User, tokenType, otpType string, meta RequestMeta) error {
 	if s.cfg.Mailer == nil {
 		return fail(CodeProviderDisabled, "Email sending is not configured")
 	}
 	otp := newOTP()
 	hash := tokenHash(u.Email, otp)
 	now := s.now()
+	linkToken := hash
+	if meta.CodeChallenge != "" {
+		if err := s.startFlow(ctx, tx, u.ID, otpType, meta, now); err != nil {
+			return err
+		}
+		linkToken = pkcePrefix + hash
+	}
 	if _, err := tx.Exec(ctx, `insert into auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
 		values ($1::uuid, $2::uuid, $3::auth.one_time_token_type, $4, $5, $6 at time zone 'utc', $6 at time zone 'utc')
 		on conflict (user_id, token_type) do update set token_hash = excluded.token_hash, relates_to = excluded.relates_to,
@@ -110,8 +117,8 @@ func (s *Service) sendToken(ctx context.Context, tx pgx.Tx, u *User, tokenType, 
 	if _, err := tx.Exec(ctx, `update auth.users set `+column+` = $2, `+sentAt+` = $3 where id = $1::uuid`, u.ID, hash, now); err != nil {
 		return fmt.Errorf("record token: %w", err)
 	}
-	link := s.cfg.ExternalURL + "/auth/v1/verify?" + url.Values{"token": {hash}, "type": {otpType},
-		"redirect_to": {s.redirect(redirectTo)}}.Encode()
+	link := s.cfg.ExternalURL + "/auth/v1/verify?" + url.Values{"token": {linkToken}, "type": {otpType},
+		"redirect_to": {s.redirect(meta.RedirectTo)}}.Encode()
 	subject, what := "Confirm your signup", "confirm your address"
 	switch otpType {
 	case OTPRecovery:
@@ -143,7 +150,7 @@ func (s *Service) RedirectTarget(to string) string { return s.redirect(to) }
 // Recover mails a recovery code and link to a registered address. It
 // answers the same for an unknown address, so it tells nothing of who
 // is registered.
-func (s *Service) Recover(ctx context.Context, email, redirectTo string) error {
+func (s *Service) Recover(ctx context.Context, email string, meta RequestMeta) error {
 	norm, err := NormalizeEmail(email)
 	if err != nil {
 		return err
@@ -156,14 +163,14 @@ func (s *Service) Recover(ctx context.Context, email, redirectTo string) error {
 		if err != nil || u == nil {
 			return err
 		}
-		return s.sendToken(ctx, tx, u, "recovery_token", OTPRecovery, redirectTo)
+		return s.sendToken(ctx, tx, u, "recovery_token", OTPRecovery, meta)
 	})
 }
 
 // SendOTP mails a sign-in code and magic link; an unknown address gets a
 // new user (and a confirmation code) unless createUser is false, which
 // GoTrue answers with otp_disabled.
-func (s *Service) SendOTP(ctx context.Context, email string, createUser bool, data map[string]any, redirectTo string) error {
+func (s *Service) SendOTP(ctx context.Context, email string, createUser bool, data map[string]any, meta RequestMeta) error {
 	norm, err := NormalizeEmail(email)
 	if err != nil {
 		return err
@@ -177,7 +184,7 @@ func (s *Service) SendOTP(ctx context.Context, email string, createUser bool, da
 			return err
 		}
 		if u != nil && u.EmailConfirmedAt != nil {
-			return s.sendToken(ctx, tx, u, "recovery_token", OTPMagicLink, redirectTo)
+			return s.sendToken(ctx, tx, u, "recovery_token", OTPMagicLink, meta)
 		}
 		if u == nil {
 			if !createUser || s.cfg.DisableSignup {
@@ -194,15 +201,25 @@ func (s *Service) SendOTP(ctx context.Context, email string, createUser bool, da
 				return err
 			}
 		}
-		return s.sendToken(ctx, tx, u, "confirmation_token", OTPSignup, redirectTo)
+		return s.sendToken(ctx, tx, u, "confirmation_token", OTPSignup, meta)
 	})
+}
+
+// Verified is what redeeming a code or link gives: a session, or under
+// PKCE (a link made for a request with a code challenge) the auth code
+// to exchange for one.
+type Verified struct {
+	Session  *Session
+	Type     string
+	AuthCode string
 }
 
 // Verify redeems a mailed code (with the address) or a link's token hash
 // (without it) of otpType, once, within its life: the address is
 // confirmed and a session started. A wrong, used or expired token gets
 // otp_expired.
-func (s *Service) Verify(ctx context.Context, otpType, email, token, hash string, meta RequestMeta) (*Session, string, error) {
+func (s *Service) Verify(ctx context.Context, otpType, email, token, hash string, meta RequestMeta) (*Verified, error) {
+	hash, pkce := strings.CutPrefix(hash, pkcePrefix)
 	var types []string
 	switch otpType {
 	case OTPSignup, OTPInvite:
@@ -212,18 +229,17 @@ func (s *Service) Verify(ctx context.Context, otpType, email, token, hash string
 	case OTPEmail:
 		types = []string{"confirmation_token", "recovery_token"}
 	default:
-		return nil, "", fail(CodeValidationFailed, "Verify requires a verification type")
+		return nil, fail(CodeValidationFailed, "Verify requires a verification type")
 	}
 	if hash == "" {
 		norm, err := NormalizeEmail(email)
 		if err != nil {
-			return nil, "", err
+			return nil, err
 		}
 		hash = tokenHash(norm, strings.TrimSpace(token))
 	}
 	expired := fail(CodeOTPExpired, "Email link is invalid or has expired")
-	var sess *Session
-	var redirectType string
+	out := &Verified{Type: otpType}
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		var userID, tokenType string
 		var created time.Time
@@ -265,13 +281,19 @@ func (s *Service) Verify(ctx context.Context, otpType, email, token, hash string
 		if u, err = userByID(ctx, tx, userID, false); err != nil {
 			return err
 		}
+		if pkce {
+			out.AuthCode, err = issueAuthCode(ctx, tx, userID, now)
+			return err
+		}
 		method := "otp"
-		redirectType = otpType
 		if otpType == OTPRecovery {
 			method = "recovery"
 		}
-		sess, err = s.startSession(ctx, tx, u, method, meta)
+		out.Session, err = s.startSession(ctx, tx, u, method, meta)
 		return err
 	})
-	return sess, redirectType, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -59,23 +59,23 @@ func TestMailFlows(t *testing.T) {
 	}
 	_, err := s.PasswordGrant(ctx, email, "secret-pass", auth.RequestMeta{})
 	wantCode(t, err, auth.CodeEmailNotConfirmed)
-	_, _, err = s.Verify(ctx, auth.OTPSignup, email, "000000", "", auth.RequestMeta{})
+	_, err = s.Verify(ctx, auth.OTPSignup, email, "000000", "", auth.RequestMeta{})
 	wantCode(t, err, auth.CodeOTPExpired)
-	sess, _, err := s.Verify(ctx, auth.OTPSignup, email, code, "", auth.RequestMeta{})
-	if err != nil || sess.User.EmailConfirmedAt == nil {
-		t.Fatalf("verify: %+v %v", sess, err)
+	v, err := s.Verify(ctx, auth.OTPSignup, email, code, "", auth.RequestMeta{})
+	if err != nil || v.Session.User.EmailConfirmedAt == nil {
+		t.Fatalf("verify: %+v %v", v, err)
 	}
-	_, _, err = s.Verify(ctx, auth.OTPSignup, email, code, "", auth.RequestMeta{})
+	_, err = s.Verify(ctx, auth.OTPSignup, email, code, "", auth.RequestMeta{})
 	wantCode(t, err, auth.CodeOTPExpired)
 	if _, err := s.PasswordGrant(ctx, email, "secret-pass", auth.RequestMeta{}); err != nil {
 		t.Fatal(err)
 	}
 
 	// Recovery: the same answer for an unknown address, and no mail.
-	if err := s.Recover(ctx, "nobody@example.com", ""); err != nil {
+	if err := s.Recover(ctx, "nobody@example.com", auth.RequestMeta{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Recover(ctx, email, "https://evil.example.net"); err != nil {
+	if err := s.Recover(ctx, email, auth.RequestMeta{RedirectTo: "https://evil.example.net"}); err != nil {
 		t.Fatal(err)
 	}
 	m = mp.Last(t, email)
@@ -86,28 +86,28 @@ func TestMailFlows(t *testing.T) {
 	if mp.Count(t, "nobody@example.com") != 0 {
 		t.Fatal("mail sent to an unknown address")
 	}
-	sess, typ, err := s.Verify(ctx, auth.OTPRecovery, "", "", link.Query().Get("token"), auth.RequestMeta{})
-	if err != nil || typ != auth.OTPRecovery || sess.User.Email != email {
-		t.Fatalf("recovery link: %v %v", typ, err)
+	v, err = s.Verify(ctx, auth.OTPRecovery, "", "", link.Query().Get("token"), auth.RequestMeta{})
+	if err != nil || v.Type != auth.OTPRecovery || v.Session.User.Email != email {
+		t.Fatalf("recovery link: %+v %v", v, err)
 	}
 
 	// Magic link / OTP: an existing user gets a code; an unknown one is
 	// refused without create_user, created with it.
-	wantCode(t, s.SendOTP(ctx, "new@example.com", false, nil, ""), auth.CodeOTPDisabled)
-	if err := s.SendOTP(ctx, email, true, nil, ""); err != nil {
+	wantCode(t, s.SendOTP(ctx, "new@example.com", false, nil, auth.RequestMeta{}), auth.CodeOTPDisabled)
+	if err := s.SendOTP(ctx, email, true, nil, auth.RequestMeta{}); err != nil {
 		t.Fatal(err)
 	}
 	code, _ = mailed(t, mp.Last(t, email))
-	if _, _, err := s.Verify(ctx, auth.OTPEmail, email, code, "", auth.RequestMeta{}); err != nil {
+	if _, err := s.Verify(ctx, auth.OTPEmail, email, code, "", auth.RequestMeta{}); err != nil {
 		t.Fatalf("email otp: %v", err)
 	}
-	if err := s.SendOTP(ctx, "new@example.com", true, map[string]any{"k": "v"}, ""); err != nil {
+	if err := s.SendOTP(ctx, "new@example.com", true, map[string]any{"k": "v"}, auth.RequestMeta{}); err != nil {
 		t.Fatal(err)
 	}
 	code, _ = mailed(t, mp.Last(t, "new@example.com"))
 	if _, err := db.Exec(ctx, `update auth.one_time_tokens set created_at = created_at - interval '2 hours' where relates_to = 'new@example.com'`); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = s.Verify(ctx, auth.OTPEmail, "new@example.com", code, "", auth.RequestMeta{})
+	_, err = s.Verify(ctx, auth.OTPEmail, "new@example.com", code, "", auth.RequestMeta{})
 	wantCode(t, err, auth.CodeOTPExpired)
 }

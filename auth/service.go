@@ -47,10 +47,16 @@ func NewService(cfg Config, db *pgxpool.Pool, revoker Revoker) (*Service, error)
 // Config is the service's configuration with defaults filled in.
 func (s *Service) Config() Config { return s.cfg }
 
-// RequestMeta is what a sign-in records of the request.
+// RequestMeta is what a sign-in records of the request, and what a flow
+// that mails a link carries to it: where to land, and for PKCE the
+// challenge (method "s256" or "plain").
 type RequestMeta struct {
 	UserAgent string
 	IP        string
+
+	RedirectTo          string
+	CodeChallenge       string
+	CodeChallengeMethod string
 }
 
 func (m RequestMeta) ip() *string {
@@ -137,7 +143,7 @@ func (s *Service) SignUp(ctx context.Context, email, password string, data map[s
 		case s.cfg.Autoconfirm:
 			sess, err = s.startSession(ctx, tx, u, methodPassword, meta)
 		case s.cfg.Mailer != nil:
-			if err = s.sendToken(ctx, tx, u, "confirmation_token", OTPSignup, ""); err == nil {
+			if err = s.sendToken(ctx, tx, u, "confirmation_token", OTPSignup, meta); err == nil {
 				u, err = userByID(ctx, tx, id, false)
 			}
 		}

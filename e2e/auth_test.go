@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -307,6 +308,39 @@ func TestAuthMailLinks(t *testing.T) {
 	}
 	if mp.Count(t, "nobody@example.com")+mp.Count(t, "stranger@example.com") != 0 {
 		t.Fatal("mail went to an unknown address")
+	}
+
+	// PKCE: the magic link answers ?code=, which only the verifier of
+	// the challenge exchanges, once.
+	verifier := strings.Repeat("v3rifier-", 6)
+	sum := sha256.Sum256([]byte(verifier))
+	status, body = authCall(t, "POST", c.a+"/auth/v1/otp?redirect_to="+url.QueryEscape("https://app.example.com/welcome"), "",
+		map[string]any{"email": "link@example.com", "code_challenge": base64.RawURLEncoding.EncodeToString(sum[:]), "code_challenge_method": "s256"})
+	if status != 200 {
+		t.Fatalf("otp with a challenge: %d %v", status, body)
+	}
+	link = linkIn(t, mp.Last(t, "link@example.com").Text)
+	resp, err = noRedirect.Get(c.b + strings.TrimPrefix(link, "http://api.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc = resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "https://app.example.com/welcome?code=") {
+		t.Fatalf("PKCE link: %d %q", resp.StatusCode, loc)
+	}
+	authCode := strings.TrimPrefix(loc, "https://app.example.com/welcome?code=")
+	status, body = authCall(t, "POST", c.a+"/auth/v1/token?grant_type=pkce", "", map[string]any{"auth_code": authCode, "code_verifier": verifier + "x"})
+	if status != 400 || body["code"] != "bad_code_verifier" {
+		t.Fatalf("wrong verifier: %d %v", status, body)
+	}
+	status, body = authCall(t, "POST", c.a+"/auth/v1/token?grant_type=pkce", "", map[string]any{"auth_code": authCode, "code_verifier": verifier})
+	if status != 200 || body["access_token"] == nil {
+		t.Fatalf("exchange: %d %v", status, body)
+	}
+	status, body = authCall(t, "POST", c.b+"/auth/v1/token?grant_type=pkce", "", map[string]any{"auth_code": authCode, "code_verifier": verifier})
+	if status != 404 || body["code"] != "flow_state_not_found" {
+		t.Fatalf("second exchange: %d %v", status, body)
 	}
 }
 

@@ -184,6 +184,27 @@ type signupRequest struct {
 	Phone    string         `json:"phone"`
 	Password string         `json:"password"`
 	Data     map[string]any `json:"data"`
+	pkceRequest
+}
+
+// pkceRequest is the challenge auth-js sends in a PKCE flow (null
+// otherwise).
+type pkceRequest struct {
+	CodeChallenge       *string `json:"code_challenge"`
+	CodeChallengeMethod *string `json:"code_challenge_method"`
+}
+
+// flowMeta is the request's meta with its redirect and PKCE challenge.
+func (h *handlers) flowMeta(r *http.Request, p pkceRequest) domain.RequestMeta {
+	m := h.meta(r)
+	m.RedirectTo = r.URL.Query().Get("redirect_to")
+	if p.CodeChallenge != nil {
+		m.CodeChallenge = *p.CodeChallenge
+	}
+	if p.CodeChallengeMethod != nil {
+		m.CodeChallengeMethod = *p.CodeChallengeMethod
+	}
+	return m
 }
 
 func (h *handlers) signup(w http.ResponseWriter, r *http.Request) {
@@ -208,7 +229,7 @@ func (h *handlers) signup(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusOK, sess)
 		return
 	}
-	u, sess, err := h.svc.SignUp(r.Context(), req.Email, req.Password, req.Data, h.meta(r))
+	u, sess, err := h.svc.SignUp(r.Context(), req.Email, req.Password, req.Data, h.flowMeta(r, req.pkceRequest))
 	if err != nil {
 		h.domainError(w, r, err)
 		return
@@ -225,6 +246,8 @@ type tokenRequest struct {
 	Phone        string `json:"phone"`
 	Password     string `json:"password"`
 	RefreshToken string `json:"refresh_token"`
+	AuthCode     string `json:"auth_code"`
+	CodeVerifier string `json:"code_verifier"`
 }
 
 func (h *handlers) token(w http.ResponseWriter, r *http.Request) {
@@ -248,6 +271,8 @@ func (h *handlers) token(w http.ResponseWriter, r *http.Request) {
 		sess, err = h.svc.PasswordGrant(r.Context(), req.Email, req.Password, h.meta(r))
 	case "refresh_token":
 		sess, err = h.svc.RefreshGrant(r.Context(), req.RefreshToken)
+	case "pkce":
+		sess, err = h.svc.PKCEGrant(r.Context(), req.AuthCode, req.CodeVerifier, h.meta(r))
 	default:
 		writeError(w, r, validation(fmt.Sprintf("unsupported_grant_type: %.40q", grant)))
 		return
@@ -464,6 +489,7 @@ func (h *handlers) unenrollFactor(w http.ResponseWriter, r *http.Request) {
 
 type recoverRequest struct {
 	Email string `json:"email"`
+	pkceRequest
 }
 
 func (h *handlers) recover(w http.ResponseWriter, r *http.Request) {
@@ -472,7 +498,7 @@ func (h *handlers) recover(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, e)
 		return
 	}
-	err := h.svc.Recover(r.Context(), req.Email, r.URL.Query().Get("redirect_to"))
+	err := h.svc.Recover(r.Context(), req.Email, h.flowMeta(r, req.pkceRequest))
 	h.answer(w, r, map[string]any{}, err, h.domainError)
 }
 
@@ -481,6 +507,7 @@ type otpRequest struct {
 	Phone      string         `json:"phone"`
 	CreateUser *bool          `json:"create_user"`
 	Data       map[string]any `json:"data"`
+	pkceRequest
 }
 
 func (h *handlers) otp(w http.ResponseWriter, r *http.Request) {
@@ -494,7 +521,7 @@ func (h *handlers) otp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	create := req.CreateUser == nil || *req.CreateUser
-	err := h.svc.SendOTP(r.Context(), req.Email, create, req.Data, r.URL.Query().Get("redirect_to"))
+	err := h.svc.SendOTP(r.Context(), req.Email, create, req.Data, h.flowMeta(r, req.pkceRequest))
 	h.answer(w, r, map[string]any{}, err, h.domainError)
 }
 
@@ -515,16 +542,33 @@ func (h *handlers) verify(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, validation("Verify requires either a token_hash, or an email and a token"))
 		return
 	}
-	sess, _, err := h.svc.Verify(r.Context(), req.Type, req.Email, req.Token, req.TokenHash, h.meta(r))
-	h.answer(w, r, sess, err, h.domainError)
+	v, err := h.svc.Verify(r.Context(), req.Type, req.Email, req.Token, req.TokenHash, h.meta(r))
+	if err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	if v.Session == nil {
+		writeJSON(w, r, http.StatusOK, map[string]string{"code": v.AuthCode})
+		return
+	}
+	writeJSON(w, r, http.StatusOK, v.Session)
 }
 
 // verifyLink redeems a mail link and sends the browser on with 303: the
-// session in the fragment, as GoTrue does outside PKCE, or the error.
+// session in the fragment, as GoTrue does outside PKCE, ?code= under
+// PKCE, or the error in the fragment.
 func (h *handlers) verifyLink(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	target := h.svc.RedirectTarget(q.Get("redirect_to"))
-	sess, typ, err := h.svc.Verify(r.Context(), q.Get("type"), "", "", q.Get("token"), h.meta(r))
+	v, err := h.svc.Verify(r.Context(), q.Get("type"), "", "", q.Get("token"), h.meta(r))
+	if err == nil && v.Session == nil && target != "" {
+		sep := "?"
+		if strings.Contains(target, "?") {
+			sep = "&"
+		}
+		http.Redirect(w, r, target+sep+url.Values{"code": {v.AuthCode}}.Encode(), http.StatusSeeOther)
+		return
+	}
 	frag := url.Values{}
 	if err != nil {
 		e, ok := domain.AsError(err)
@@ -535,13 +579,16 @@ func (h *handlers) verifyLink(w http.ResponseWriter, r *http.Request) {
 		frag.Set("error", "access_denied")
 		frag.Set("error_code", string(e.Code))
 		frag.Set("error_description", e.Message)
+	} else if v.Session == nil {
+		frag.Set("code", v.AuthCode)
 	} else {
+		sess := v.Session
 		frag.Set("access_token", sess.AccessToken)
 		frag.Set("token_type", sess.TokenType)
 		frag.Set("expires_in", strconv.FormatInt(sess.ExpiresIn, 10))
 		frag.Set("expires_at", strconv.FormatInt(sess.ExpiresAt, 10))
 		frag.Set("refresh_token", sess.RefreshToken)
-		frag.Set("type", typ)
+		frag.Set("type", v.Type)
 	}
 	if target == "" {
 		writeJSON(w, r, http.StatusOK, map[string]string{"fragment": frag.Encode()})

@@ -93,54 +93,190 @@ func (s *Service) sendToken(ctx context.Context, tx pgx.Tx, u *User, tokenType, 
 	if s.cfg.Mailer == nil {
 		return fail(CodeProviderDisabled, "Email sending is not configured")
 	}
-	otp := newOTP()
-	hash := tokenHash(u.Email, otp)
-	now := s.now()
-	linkToken := hash
-	if meta.CodeChallenge != "" {
-		if err := s.startFlow(ctx, tx, u.ID, otpType, meta, now); err != nil {
-			return err
-		}
-		linkToken = pkcePrefix + hash
+	lt, err := s.makeToken(ctx, tx, u, tokenType, otpType, meta)
+	if err != nil {
+		return err
 	}
-	if _, err := tx.Exec(ctx, `insert into auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
-		values ($1::uuid, $2::uuid, $3::auth.one_time_token_type, $4, $5, $6 at time zone 'utc', $6 at time zone 'utc')
-		on conflict (user_id, token_type) do update set token_hash = excluded.token_hash, relates_to = excluded.relates_to,
-		created_at = excluded.created_at, updated_at = excluded.updated_at`,
-		newUUID(), u.ID, tokenType, hash, u.Email, now); err != nil {
-		return fmt.Errorf("store one-time token: %w", err)
-	}
-	column, sentAt := "confirmation_token", "confirmation_sent_at"
-	if tokenType == "recovery_token" {
-		column, sentAt = "recovery_token", "recovery_sent_at"
-	}
-	if _, err := tx.Exec(ctx, `update auth.users set `+column+` = $2, `+sentAt+` = $3 where id = $1::uuid`, u.ID, hash, now); err != nil {
-		return fmt.Errorf("record token: %w", err)
-	}
-	link := s.cfg.ExternalURL + "/auth/v1/verify?" + url.Values{"token": {linkToken}, "type": {otpType},
-		"redirect_to": {s.redirect(meta.RedirectTo)}}.Encode()
 	subject, what := "Confirm your signup", "confirm your address"
 	switch otpType {
 	case OTPRecovery:
 		subject, what = "Reset your password", "reset your password"
 	case OTPMagicLink:
 		subject, what = "Your magic link", "sign in"
+	case OTPInvite:
+		subject, what = "You have been invited", "accept the invitation"
 	}
-	body := fmt.Sprintf("Follow this link to %s:\n\n%s\n\nOr enter the code: %s\n\nThe link and the code work once, for an hour.\n", what, link, otp)
+	body := fmt.Sprintf("Follow this link to %s:\n\n%s\n\nOr enter the code: %s\n\nThe link and the code work once, for an hour.\n", what, lt.ActionLink, lt.OTP)
 	return s.cfg.Mailer.Send(ctx, u.Email, subject, body)
 }
 
-// redirect is where a mail link lands: the requested URL when it is on
-// the site, else the site; without a site, nowhere (no open redirect).
-func (s *Service) redirect(to string) string {
-	site := strings.TrimSuffix(s.cfg.SiteURL, "/")
-	switch {
-	case site == "":
-		return ""
-	case to == site || strings.HasPrefix(to, site+"/") || strings.HasPrefix(to, site+"?") || strings.HasPrefix(to, site+"#"):
-		return to
+// linkToken is a stored one-time token: its code, hash and link.
+type linkToken struct {
+	OTP, Hash, ActionLink, RedirectTo string
+}
+
+// makeToken records a one-time token of tokenType for u (only its hash)
+// and builds its link.
+func (s *Service) makeToken(ctx context.Context, tx pgx.Tx, u *User, tokenType, otpType string, meta RequestMeta) (*linkToken, error) {
+	otp := newOTP()
+	hash := tokenHash(u.Email, otp)
+	now := s.now()
+	inLink := hash
+	if meta.CodeChallenge != "" {
+		if err := s.startFlow(ctx, tx, u.ID, otpType, meta, now); err != nil {
+			return nil, err
+		}
+		inLink = pkcePrefix + hash
 	}
-	return site
+	if _, err := tx.Exec(ctx, `insert into auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+		values ($1::uuid, $2::uuid, $3::auth.one_time_token_type, $4, $5, $6 at time zone 'utc', $6 at time zone 'utc')
+		on conflict (user_id, token_type) do update set token_hash = excluded.token_hash, relates_to = excluded.relates_to,
+		created_at = excluded.created_at, updated_at = excluded.updated_at`,
+		newUUID(), u.ID, tokenType, hash, u.Email, now); err != nil {
+		return nil, fmt.Errorf("store one-time token: %w", err)
+	}
+	column, sentAt := "confirmation_token", "confirmation_sent_at"
+	if tokenType == "recovery_token" {
+		column, sentAt = "recovery_token", "recovery_sent_at"
+	}
+	if _, err := tx.Exec(ctx, `update auth.users set `+column+` = $2, `+sentAt+` = $3 where id = $1::uuid`, u.ID, hash, now); err != nil {
+		return nil, fmt.Errorf("record token: %w", err)
+	}
+	redirect := s.redirect(meta.RedirectTo)
+	link := s.cfg.ExternalURL + "/auth/v1/verify?" + url.Values{"token": {inLink}, "type": {otpType}, "redirect_to": {redirect}}.Encode()
+	return &linkToken{OTP: otp, Hash: hash, ActionLink: link, RedirectTo: redirect}, nil
+}
+
+// Resend mails a new confirmation to a registered, unconfirmed address;
+// it answers the same for any other address.
+func (s *Service) Resend(ctx context.Context, otpType, email string, meta RequestMeta) error {
+	if otpType != OTPSignup {
+		return fail(CodeValidationFailed, "Only the signup type can be resent")
+	}
+	norm, err := NormalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	if s.cfg.Mailer == nil {
+		return fail(CodeProviderDisabled, "Email sending is not configured")
+	}
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		u, err := userByEmail(ctx, tx, norm)
+		if err != nil || u == nil || u.EmailConfirmedAt != nil {
+			return err
+		}
+		return s.sendToken(ctx, tx, u, "confirmation_token", OTPSignup, meta)
+	})
+}
+
+// Invite creates a user for the admin and mails it an invitation link;
+// 422 email_exists when the address is registered.
+func (s *Service) Invite(ctx context.Context, email string, data map[string]any, meta RequestMeta) (*User, error) {
+	norm, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	if s.cfg.Mailer == nil {
+		return nil, fail(CodeProviderDisabled, "Email sending is not configured")
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	var u *User
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		id, now := newUUID(), s.now()
+		if err := insertUser(ctx, tx, newUser{id: id, email: norm, role: RoleAuthenticated, appMeta: emailAppMeta(nil), userMeta: data}, now); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `update auth.users set invited_at = $2 where id = $1::uuid`, id, now); err != nil {
+			return fmt.Errorf("invite: %w", err)
+		}
+		if u, err = userByID(ctx, tx, id, false); err != nil {
+			return err
+		}
+		if err := s.sendToken(ctx, tx, u, "confirmation_token", OTPInvite, meta); err != nil {
+			return err
+		}
+		u, err = userByID(ctx, tx, id, false)
+		return err
+	})
+	return u, err
+}
+
+// GeneratedLink is what the admin's generate_link answers: the user and
+// the link, code and hash it would have mailed.
+type GeneratedLink struct {
+	*User
+	ActionLink       string `json:"action_link"`
+	EmailOTP         string `json:"email_otp"`
+	HashedToken      string `json:"hashed_token"`
+	VerificationType string `json:"verification_type"`
+	RedirectTo       string `json:"redirect_to"`
+}
+
+// GenerateLink makes a signup, invite, magiclink or recovery link for
+// the admin without sending mail; signup and invite create the user.
+func (s *Service) GenerateLink(ctx context.Context, linkType, email, password string, data map[string]any, meta RequestMeta) (*GeneratedLink, error) {
+	norm, err := NormalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	var hash string
+	if linkType == OTPSignup {
+		if err := s.checkPassword(password); err != nil {
+			return nil, err
+		}
+		if hash, err = s.hash.hash(ctx, password); err != nil {
+			return nil, err
+		}
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	var out *GeneratedLink
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		u, err := userByEmail(ctx, tx, norm)
+		if err != nil {
+			return err
+		}
+		tokenType := "confirmation_token"
+		switch linkType {
+		case OTPSignup, OTPInvite:
+			if u != nil {
+				return fail(CodeEmailExists, "A user with this email address has already been registered")
+			}
+			id := newUUID()
+			if err := insertUser(ctx, tx, newUser{id: id, email: norm, hash: hash, role: RoleAuthenticated, appMeta: emailAppMeta(nil), userMeta: data}, s.now()); err != nil {
+				return err
+			}
+			if linkType == OTPInvite {
+				if _, err := tx.Exec(ctx, `update auth.users set invited_at = $2 where id = $1::uuid`, id, s.now()); err != nil {
+					return fmt.Errorf("invite: %w", err)
+				}
+			}
+			if u, err = userByID(ctx, tx, id, false); err != nil {
+				return err
+			}
+		case OTPMagicLink, OTPRecovery:
+			if u == nil {
+				return fail(CodeUserNotFound, "User with this email not found")
+			}
+			tokenType = "recovery_token"
+		default:
+			return fail(CodeValidationFailed, "Invalid link type: %.20q", linkType)
+		}
+		lt, err := s.makeToken(ctx, tx, u, tokenType, linkType, meta)
+		if err != nil {
+			return err
+		}
+		if u, err = userByID(ctx, tx, u.ID, false); err != nil {
+			return err
+		}
+		out = &GeneratedLink{User: u, ActionLink: lt.ActionLink, EmailOTP: lt.OTP, HashedToken: lt.Hash,
+			VerificationType: linkType, RedirectTo: lt.RedirectTo}
+		return nil
+	})
+	return out, err
 }
 
 // RedirectTarget is where a mail link's browser is sent: to when it is
@@ -296,4 +432,17 @@ func (s *Service) Verify(ctx context.Context, otpType, email, token, hash string
 		return nil, err
 	}
 	return out, nil
+}
+
+// redirect is where a mail link lands: the requested URL when it is on
+// the site, else the site; without a site, nowhere (no open redirect).
+func (s *Service) redirect(to string) string {
+	site := strings.TrimSuffix(s.cfg.SiteURL, "/")
+	switch {
+	case site == "":
+		return ""
+	case to == site || strings.HasPrefix(to, site+"/") || strings.HasPrefix(to, site+"?") || strings.HasPrefix(to, site+"#"):
+		return to
+	}
+	return site
 }

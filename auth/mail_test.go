@@ -110,4 +110,35 @@ func TestMailFlows(t *testing.T) {
 	}
 	_, err = s.Verify(ctx, auth.OTPEmail, "new@example.com", code, "", auth.RequestMeta{})
 	wantCode(t, err, auth.CodeOTPExpired)
+
+	// Resend: a new code for the unconfirmed address, nothing for others.
+	if err := s.Resend(ctx, auth.OTPSignup, "new@example.com", auth.RequestMeta{}); err != nil {
+		t.Fatal(err)
+	}
+	code, _ = mailed(t, mp.Last(t, "new@example.com"))
+	if _, err := s.Verify(ctx, auth.OTPSignup, "new@example.com", code, "", auth.RequestMeta{}); err != nil {
+		t.Fatalf("resent code: %v", err)
+	}
+	before := mp.Count(t, email)
+	if err := s.Resend(ctx, auth.OTPSignup, email, auth.RequestMeta{}); err != nil || mp.Count(t, email) != before {
+		t.Fatalf("resend to a confirmed address: %v", err)
+	}
+
+	// Invite mails a link; generate_link mails nothing and answers it.
+	invited, err := s.Invite(ctx, "guest@example.com", nil, auth.RequestMeta{})
+	if err != nil || invited.InvitedAt == nil {
+		t.Fatalf("invite: %+v %v", invited, err)
+	}
+	if m := mp.Last(t, "guest@example.com"); m.Subject != "You have been invited" {
+		t.Fatalf("invite mail %q", m.Subject)
+	}
+	gl, err := s.GenerateLink(ctx, auth.OTPRecovery, email, "", nil, auth.RequestMeta{})
+	if err != nil || gl.ID == "" || gl.EmailOTP == "" || gl.VerificationType != "recovery" || mp.Count(t, email) != before {
+		t.Fatalf("generate_link: %+v %v", gl, err)
+	}
+	if v, err := s.Verify(ctx, auth.OTPRecovery, "", "", gl.HashedToken, auth.RequestMeta{}); err != nil || v.Session == nil {
+		t.Fatalf("the generated link: %v", err)
+	}
+	_, err = s.GenerateLink(ctx, auth.OTPSignup, email, "secret-pass", nil, auth.RequestMeta{})
+	wantCode(t, err, auth.CodeEmailExists)
 }

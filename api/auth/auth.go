@@ -58,6 +58,9 @@ func New(cfg Config) api.Surface {
 		route(http.MethodPost, "/logout", api.NeedUser, h.logout),
 		route(http.MethodPost, "/recover", api.NeedKey, h.limit("otp", sc.RateLimitOTP, h.recover)),
 		route(http.MethodPost, "/otp", api.NeedKey, h.limit("otp", sc.RateLimitOTP, h.otp)),
+		route(http.MethodPost, "/resend", api.NeedKey, h.limit("otp", sc.RateLimitOTP, h.resend)),
+		route(http.MethodPost, "/invite", api.NeedService, h.invite),
+		route(http.MethodPost, "/admin/generate_link", api.NeedService, h.generateLink),
 		route(http.MethodPost, "/verify", api.NeedKey, h.limit("otp", sc.RateLimitOTP, h.verify)),
 		// Mail links are opened by a browser, without the key.
 		route(http.MethodGet, "/verify", api.Open, h.limit("otp", sc.RateLimitOTP, h.verifyLink)),
@@ -595,4 +598,57 @@ func (h *handlers) verifyLink(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, target+"#"+frag.Encode(), http.StatusSeeOther)
+}
+
+type resendRequest struct {
+	Type  string `json:"type"`
+	Email string `json:"email"`
+	pkceRequest
+}
+
+func (h *handlers) resend(w http.ResponseWriter, r *http.Request) {
+	var req resendRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	err := h.svc.Resend(r.Context(), req.Type, req.Email, h.flowMeta(r, req.pkceRequest))
+	h.answer(w, r, map[string]any{}, err, h.domainError)
+}
+
+type inviteRequest struct {
+	Email string         `json:"email"`
+	Data  map[string]any `json:"data"`
+}
+
+func (h *handlers) invite(w http.ResponseWriter, r *http.Request) {
+	var req inviteRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	u, err := h.svc.Invite(r.Context(), req.Email, req.Data, h.flowMeta(r, pkceRequest{}))
+	h.answer(w, r, u, err, h.domainError)
+}
+
+type generateLinkRequest struct {
+	Type       string         `json:"type"`
+	Email      string         `json:"email"`
+	Password   string         `json:"password"`
+	Data       map[string]any `json:"data"`
+	RedirectTo string         `json:"redirect_to"`
+}
+
+func (h *handlers) generateLink(w http.ResponseWriter, r *http.Request) {
+	var req generateLinkRequest
+	if e := decode(w, r, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	meta := h.flowMeta(r, pkceRequest{})
+	if req.RedirectTo != "" {
+		meta.RedirectTo = req.RedirectTo
+	}
+	l, err := h.svc.GenerateLink(r.Context(), req.Type, req.Email, req.Password, req.Data, meta)
+	h.answer(w, r, l, err, h.domainError)
 }

@@ -32,6 +32,10 @@ type Config struct {
 	// Default http://localhost:8080.
 	ExternalURL string
 
+	// OIDC is a generic OpenID Connect provider to sign in with; nil for
+	// none.
+	OIDC *OIDCConfig
+
 	// SiteURL is the app's URL, reported by /settings; redirects default to it.
 	SiteURL string
 	// Issuer is the access tokens' iss claim. Default "fluxbase".

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"time"
 	"unicode/utf8"
 
@@ -27,6 +28,7 @@ type Service struct {
 	db      *pgxpool.Pool
 	hash    *hasher
 	revoker Revoker
+	oidc    *oidcProvider
 	now     func() time.Time
 }
 
@@ -41,7 +43,15 @@ func NewService(cfg Config, db *pgxpool.Pool, revoker Revoker) (*Service, error)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, db: db, hash: h, revoker: revoker, now: time.Now}, nil
+	s := &Service{cfg: cfg, db: db, hash: h, revoker: revoker, now: time.Now}
+	if cfg.OIDC != nil {
+		oc := *cfg.OIDC
+		if oc.Name == "" {
+			oc.Name = "oidc"
+		}
+		s.oidc = &oidcProvider{cfg: oc, client: &http.Client{Timeout: 10 * time.Second}}
+	}
+	return s, nil
 }
 
 // Config is the service's configuration with defaults filled in.

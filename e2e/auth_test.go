@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oauth2-proxy/mockoidc"
+
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/internal/mailpit"
 	"github.com/fluxbase/fluxbase/node"
@@ -360,4 +362,89 @@ func codeIn(t *testing.T, text string) string {
 		t.Fatalf("no code in %q", text)
 	}
 	return m[1]
+}
+
+// OpenID Connect sign-in against a real local provider (mockoidc): the
+// browser goes to the provider and back through the other node; a
+// verified address links the identity to the user who has it, an
+// unverified one does not.
+func TestAuthOIDCSignIn(t *testing.T) {
+	t.Parallel()
+	m, err := mockoidc.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Shutdown() })
+	const api = "http://fluxbase.test"
+	c := startClusterWith(t, "", func(cfg *node.Config) {
+		cfg.Auth.SiteURL = "https://app.example.com"
+		cfg.Auth.ExternalURL = api
+		cfg.Auth.OIDC = &auth.OIDCConfig{Issuer: m.Issuer(), ClientID: m.ClientID, ClientSecret: m.ClientSecret}
+	})
+	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
+	req, _ := http.NewRequest("POST", c.a+"/auth/v1/admin/users", strings.NewReader(`{"email":"oidc@example.com","password":"secret-pass","email_confirm":true}`))
+	req.Header.Set("apikey", service)
+	req.Header.Set("Authorization", "Bearer "+service)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var existing map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&existing)
+	resp.Body.Close()
+
+	browser := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	hop := func(u string, want int) string {
+		t.Helper()
+		resp, err := browser.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("GET %s: %d, want %d", u, resp.StatusCode, want)
+		}
+		return resp.Header.Get("Location")
+	}
+	signIn := func(user *mockoidc.MockUser) url.Values {
+		t.Helper()
+		m.QueueUser(user)
+		toProvider := hop(c.a+"/auth/v1/authorize?provider=oidc&redirect_to="+url.QueryEscape("https://app.example.com/in"), http.StatusFound)
+		back := hop(toProvider, http.StatusFound)
+		if !strings.HasPrefix(back, api+"/auth/v1/callback?") {
+			t.Fatalf("provider sent the browser to %s", back)
+		}
+		landed := hop(c.b+strings.TrimPrefix(back, api), http.StatusSeeOther)
+		if !strings.HasPrefix(landed, "https://app.example.com/in#") {
+			t.Fatalf("landed on %s", landed)
+		}
+		frag, _ := url.ParseQuery(strings.SplitN(landed, "#", 2)[1])
+		return frag
+	}
+	frag := signIn(&mockoidc.MockUser{Subject: "sub-verified", Email: "oidc@example.com", EmailVerified: true})
+	status, u := authCall(t, "GET", c.a+"/auth/v1/user", frag.Get("access_token"), nil)
+	if status != 200 || u["id"] != existing["id"] {
+		t.Fatalf("verified address: user %v, want the existing %v", u["id"], existing["id"])
+	}
+	providers := fmt.Sprint(u["app_metadata"].(map[string]any)["providers"])
+	if len(u["identities"].([]any)) != 2 || !strings.Contains(providers, "oidc") || !strings.Contains(providers, "email") {
+		t.Fatalf("identities %v, providers %s", u["identities"], providers)
+	}
+	// The same subject again is the same user.
+	again := signIn(&mockoidc.MockUser{Subject: "sub-verified", Email: "oidc@example.com", EmailVerified: true})
+	if _, u2 := authCall(t, "GET", c.b+"/auth/v1/user", again.Get("access_token"), nil); u2["id"] != existing["id"] {
+		t.Fatalf("second sign-in: %v", u2["id"])
+	}
+	other := signIn(&mockoidc.MockUser{Subject: "sub-unverified", Email: "oidc@example.com", EmailVerified: false})
+	if _, u3 := authCall(t, "GET", c.a+"/auth/v1/user", other.Get("access_token"), nil); u3["id"] == existing["id"] || u3["id"] == nil {
+		t.Fatalf("an unverified address was linked: %v", u3["id"])
+	}
+	status, body := authCall(t, "GET", c.a+"/auth/v1/callback?code=x&state=forged", "", nil)
+	if status != 400 || body["code"] != "bad_oauth_state" {
+		t.Fatalf("forged state: %d %v", status, body)
+	}
+	status, body = authCall(t, "GET", c.a+"/auth/v1/authorize?provider=github", "", nil)
+	if status != 400 || body["code"] != "validation_failed" {
+		t.Fatalf("unknown provider: %d %v", status, body)
+	}
 }

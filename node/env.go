@@ -221,6 +221,20 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 		}
 		c.Mailer = m
 	}
+	if issuer := e.str("FLUXBASE_AUTH_OIDC_ISSUER", ""); issuer != "" {
+		o := &auth.OIDCConfig{Issuer: issuer, Name: e.str("FLUXBASE_AUTH_OIDC_NAME", "oidc"),
+			ClientID: e.str("FLUXBASE_AUTH_OIDC_CLIENT_ID", ""), ClientSecret: e.str("FLUXBASE_AUTH_OIDC_SECRET", "")}
+		if u, err := url.Parse(issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			e.fail("FLUXBASE_AUTH_OIDC_ISSUER", issuer, "the provider's issuer URL, such as https://accounts.example.com")
+		}
+		if o.ClientID == "" {
+			e.fail("FLUXBASE_AUTH_OIDC_CLIENT_ID", "", "the client id registered at the provider, with FLUXBASE_AUTH_OIDC_ISSUER")
+		}
+		if !validNodeName(o.Name) {
+			e.fail("FLUXBASE_AUTH_OIDC_NAME", o.Name, "letters, digits, '-' and '_' only")
+		}
+		c.OIDC = o
+	}
 	c.AccessTokenHook = e.str("FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", "")
 	if c.AccessTokenHook != "" && !auth.ValidHookName(c.AccessTokenHook) {
 		e.fail("FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", c.AccessTokenHook, "a function name such as public.custom_access_token_hook (lower-case letters, digits, _)")

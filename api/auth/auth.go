@@ -64,6 +64,8 @@ func New(cfg Config) api.Surface {
 		route(http.MethodPost, "/verify", api.NeedKey, h.limit("otp", sc.RateLimitOTP, h.verify)),
 		// Mail links are opened by a browser, without the key.
 		route(http.MethodGet, "/verify", api.Open, h.limit("otp", sc.RateLimitOTP, h.verifyLink)),
+		route(http.MethodGet, "/authorize", api.Open, h.authorize),
+		route(http.MethodGet, "/callback", api.Open, h.limit("token", sc.RateLimitToken, h.callback)),
 		route(http.MethodGet, "/user", api.NeedUser, h.getUser),
 		route(http.MethodPut, "/user", api.NeedUser, h.putUser),
 		route(http.MethodPost, "/factors", api.NeedUser, h.enrollFactor),
@@ -169,6 +171,9 @@ func (h *handlers) settings(w http.ResponseWriter, r *http.Request) {
 		"google", "keycloak", "kakao", "linkedin", "linkedin_oidc", "notion", "slack", "slack_oidc", "spotify", "twitch",
 		"twitter", "workos", "zoom", "snapchat", "saml"} {
 		external[p] = false
+	}
+	if name := h.svc.OIDCName(); name != "" {
+		external[name] = true
 	}
 	writeJSON(w, r, http.StatusOK, map[string]any{
 		"external":           external,
@@ -564,7 +569,11 @@ func (h *handlers) verifyLink(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	target := h.svc.RedirectTarget(q.Get("redirect_to"))
 	v, err := h.svc.Verify(r.Context(), q.Get("type"), "", "", q.Get("token"), h.meta(r))
-	if err == nil && v.Session == nil && target != "" {
+	if err == nil && v.Session == nil {
+		if target == "" {
+			writeJSON(w, r, http.StatusOK, map[string]string{"code": v.AuthCode})
+			return
+		}
 		sep := "?"
 		if strings.Contains(target, "?") {
 			sep = "&"
@@ -572,32 +581,67 @@ func (h *handlers) verifyLink(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, target+sep+url.Values{"code": {v.AuthCode}}.Encode(), http.StatusSeeOther)
 		return
 	}
+	if err != nil {
+		h.landWithSession(w, r, target, nil, "", err)
+		return
+	}
+	h.landWithSession(w, r, target, v.Session, v.Type, nil)
+}
+
+// landWithSession sends the browser to target with the session (or the
+// error) in the fragment, as GoTrue does; without a target it answers
+// the fragment as JSON.
+func (h *handlers) landWithSession(w http.ResponseWriter, r *http.Request, target string, sess *domain.Session, typ string, err error) {
 	frag := url.Values{}
 	if err != nil {
 		e, ok := domain.AsError(err)
 		if !ok {
-			h.log.Error("verify link failed", errField(err), reqField(r))
+			h.log.Error("sign-in by link failed", errField(err), reqField(r))
 			e = &domain.Error{Code: domain.CodeUnexpectedFailure, Message: "Unexpected failure"}
 		}
 		frag.Set("error", "access_denied")
 		frag.Set("error_code", string(e.Code))
 		frag.Set("error_description", e.Message)
-	} else if v.Session == nil {
-		frag.Set("code", v.AuthCode)
 	} else {
-		sess := v.Session
 		frag.Set("access_token", sess.AccessToken)
 		frag.Set("token_type", sess.TokenType)
 		frag.Set("expires_in", strconv.FormatInt(sess.ExpiresIn, 10))
 		frag.Set("expires_at", strconv.FormatInt(sess.ExpiresAt, 10))
 		frag.Set("refresh_token", sess.RefreshToken)
-		frag.Set("type", v.Type)
+		if typ != "" {
+			frag.Set("type", typ)
+		}
 	}
 	if target == "" {
 		writeJSON(w, r, http.StatusOK, map[string]string{"fragment": frag.Encode()})
 		return
 	}
 	http.Redirect(w, r, target+"#"+frag.Encode(), http.StatusSeeOther)
+}
+
+func (h *handlers) authorize(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	to, err := h.svc.AuthorizeURL(r.Context(), q.Get("provider"), q.Get("redirect_to"))
+	if err != nil {
+		h.domainError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, to, http.StatusFound)
+}
+
+func (h *handlers) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if e := q.Get("error"); e != "" {
+		h.landWithSession(w, r, h.svc.RedirectTarget(""), nil, "", &domain.Error{Code: domain.CodeOAuthFailed,
+			Message: fmt.Sprintf("%.40s: %.200s", e, q.Get("error_description"))})
+		return
+	}
+	sess, target, err := h.svc.Callback(r.Context(), q.Get("code"), q.Get("state"), h.meta(r))
+	if e, ok := domain.AsError(err); ok && e.Code == domain.CodeBadOAuthState {
+		writeError(w, r, newError(http.StatusBadRequest, e.Code, e.Message))
+		return
+	}
+	h.landWithSession(w, r, target, sess, "", err)
 }
 
 type resendRequest struct {

@@ -24,7 +24,7 @@ import (
 type OIDCConfig struct {
 	// Name is the provider's name in /authorize?provider= and in
 	// identities. Default "oidc".
-	Name                             string
+	Name                           string
 	Issuer, ClientID, ClientSecret string
 }
 

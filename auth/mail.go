@@ -153,12 +153,9 @@ func (s *Service) Resend(ctx context.Context, otpType, email string, meta Reques
 	if otpType != OTPSignup {
 		return fail(CodeValidationFailed, "Only the signup type can be resent")
 	}
-	norm, err := NormalizeEmail(email)
+	norm, err := s.mailable(email)
 	if err != nil {
 		return err
-	}
-	if s.cfg.Mailer == nil {
-		return fail(CodeProviderDisabled, "Email sending is not configured")
 	}
 	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		u, err := userByEmail(ctx, tx, norm)
@@ -172,12 +169,9 @@ func (s *Service) Resend(ctx context.Context, otpType, email string, meta Reques
 // Invite creates a user for the admin and mails it an invitation link;
 // 422 email_exists when the address is registered.
 func (s *Service) Invite(ctx context.Context, email string, data map[string]any, meta RequestMeta) (*User, error) {
-	norm, err := NormalizeEmail(email)
+	norm, err := s.mailable(email)
 	if err != nil {
 		return nil, err
-	}
-	if s.cfg.Mailer == nil {
-		return nil, fail(CodeProviderDisabled, "Email sending is not configured")
 	}
 	if data == nil {
 		data = map[string]any{}
@@ -287,12 +281,9 @@ func (s *Service) RedirectTarget(to string) string { return s.redirect(to) }
 // answers the same for an unknown address, so it tells nothing of who
 // is registered.
 func (s *Service) Recover(ctx context.Context, email string, meta RequestMeta) error {
-	norm, err := NormalizeEmail(email)
+	norm, err := s.mailable(email)
 	if err != nil {
 		return err
-	}
-	if s.cfg.Mailer == nil {
-		return fail(CodeProviderDisabled, "Email sending is not configured")
 	}
 	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		u, err := userByEmail(ctx, tx, norm)
@@ -307,12 +298,9 @@ func (s *Service) Recover(ctx context.Context, email string, meta RequestMeta) e
 // new user (and a confirmation code) unless createUser is false, which
 // GoTrue answers with otp_disabled.
 func (s *Service) SendOTP(ctx context.Context, email string, createUser bool, data map[string]any, meta RequestMeta) error {
-	norm, err := NormalizeEmail(email)
+	norm, err := s.mailable(email)
 	if err != nil {
 		return err
-	}
-	if s.cfg.Mailer == nil {
-		return fail(CodeProviderDisabled, "Email sending is not configured")
 	}
 	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		u, err := userByEmail(ctx, tx, norm)
@@ -445,4 +433,17 @@ func (s *Service) redirect(to string) string {
 		return to
 	}
 	return site
+}
+
+// mailable normalizes an address a flow is about to mail, and refuses
+// the flow when no mailer is configured.
+func (s *Service) mailable(email string) (string, error) {
+	norm, err := NormalizeEmail(email)
+	if err != nil {
+		return "", err
+	}
+	if s.cfg.Mailer == nil {
+		return "", fail(CodeProviderDisabled, "Email sending is not configured")
+	}
+	return norm, nil
 }

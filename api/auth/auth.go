@@ -217,8 +217,7 @@ func (h *handlers) flowMeta(r *http.Request, p pkceRequest) domain.RequestMeta {
 
 func (h *handlers) signup(w http.ResponseWriter, r *http.Request) {
 	var req signupRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	switch {
@@ -260,8 +259,7 @@ type tokenRequest struct {
 
 func (h *handlers) token(w http.ResponseWriter, r *http.Request) {
 	var req tokenRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	var sess *domain.Session
@@ -337,8 +335,7 @@ type userUpdateRequest struct {
 
 func (h *handlers) putUser(w http.ResponseWriter, r *http.Request) {
 	var req userUpdateRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	c := api.Claims(r)
@@ -370,8 +367,7 @@ func (a adminUserRequest) domain() domain.AdminUser {
 
 func (h *handlers) createUser(w http.ResponseWriter, r *http.Request) {
 	var req adminUserRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	u, err := h.svc.CreateUser(r.Context(), req.domain())
@@ -425,8 +421,7 @@ func (h *handlers) adminGetUser(w http.ResponseWriter, r *http.Request) {
 
 func (h *handlers) adminUpdateUser(w http.ResponseWriter, r *http.Request) {
 	var req adminUserRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	u, err := h.svc.AdminUpdateUser(r.Context(), chi.URLParam(r, "id"), req.domain())
@@ -449,8 +444,7 @@ type enrollRequest struct {
 
 func (h *handlers) enrollFactor(w http.ResponseWriter, r *http.Request) {
 	var req enrollRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	if req.FactorType != "totp" {
@@ -464,8 +458,7 @@ func (h *handlers) enrollFactor(w http.ResponseWriter, r *http.Request) {
 
 func (h *handlers) challengeFactor(w http.ResponseWriter, r *http.Request) {
 	var req struct{}
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	c, err := h.svc.ChallengeFactor(r.Context(), api.Claims(r).Subject, chi.URLParam(r, "id"), h.meta(r))
@@ -479,8 +472,7 @@ type verifyFactorRequest struct {
 
 func (h *handlers) verifyFactor(w http.ResponseWriter, r *http.Request) {
 	var req verifyFactorRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	c := api.Claims(r)
@@ -502,8 +494,7 @@ type recoverRequest struct {
 
 func (h *handlers) recover(w http.ResponseWriter, r *http.Request) {
 	var req recoverRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	err := h.svc.Recover(r.Context(), req.Email, h.flowMeta(r, req.pkceRequest))
@@ -520,8 +511,7 @@ type otpRequest struct {
 
 func (h *handlers) otp(w http.ResponseWriter, r *http.Request) {
 	var req otpRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	if req.Phone != "" {
@@ -542,8 +532,7 @@ type verifyRequest struct {
 
 func (h *handlers) verify(w http.ResponseWriter, r *http.Request) {
 	var req verifyRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	if req.TokenHash == "" && (req.Email == "" || req.Token == "") {
@@ -652,8 +641,7 @@ type resendRequest struct {
 
 func (h *handlers) resend(w http.ResponseWriter, r *http.Request) {
 	var req resendRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	err := h.svc.Resend(r.Context(), req.Type, req.Email, h.flowMeta(r, req.pkceRequest))
@@ -667,8 +655,7 @@ type inviteRequest struct {
 
 func (h *handlers) invite(w http.ResponseWriter, r *http.Request) {
 	var req inviteRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	u, err := h.svc.Invite(r.Context(), req.Email, req.Data, h.flowMeta(r, pkceRequest{}))
@@ -685,8 +672,7 @@ type generateLinkRequest struct {
 
 func (h *handlers) generateLink(w http.ResponseWriter, r *http.Request) {
 	var req generateLinkRequest
-	if e := decode(w, r, &req); e != nil {
-		writeError(w, r, e)
+	if !decodeInto(w, r, &req) {
 		return
 	}
 	meta := h.flowMeta(r, pkceRequest{})

@@ -189,3 +189,13 @@ func decode(w http.ResponseWriter, r *http.Request, v any) *httpError {
 
 // maxBody bounds a request body: auth bodies are small.
 const maxBody = 64 << 10
+
+// decodeInto decodes the body into v, answering the error itself when it
+// cannot; it reports whether the handler goes on.
+func decodeInto(w http.ResponseWriter, r *http.Request, v any) bool {
+	if e := decode(w, r, v); e != nil {
+		writeError(w, r, e)
+		return false
+	}
+	return true
+}

@@ -40,6 +40,7 @@ var (
 	ErrRevokedToken   = &Error{Status: http.StatusUnauthorized, Code: "FB006", Message: "JWT has been revoked", Hint: "its session has ended: sign in again"}
 	ErrNotFound       = &Error{Status: http.StatusNotFound, Code: "FB010", Message: "Not found"}
 	ErrMethodNotAllow = &Error{Status: http.StatusMethodNotAllowed, Code: "FB011", Message: "Method not allowed"}
+	ErrBodyTimeout    = &Error{Status: http.StatusRequestTimeout, Code: "FB012", Message: "The request body did not arrive in time"}
 	ErrInternal       = &Error{Status: http.StatusInternalServerError, Code: "FB090", Message: "Internal server error"}
 	ErrUnavailable    = &Error{Status: http.StatusServiceUnavailable, Code: "FB091", Message: "Service unavailable"}
 )

@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -171,4 +173,39 @@ func cors(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bodyDeadline gives a request's body BodyTimeout to arrive, so that a
+// client trickling one in cannot hold a connection (and whatever the
+// handler holds while it reads) for ever: past it, reading the body
+// fails with ErrBodyTimeout, which the handler answers (408), and the
+// connection is closed. Requests without a body, websocket upgrades
+// among them, get no deadline, and once the body is read to its end
+// net/http lifts it (before it starts reading ahead for the next
+// request), so what follows, a long statement say, is not cut by it.
+func (s *Server) bodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.BodyTimeout < 0 || r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)); err != nil {
+			next.ServeHTTP(w, r) // a writer without deadlines: a test recorder
+			return
+		}
+		r.Body = deadlineBody{r.Body}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody is a body read under the connection's read deadline; it
+// tells a read past the deadline by ErrBodyTimeout.
+type deadlineBody struct{ io.ReadCloser }
+
+func (b deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		return n, ErrBodyTimeout
+	}
+	return n, err
 }

@@ -82,6 +82,9 @@ type Config struct {
 	DrainTimeout time.Duration
 	// ReadyTimeout bounds each readiness check. Default 2 s.
 	ReadyTimeout time.Duration
+	// BodyTimeout bounds how long a request's body may take to arrive,
+	// from the end of its headers. Default 30 s; negative for none.
+	BodyTimeout time.Duration
 	// Checks decide readiness.
 	Checks []NamedCheck
 	// Surfaces are served under their prefixes, one surface a prefix. An
@@ -111,6 +114,9 @@ func New(cfg Config, verifier *auth.Verifier, log *zap.Logger, reg *prometheus.R
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 2 * time.Second
 	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = 30 * time.Second
+	}
 	s := &Server{cfg: cfg, log: log, verifier: verifier, gatherer: reg, metrics: newHTTPMetrics(reg)}
 	s.router = s.routes()
 	return s
@@ -118,7 +124,7 @@ func New(cfg Config, verifier *auth.Verifier, log *zap.Logger, reg *prometheus.R
 
 func (s *Server) routes() chi.Router {
 	r := chi.NewRouter()
-	r.Use(requestID, s.observe, s.recoverer, cors)
+	r.Use(s.bodyDeadline, requestID, s.observe, s.recoverer, cors)
 	r.NotFound(notFound)
 	r.MethodNotAllowed(methodNotAllowed)
 

@@ -16,6 +16,15 @@
 // own in-process connection uses a random password made at start. Routes
 // between nodes authenticate with a user and password derived from the
 // shared JWT secret, so only nodes with the same secret can join.
+//
+// Storage failures. JetStream keeps a failed write to a stream's files (too
+// many open files, an I/O error) and refuses every later write, and out of
+// disk space it disables itself; neither clears when the cause goes away.
+// The broker probes its embedded server for both and restarts JetStream on
+// the running server, which recovers the streams from disk, then
+// provisions again. Meanwhile Ready reports the failure; a failed recovery
+// is retried with backoff, and fluxbase_broker_recoveries_total counts the
+// recoveries.
 package broker
 
 import (
@@ -109,6 +118,8 @@ type Broker struct {
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	replicas int
+	srvOpts  *server.Options // the embedded server's
+	heal     *healer         // nil with ExternalURL
 
 	closeOnce sync.Once
 }
@@ -169,6 +180,7 @@ func Start(ctx context.Context, cfg Config, opts ...Option) (*Broker, error) {
 		b.Close()
 		return nil, err
 	}
+	b.heal = startHeal(b)
 	return b, nil
 }
 
@@ -234,7 +246,7 @@ func (b *Broker) startServer() error {
 		srv.Shutdown()
 		return errors.New("nats server did not start")
 	}
-	b.srv = srv
+	b.srv, b.srvOpts = srv, opts
 	b.nc, err = nats.Connect("", nats.InProcessServer(srv), nats.UserInfo(internalUser, password),
 		nats.Name("fluxbase "+cfg.NodeName), nats.MaxReconnects(-1))
 	if err != nil {
@@ -316,10 +328,14 @@ func (b *Broker) ClientURL() string {
 	return b.srv.ClientURL()
 }
 
-// Ready reports whether the change stream answers through this node.
+// Ready reports whether the change stream answers through this node, and
+// the embedded server keeps no storage failure that refuses writes.
 func (b *Broker) Ready(ctx context.Context) error {
 	if !b.nc.IsConnected() {
 		return errors.New("not connected to NATS")
+	}
+	if err := b.heal.check(); err != nil {
+		return err
 	}
 	if _, err := b.js.Stream(ctx, change.Stream); err != nil {
 		return fmt.Errorf("stream %s: %w", change.Stream, err)
@@ -331,6 +347,7 @@ func (b *Broker) Ready(ctx context.Context) error {
 // safe to call more than once.
 func (b *Broker) Close() {
 	b.closeOnce.Do(func() {
+		b.heal.stop()
 		if b.nc != nil {
 			b.nc.Close()
 		}
@@ -495,7 +512,7 @@ func NewCollector(b *Broker) *Collector {
 		bytes:   d("stream_bytes", "Bytes held by the change stream."),
 		peers:   d("cluster_peers", "Other NATS servers this node is routed to."),
 		leader:  d("jetstream_leader", "1 when this node's server leads the JetStream cluster (or runs alone)."),
-		healthy: d("jetstream_healthy", "1 when the change stream answers through this node."),
+		healthy: d("jetstream_healthy", "1 when the change stream answers through this node and takes writes."),
 	}
 }
 
@@ -504,6 +521,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.msgs, c.bytes, c.peers, c.leader, c.healthy} {
 		ch <- d
 	}
+	ch <- recoveriesDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -518,7 +536,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.msgs, float64(info.State.Msgs))
 		gauge(c.bytes, float64(info.State.Bytes))
 	}
+	if c.b.heal.check() != nil {
+		healthy = 0
+	}
 	gauge(c.healthy, healthy)
+	c.b.heal.collect(ch)
 	if srv := c.b.srv; srv != nil {
 		gauge(c.peers, float64(srv.NumRemotes()))
 		leader := 0.0

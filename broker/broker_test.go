@@ -209,8 +209,9 @@ func TestCluster(t *testing.T) {
 
 // startCluster starts n brokers clustered by routes on loopback, all at
 // once (the cluster starts once a majority is up), and closes them when
-// tb ends. cfg(i) is node i's configuration, to restart it.
-func startCluster(tb testing.TB, n int, secret string) (nodes []*Broker, cfg func(i int) Config) {
+// tb ends. cfg(i) is node i's configuration, to restart it; each of
+// adjust changes it.
+func startCluster(tb testing.TB, n int, secret string, adjust ...func(*Config)) (nodes []*Broker, cfg func(i int) Config) {
 	tb.Helper()
 	ports := make([]int, n)
 	routes := make([]string, n)
@@ -220,7 +221,7 @@ func startCluster(tb testing.TB, n int, secret string) (nodes []*Broker, cfg fun
 	}
 	base := tb.TempDir()
 	cfg = func(i int) Config {
-		return Config{
+		c := Config{
 			DataDir:     filepath.Join(base, strconv.Itoa(i)),
 			NodeName:    "n" + strconv.Itoa(i),
 			ClusterHost: "127.0.0.1",
@@ -228,6 +229,10 @@ func startCluster(tb testing.TB, n int, secret string) (nodes []*Broker, cfg fun
 			Routes:      routes,
 			RouteSecret: secret,
 		}
+		for _, a := range adjust {
+			a(&c)
+		}
+		return c
 	}
 	nodes = make([]*Broker, n)
 	errs := make(chan error, n)

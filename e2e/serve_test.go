@@ -31,11 +31,7 @@ func TestSupabaseJSServe(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("node")
 	ensureNodeModules(t, dir)
-	bin := filepath.Join(t.TempDir(), "fluxbase")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/fluxbase")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build fluxbase: %v\n%s", err, out)
-	}
+	bin := buildFluxbase(t)
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
 	// Migrate here, one database at a time (see migrate); the nodes then

@@ -10,8 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fluxbase/fluxbase/api/realtime"
+	"github.com/fluxbase/fluxbase/api/rest"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
+	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/replication"
 	"github.com/fluxbase/fluxbase/storage"
 )
@@ -153,6 +156,8 @@ func FromEnv(get func(string) string, mode Mode) (Config, error) {
 	c.Auth = authFromEnv(e, mode)
 	c.Broker = brokerFromEnv(e)
 	c.Replication = replicationFromEnv(e)
+	c.Realtime, c.RealtimeLimits = realtimeFromEnv(e)
+	c.REST = restFromEnv(e)
 	c.Storage = storageFromEnv(e, c.DataDir)
 	return c, e.err
 }
@@ -172,6 +177,10 @@ func databaseFromEnv(e *env, mode Mode) DatabaseConfig {
 	}
 	c.MaxConnLifetime = e.duration("FLUXBASE_DATABASE_MAX_CONN_LIFETIME", time.Hour)
 	c.MaxConnIdleTime = e.duration("FLUXBASE_DATABASE_MAX_CONN_IDLE_TIME", 30*time.Minute)
+	c.RoleSettingsRefresh = e.duration("FLUXBASE_ROLE_SETTINGS_REFRESH", 30*time.Second)
+	if c.RoleSettingsRefresh == 0 {
+		e.fail("FLUXBASE_ROLE_SETTINGS_REFRESH", "0", "a positive duration such as 30s")
+	}
 	for _, r := range e.list("FLUXBASE_DATABASE_READ_REPLICAS") {
 		if _, _, err := net.SplitHostPort(r); err != nil && !validPostgresURL(r) {
 			e.fail("FLUXBASE_DATABASE_READ_REPLICAS", r, "comma-separated host:port pairs or PostgreSQL URLs")
@@ -188,6 +197,27 @@ func httpFromEnv(e *env) HTTPConfig {
 		e.fail("FLUXBASE_HTTP_ADDR", c.Addr, "host:port or :port, such as :8080 or 127.0.0.1:8080")
 	}
 	c.DrainTimeout = e.duration("FLUXBASE_SHUTDOWN_TIMEOUT", 15*time.Second)
+	c.FDReserve = int(e.integer("FLUXBASE_FD_RESERVE", 0, minReserve, 1<<30, fmt.Sprintf("a whole number of file descriptors, at least %d", minReserve)))
+	c.BodyTimeout = e.duration("FLUXBASE_HTTP_BODY_TIMEOUT", 30*time.Second)
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = -1 // none
+	}
+	return c
+}
+
+// restFromEnv reads the REST surface's limits.
+func restFromEnv(e *env) rest.Config {
+	var c rest.Config
+	c.MaxRows = int(e.integer("FLUXBASE_REST_MAX_ROWS", 1000, 0, 1<<30, "a whole number of rows, or 0 for no limit"))
+	if c.MaxRows == 0 {
+		c.MaxRows = -1 // none
+	}
+	c.MaxQueryBytes = int(e.bytes("FLUXBASE_REST_MAX_QUERY_BYTES", 32<<10))
+	if c.MaxQueryBytes < 1<<10 || c.MaxQueryBytes > 1<<20 {
+		e.fail("FLUXBASE_REST_MAX_QUERY_BYTES", e.str("FLUXBASE_REST_MAX_QUERY_BYTES", ""), "a size from 1KB to 1MB")
+	}
+	c.MaxEmbedDepth = int(e.integer("FLUXBASE_REST_MAX_EMBED_DEPTH", 8, 1, 100, "a whole number from 1 to 100"))
+	c.MaxFilterDepth = int(e.integer("FLUXBASE_REST_MAX_FILTER_DEPTH", 16, 1, 100, "a whole number from 1 to 100"))
 	return c
 }
 
@@ -323,6 +353,31 @@ func brokerFromEnv(e *env) broker.Config {
 	return c
 }
 
+// realtimeFromEnv reads the hub's replay bounds and the limits of
+// realtime clients; the node derives the websocket cap's default from its
+// open-file limit.
+func realtimeFromEnv(e *env) (fanout.Config, realtime.Limits) {
+	var h fanout.Config
+	var l realtime.Limits
+	count := func(name string, def, max int64) int64 {
+		return e.integer(name, def, 1, max, fmt.Sprintf("a whole number from 1 to %d", max))
+	}
+	l.MaxConnections = int(e.integer("FLUXBASE_REALTIME_MAX_CONNECTIONS", 0, 1, 1<<30,
+		"a whole number of websocket connections, at least 1 (by default all the open-file limit leaves after FLUXBASE_FD_RESERVE)"))
+	l.MaxChannelsPerClient = int(count("FLUXBASE_REALTIME_MAX_CHANNELS_PER_CLIENT", realtime.DefaultMaxChannelsPerClient, 100000))
+	l.MaxBindingsPerJoin = int(count("FLUXBASE_REALTIME_MAX_BINDINGS_PER_JOIN", realtime.DefaultMaxBindingsPerJoin, 100000))
+	l.JoinsPerSecond = float64(count("FLUXBASE_REALTIME_MAX_JOINS_PER_SECOND", realtime.DefaultJoinsPerSecond, 1000000))
+	l.EventsPerSecond = float64(count("FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND", realtime.DefaultEventsPerSecond, 1000000))
+	presence := e.bytes("FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", realtime.DefaultMaxPresenceBytes)
+	if presence < 1 || presence > 1<<20 {
+		e.fail("FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", e.str("FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", ""), "a size from 1 byte to 1MB (a client message's bound), such as 16KB")
+	}
+	l.MaxPresenceBytes = int(presence)
+	h.MaxResumeChanges = int(count("FLUXBASE_REALTIME_MAX_RESUME_CHANGES", 10000, 1<<30))
+	h.ResumeParallel = int(count("FLUXBASE_REALTIME_RESUME_PARALLEL", 2, 1024))
+	return h, l
+}
+
 func replicationFromEnv(e *env) replication.Config {
 	var c replication.Config
 	c.Tables = e.list("FLUXBASE_REPLICATION_TABLES")
@@ -332,7 +387,26 @@ func replicationFromEnv(e *env) replication.Config {
 		}
 	}
 	c.ReplicaIdentityFull = e.boolean("FLUXBASE_REPLICA_IDENTITY_FULL", false)
+	// Slot names are cluster-wide: two deployments on one PostgreSQL
+	// cluster (each on its own database) need a slot each.
+	c.SlotName = e.str("FLUXBASE_REPLICATION_SLOT", "fluxbase")
+	if !validSlotName(c.SlotName) {
+		e.fail("FLUXBASE_REPLICATION_SLOT", c.SlotName, "lower-case letters, digits and '_', at most 63 characters")
+	}
 	return c
+}
+
+// validSlotName is what PostgreSQL accepts as a replication slot's name.
+func validSlotName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, r := range s {
+		if !(r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z') {
+			return false
+		}
+	}
+	return true
 }
 
 func storageFromEnv(e *env, dataDir string) storage.Config {

@@ -33,6 +33,10 @@ func TestConfigDefaults(t *testing.T) {
 		c.Broker.SyncInterval != 100*time.Millisecond || c.Broker.ChangesMaxBytes != 10<<30 || c.Broker.ChangesMaxAge != 7*24*time.Hour {
 		t.Fatalf("defaults: %+v", c)
 	}
+	if c.REST.MaxRows != 1000 || c.REST.MaxQueryBytes != 32<<10 || c.REST.MaxEmbedDepth != 8 || c.REST.MaxFilterDepth != 16 ||
+		c.HTTP.BodyTimeout != 30*time.Second || c.Database.RoleSettingsRefresh != 30*time.Second {
+		t.Fatalf("limits' defaults: REST %+v, body timeout %v, role settings refresh %v", c.REST, c.HTTP.BodyTimeout, c.Database.RoleSettingsRefresh)
+	}
 	c, err = FromEnv(envOf(map[string]string{}), Dev)
 	if err != nil {
 		t.Fatalf("dev needs no variables: %v", err)
@@ -56,6 +60,12 @@ func TestConfigValues(t *testing.T) {
 		"FLUXBASE_STORAGE_S3_BUCKET":        "files",
 		"FLUXBASE_STORAGE_S3_USE_SSL":       "false",
 		"FLUXBASE_DATABASE_MAX_CONNECTIONS": "50",
+		"FLUXBASE_REST_MAX_ROWS":            "0",
+		"FLUXBASE_REST_MAX_QUERY_BYTES":     "8KB",
+		"FLUXBASE_REST_MAX_EMBED_DEPTH":     "3",
+		"FLUXBASE_REST_MAX_FILTER_DEPTH":    "4",
+		"FLUXBASE_HTTP_BODY_TIMEOUT":        "0",
+		"FLUXBASE_ROLE_SETTINGS_REFRESH":    "5s",
 		"FLUXBASE_AUTH_BCRYPT_COST":         "12",
 		"FLUXBASE_AUTH_ANONYMOUS_USERS":     "true",
 		"FLUXBASE_AUTH_JWT_EXPIRY":          "15m",
@@ -75,6 +85,11 @@ func TestConfigValues(t *testing.T) {
 		c.Storage.S3.UseSSL || c.Database.MaxConns != 50 || c.Auth.BcryptCost != 12 || !c.Auth.AnonymousUsers ||
 		c.Auth.AccessTokenTTL != 15*time.Minute || c.Auth.HashWorkers != 3 || c.Auth.SiteURL != "https://app.example.com" {
 		t.Fatalf("parsed: %+v", c)
+	}
+	// 0 rows and a 0 s body timeout are no limit: the configs' -1.
+	if c.REST.MaxRows != -1 || c.REST.MaxQueryBytes != 8<<10 || c.REST.MaxEmbedDepth != 3 || c.REST.MaxFilterDepth != 4 ||
+		c.HTTP.BodyTimeout != -1 || c.Database.RoleSettingsRefresh != 5*time.Second {
+		t.Fatalf("limits: REST %+v, body timeout %v, role settings refresh %v", c.REST, c.HTTP.BodyTimeout, c.Database.RoleSettingsRefresh)
 	}
 }
 
@@ -119,6 +134,25 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_REPLICATION_TABLES", "todos;drop table x", false},
 		{"FLUXBASE_REPLICA_IDENTITY_FULL", "full", false},
 		{"FLUXBASE_SHUTDOWN_TIMEOUT", "soon", false},
+		{"FLUXBASE_HTTP_BODY_TIMEOUT", "-1s", false},
+		{"FLUXBASE_REST_MAX_ROWS", "-1", false},
+		{"FLUXBASE_REST_MAX_ROWS", "all", false},
+		{"FLUXBASE_REST_MAX_QUERY_BYTES", "10", false},
+		{"FLUXBASE_REST_MAX_QUERY_BYTES", "2MB", false},
+		{"FLUXBASE_REST_MAX_EMBED_DEPTH", "0", false},
+		{"FLUXBASE_REST_MAX_FILTER_DEPTH", "deep", false},
+		{"FLUXBASE_ROLE_SETTINGS_REFRESH", "0s", false},
+		{"FLUXBASE_REPLICATION_SLOT", "My-Slot", false},
+		{"FLUXBASE_FD_RESERVE", "10", false},
+		{"FLUXBASE_REALTIME_MAX_CONNECTIONS", "0", false},
+		{"FLUXBASE_REALTIME_MAX_CHANNELS_PER_CLIENT", "none", false},
+		{"FLUXBASE_REALTIME_MAX_BINDINGS_PER_JOIN", "0", false},
+		{"FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", "2MB", false},
+		{"FLUXBASE_REALTIME_MAX_PRESENCE_BYTES", "0", false},
+		{"FLUXBASE_REALTIME_MAX_JOINS_PER_SECOND", "-5", false},
+		{"FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND", "1.5", false},
+		{"FLUXBASE_REALTIME_MAX_RESUME_CHANGES", "all", false},
+		{"FLUXBASE_REALTIME_RESUME_PARALLEL", "0", false},
 		{"FLUXBASE_AUTH_SITE_URL", "app.example.com", false},
 		{"FLUXBASE_AUTH_JWT_EXPIRY", "5s", false},
 		{"FLUXBASE_AUTH_JWT_EXPIRY", "an hour", false},
@@ -213,5 +247,45 @@ func TestReplicaURL(t *testing.T) {
 		if got := replicaURL(primary, replica); got != want {
 			t.Errorf("replicaURL(%q) = %q, want %q", replica, got, want)
 		}
+	}
+}
+
+// The realtime limits and the descriptor reserve have safe defaults and
+// take the values given.
+func TestConfigRealtimeLimits(t *testing.T) {
+	t.Parallel()
+	c, err := FromEnv(envOf(validServeEnv), Serve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.RealtimeLimits
+	if l.MaxConnections != 0 || l.MaxChannelsPerClient != 100 || l.MaxBindingsPerJoin != 100 || l.MaxPresenceBytes != 16<<10 ||
+		l.JoinsPerSecond != 100 || l.EventsPerSecond != 100 || c.Realtime.MaxResumeChanges != 10000 || c.Realtime.ResumeParallel != 2 ||
+		c.HTTP.FDReserve != 0 || c.Replication.SlotName != "fluxbase" {
+		t.Fatalf("defaults: %+v, hub %+v, reserve %d, slot %q", l, c.Realtime, c.HTTP.FDReserve, c.Replication.SlotName)
+	}
+	env := map[string]string{
+		"FLUXBASE_FD_RESERVE":                       "2048",
+		"FLUXBASE_REALTIME_MAX_CONNECTIONS":         "5000",
+		"FLUXBASE_REALTIME_MAX_CHANNELS_PER_CLIENT": "10",
+		"FLUXBASE_REALTIME_MAX_BINDINGS_PER_JOIN":   "20",
+		"FLUXBASE_REALTIME_MAX_PRESENCE_BYTES":      "4KB",
+		"FLUXBASE_REALTIME_MAX_JOINS_PER_SECOND":    "5",
+		"FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND":   "50",
+		"FLUXBASE_REALTIME_MAX_RESUME_CHANGES":      "1000",
+		"FLUXBASE_REALTIME_RESUME_PARALLEL":         "8",
+		"FLUXBASE_REPLICATION_SLOT":                 "app_2",
+	}
+	for k, v := range validServeEnv {
+		env[k] = v
+	}
+	if c, err = FromEnv(envOf(env), Serve); err != nil {
+		t.Fatal(err)
+	}
+	l = c.RealtimeLimits
+	if l.MaxConnections != 5000 || l.MaxChannelsPerClient != 10 || l.MaxBindingsPerJoin != 20 || l.MaxPresenceBytes != 4<<10 ||
+		l.JoinsPerSecond != 5 || l.EventsPerSecond != 50 || c.Realtime.MaxResumeChanges != 1000 || c.Realtime.ResumeParallel != 8 ||
+		c.HTTP.FDReserve != 2048 || c.Replication.SlotName != "app_2" {
+		t.Fatalf("parsed: %+v, hub %+v, reserve %d, slot %q", l, c.Realtime, c.HTTP.FDReserve, c.Replication.SlotName)
 	}
 }

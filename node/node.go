@@ -36,6 +36,7 @@ import (
 	"github.com/fluxbase/fluxbase/broker/fanout"
 	"github.com/fluxbase/fluxbase/change"
 	"github.com/fluxbase/fluxbase/migrations"
+	"github.com/fluxbase/fluxbase/pgrole"
 	"github.com/fluxbase/fluxbase/replication"
 	"github.com/fluxbase/fluxbase/storage"
 )
@@ -63,7 +64,14 @@ type Config struct {
 	Replication replication.Config
 	// Realtime tunes the fan-out hub; its NodeID defaults to Name.
 	Realtime fanout.Config
-	Storage  storage.Config
+	// RealtimeLimits bound what realtime clients may ask. Its
+	// MaxConnections is lowered to what the open-file limit leaves
+	// websockets (see FDBudget); 0 takes all of that.
+	RealtimeLimits realtime.Limits
+	// REST holds the REST surface's limits; the node gives it its pools,
+	// the roles' settings and its log.
+	REST    rest.Config
+	Storage storage.Config
 }
 
 // HTTPConfig configures the node's HTTP edge.
@@ -73,6 +81,12 @@ type HTTPConfig struct {
 	Addr string
 	// DrainTimeout bounds how long shutdown waits for requests in flight.
 	DrainTimeout time.Duration
+	// BodyTimeout bounds how long a request body may take to arrive
+	// (api.Config.BodyTimeout).
+	BodyTimeout time.Duration
+	// FDReserve is how many of the process's descriptors websockets never
+	// take (see FDBudget); 0 means a quarter of the limit, at most 1024.
+	FDReserve int
 }
 
 // DatabaseConfig configures the PostgreSQL pools.
@@ -88,16 +102,22 @@ type DatabaseConfig struct {
 	ReadReplicas []string
 	// SkipMigrations leaves the schema as it is (the caller migrated).
 	SkipMigrations bool
+	// RoleSettingsRefresh is how often the roles' own settings (ALTER
+	// ROLE ... SET, such as anon's statement_timeout) are read again.
+	// Default 30 s.
+	RoleSettingsRefresh time.Duration
 }
 
 // Node is one running Fluxbase node.
 type Node struct {
-	cfg Config
-	log *zap.Logger
-	ln  net.Listener
+	cfg    Config
+	log    *zap.Logger
+	ln     *limitListener
+	budget FDBudget
 
 	pool     *pgxpool.Pool
 	replicas []*pgxpool.Pool
+	roles    *pgrole.Roles
 	bus      *broker.Broker
 	repl     *replication.Replicator
 	rt       *realtime.Endpoint
@@ -132,9 +152,24 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if n.ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+	limit, err := openFileLimit()
+	if err != nil {
+		return nil, err
+	}
+	var clamped bool
+	if n.budget, clamped, err = fdBudget(limit, cfg.HTTP.FDReserve, cfg.RealtimeLimits.MaxConnections); err != nil {
+		return nil, err
+	}
+	if clamped {
+		log.Warn("FLUXBASE_REALTIME_MAX_CONNECTIONS lowered to what the open-file limit leaves websockets",
+			zap.Int("asked", cfg.RealtimeLimits.MaxConnections), zap.Int("websockets", n.budget.Websockets),
+			zap.Int("open_file_limit", limit), zap.Int("reserve", n.budget.Reserve))
+	}
+	ln, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
 		return nil, fmt.Errorf("listen on FLUXBASE_HTTP_ADDR: %w", err)
 	}
+	n.ln = newLimitListener(ln, n.budget.HTTPConns)
 
 	if !cfg.Database.SkipMigrations {
 		migrateCtx, cancel := context.WithTimeout(ctx, 10*time.Minute)
@@ -157,6 +192,9 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			return nil, fmt.Errorf("FLUXBASE_DATABASE_READ_REPLICAS: %w", err)
 		}
 		n.replicas = append(n.replicas, rp)
+	}
+	if n.roles, err = pgrole.LoadRoles(ctx, n.pool); err != nil {
+		return nil, err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -200,7 +238,10 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	if hub.NodeID == "" {
 		hub.NodeID = cfg.Name
 	}
+	limits := cfg.RealtimeLimits
+	limits.MaxConnections = n.budget.Websockets
 	n.rt = realtime.New(realtime.Config{
+		Limits:      limits,
 		Verifier:    verifier,
 		Pool:        n.pool,
 		Source:      fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),
@@ -211,9 +252,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Revocations: n.revs,
 	})
 
+	restCfg := cfg.REST
+	restCfg.Pool, restCfg.Replicas, restCfg.Roles, restCfg.Log = n.pool, n.replicas, n.roles, log.Named("rest")
 	n.srv = api.New(api.Config{
 		Debug:        cfg.Debug,
 		DrainTimeout: cfg.HTTP.DrainTimeout,
+		BodyTimeout:  cfg.HTTP.BodyTimeout,
 		Checks: []api.NamedCheck{
 			{Name: "database", Check: n.pool.Ping},
 			{Name: "broker", Check: n.bus.Ready},
@@ -221,7 +265,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			{Name: "realtime", Check: func(context.Context) error { return n.rt.Hub().Ready() }},
 		},
 		Surfaces: []api.Surface{
-			rest.New(rest.Config{Pool: n.pool, Replicas: n.replicas, Log: log.Named("rest")}),
+			rest.New(restCfg),
 			n.rt.Surface(),
 			apiauth.New(apiauth.Config{Service: users, Limiter: auth.NewRateLimiter(rateKV), Version: cfg.Version, Log: log.Named("auth")}),
 		},
@@ -255,8 +299,17 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.rt.Run(ctx) })
 	g.Go(func() error { return n.revs.Run(ctx) })
 	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
+	g.Go(func() error {
+		every := n.cfg.Database.RoleSettingsRefresh
+		if every <= 0 {
+			every = 30 * time.Second
+		}
+		n.roles.Run(ctx, every, func(err error) { n.log.Warn("role settings not refreshed", zap.Error(err)) })
+		return nil
+	})
 	n.log.Info("serving", zap.String("addr", n.ln.Addr().String()), zap.String("version", n.cfg.Version),
-		zap.Int("broker_replicas", n.bus.Replicas()))
+		zap.Int("broker_replicas", n.bus.Replicas()), zap.Int("open_file_limit", n.budget.Limit),
+		zap.Int("max_http_connections", n.budget.HTTPConns), zap.Int("max_websockets", n.budget.Websockets))
 	err := g.Wait()
 	n.log.Info("stopped")
 	if errors.Is(err, context.Canceled) {

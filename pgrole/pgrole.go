@@ -7,6 +7,11 @@
 // with it, committed or rolled back, so nothing is left on a pooled
 // connection for its next use.
 //
+// SET ROLE does not apply what a role has set of its own (ALTER ROLE anon
+// SET statement_timeout = '3s'); Roles reads those settings and As made
+// from it makes them too, in the same statement, so a request runs under
+// its role's statement timeout as if it had logged in as the role.
+//
 // It knows nothing of HTTP or of how tokens are verified: it takes the
 // role name and the claims as plain values, so the auth package and every
 // HTTP surface may use it. Functions are qualified with pg_catalog, so a
@@ -34,6 +39,9 @@ type As struct {
 	// Settings are further settings local to the transaction, by name
 	// (realtime.topic, say).
 	Settings map[string]string
+	// RoleSettings are the role's own settings (see Roles), made before
+	// Settings, which win over them.
+	RoleSettings []Setting
 }
 
 // ErrNoRole is an As without a role, refused rather than run as the
@@ -65,6 +73,10 @@ func (a As) statement() (string, []any) {
 		b.WriteString(",\n  pg_catalog.set_config('transaction_read_only', 'on', true)")
 	}
 	args := []any{a.Role, claims}
+	for _, rs := range a.RoleSettings {
+		fmt.Fprintf(&b, ",\n  pg_catalog.set_config($%d, $%d, true)", len(args)+1, len(args)+2)
+		args = append(args, rs.Name, rs.Value)
+	}
 	names := make([]string, 0, len(a.Settings))
 	for name := range a.Settings {
 		names = append(names, name)

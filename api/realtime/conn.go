@@ -29,6 +29,9 @@ type rtConn struct {
 	vsn    fanout.Vsn
 	claims *auth.Claims // the API key's (or bearer token's) claims
 	client *fanout.Client
+	// joins and events pace the client's messages (limits.go); only the
+	// reader touches them.
+	joins, events *bucket
 
 	mu     sync.Mutex // guards chans and closed; not held while calling the database
 	chans  map[string]*rtChannel
@@ -58,7 +61,8 @@ type rtChannel struct {
 
 func newRTConn(rt *Endpoint, ws *websocket.Conn, vsn fanout.Vsn, claims *auth.Claims) *rtConn {
 	c := &rtConn{rt: rt, ws: ws, fd: -1, vsn: vsn, claims: claims,
-		client: rt.hub.NewClient(vsn), chans: map[string]*rtChannel{}}
+		client: rt.hub.NewClient(vsn), chans: map[string]*rtChannel{},
+		joins: newBucket(rt.limits.JoinsPerSecond), events: newBucket(rt.limits.EventsPerSecond)}
 	if sc, ok := ws.NetConn().(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			_ = raw.Control(func(fd uintptr) { c.fd = int(fd) })
@@ -151,6 +155,8 @@ func (c *rtConn) writeClose(reason string) {
 		code = websocket.CloseMessageTooBig
 	case reason == "server shutting down":
 		code = websocket.CloseGoingAway
+	case reason == reasonTooManyJoins || reason == reasonTooManyEvents:
+		code = websocket.ClosePolicyViolation
 	}
 	if len(reason) > 120 {
 		reason = reason[:120]
@@ -174,7 +180,32 @@ func (c *rtConn) channel(topic string) *rtChannel {
 	return c.chans[topic]
 }
 
+// paced spends a token of the message's bucket: joins have theirs, every
+// other message shares the other. A message past the rate is refused
+// with the limit's reason; a client that keeps going past it is
+// disconnected with that reason, as Supabase does.
+func (c *rtConn) paced(m *inMsg) bool {
+	b, reason, limit := c.events, reasonTooManyEvents, "events"
+	if m.Event == "phx_join" {
+		b, reason, limit = c.joins, reasonTooManyJoins, "joins"
+	}
+	ok, over := b.take(time.Now())
+	if ok {
+		return true
+	}
+	c.rt.metrics.limited.WithLabelValues(limit).Inc()
+	c.replyError(m, reason)
+	if over {
+		c.rt.log.Info("client disconnected for its message rate", zap.String("limit", limit))
+		c.close(reason)
+	}
+	return false
+}
+
 func (c *rtConn) handle(ctx context.Context, m *inMsg) {
+	if !c.paced(m) {
+		return
+	}
 	if m.Topic == "phoenix" {
 		if m.Event == "heartbeat" {
 			c.replyOK(m, []byte("{}"))
@@ -407,6 +438,22 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 		c.replyError(m, err.Error())
 		return
 	}
+	c.mu.Lock()
+	_, rejoin := c.chans[m.Topic]
+	joined := len(c.chans)
+	c.mu.Unlock()
+	if !rejoin && joined >= c.rt.limits.MaxChannelsPerClient {
+		// Joins are handled one at a time by the reader, so the count
+		// cannot grow past the limit between this check and the join.
+		c.rt.metrics.limited.WithLabelValues("channels").Inc()
+		c.replyError(m, reasonTooManyChannels)
+		return
+	}
+	if n, limit := len(p.Config.PostgresChanges), c.rt.limits.MaxBindingsPerJoin; n > limit {
+		c.rt.metrics.limited.WithLabelValues("bindings").Inc()
+		c.replyError(m, fmt.Sprintf("Unable to subscribe to changes with given parameters: %d postgres_changes bindings, more than the %d a join may have", n, limit))
+		return
+	}
 	claims, token, err := c.tokenClaims(p.AccessToken)
 	if err != nil {
 		c.replyError(m, err.Error())
@@ -437,6 +484,23 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 		}
 		if !pol.readBroadcast && !pol.readPresence {
 			c.replyError(m, "Unauthorized: You do not have permissions to read from this Channel topic: "+name)
+			return
+		}
+	}
+
+	var resume uint64
+	if p.Config.Resume != nil && len(bindings) > 0 {
+		// Refused here, in the join's reply, rather than after a scan:
+		// a position too far back (or gone) is told to read afresh.
+		resume = max(p.Config.Resume.LogSeq, p.Config.Resume.Seq)
+		if err := c.rt.hub.CheckResume(ctx, resume); err != nil {
+			var re *fanout.ResumeError
+			if !errors.As(err, &re) {
+				c.rt.log.Warn("resume check failed", zap.Error(err))
+			} else {
+				c.rt.metrics.limited.WithLabelValues("resume").Inc()
+			}
+			c.replyError(m, "UnableToReplayMessages: "+err.Error())
 			return
 		}
 	}
@@ -483,8 +547,8 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 		Presence: presenceOn, PresenceKey: presenceKey,
 		Replies: replies,
 	}
-	if p.Config.Resume != nil && len(bindings) > 0 {
-		spec.Resume = max(p.Config.Resume.LogSeq, p.Config.Resume.Seq)
+	if resume > 0 {
+		spec.Resume = resume
 		spec.OnResumeError = func(err error) {
 			c.rt.log.Info("resume failed", zap.String("topic", m.Topic), zap.Error(err))
 			c.shutdown(rc, "UnableToReplayMessages: "+err.Error())
@@ -540,16 +604,31 @@ func (c *rtConn) armExpiry(rc *rtChannel) {
 	rc.expiry = time.AfterFunc(d, func() { c.shutdown(rc, "InvalidJWTToken: Token has expired") })
 }
 
-// checkBindings refuses bindings on tables the claims may not read.
+// tableAccess is what a join asks the authorizer of a table.
+type tableAccess interface {
+	Access(ctx context.Context, role, schema, table string) (*fanout.Access, error)
+}
+
+// checkBindings refuses bindings on tables the claims may not read. Each
+// table's privileges are read once, however many bindings name it.
 func (c *rtConn) checkBindings(ctx context.Context, claims *auth.Claims, bindings []joinBinding) string {
-	if c.rt.authz == nil || claims.IsServiceRole() {
+	if c.rt.access == nil || claims.IsServiceRole() {
 		return ""
 	}
+	type table struct{ schema, name string }
+	read := map[table]*fanout.Access{}
 	for _, jb := range bindings {
 		if jb.b.Table == "" || jb.b.Table == "*" || jb.b.Schema == "*" {
 			continue // checked per change
 		}
-		acc, err := c.rt.authz.Access(ctx, claims.Role, jb.b.Schema, jb.b.Table)
+		acc, seen := read[table{jb.b.Schema, jb.b.Table}]
+		var err error
+		if !seen {
+			acc, err = c.rt.access.Access(ctx, claims.Role, jb.b.Schema, jb.b.Table)
+			if err == nil {
+				read[table{jb.b.Schema, jb.b.Table}] = acc
+			}
+		}
 		switch {
 		case errors.Is(err, errNoTable):
 			return fmt.Sprintf("Unable to subscribe to changes with given parameters: table %s.%s does not exist", jb.b.Schema, jb.b.Table)
@@ -662,6 +741,11 @@ func (c *rtConn) presence(m *inMsg, rc *rtChannel) {
 		payload := p.Payload
 		if len(payload) == 0 || string(payload) == "null" {
 			payload = json.RawMessage("{}")
+		}
+		if limit := c.rt.limits.MaxPresenceBytes; len(payload) > limit {
+			c.rt.metrics.limited.WithLabelValues("presence").Inc()
+			c.replyError(m, fmt.Sprintf("%s: the payload is %d bytes, more than the %d a presence may have", reasonPresenceSize, len(payload), limit))
+			return
 		}
 		err = rc.ch.Track(payload)
 		if errors.Is(err, fanout.ErrPresencePayload) {

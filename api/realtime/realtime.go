@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -45,9 +46,15 @@ const Prefix = "/realtime/v1"
 //     ("seq" is accepted too), the last log_seq the client saw. The
 //     channel then replays the log after N to its bindings (filters and
 //     authorization applied as live) and switches to live with no gap and
-//     no duplicate. A position the log no
-//     longer holds closes the channel with a system error
-//     "UnableToReplayMessages: ...".
+//     no duplicate. A position the log no longer holds, or more than
+//     the hub's MaxResumeChanges behind its end, is refused in the
+//     join's reply with "UnableToReplayMessages: ..." (the client reads
+//     afresh); a replay that fails later closes the channel with a
+//     system error of that name.
+//
+// Limits (limits.go) bound what a client may ask: websockets per node,
+// channels per connection, bindings per join, presence size, joins and
+// messages per second, with Supabase's reasons.
 //
 // Filters are those of realtime-js's filter builder: comma-separated,
 // AND-combined "col=op.value" with eq, neq, lt, lte, gt, gte, in, like,
@@ -99,6 +106,9 @@ type Config struct {
 	// and tells of each session that ends so its open channels close;
 	// nil checks none.
 	Revocations Revocations
+
+	// Limits bound what one node and one client may ask (limits.go).
+	Limits Limits
 }
 
 // Revocations is the node's set of ended sessions (auth.Revocations).
@@ -188,6 +198,16 @@ type Endpoint struct {
 	cancel context.CancelFunc
 	conns  sync.WaitGroup // every connection until its socket is closed
 	closed sync.Once
+	// connMu orders adding a connection to conns before Close's Wait:
+	// once closing is set, no connection is added (WaitGroup's rule).
+	connMu  sync.Mutex
+	closing bool
+
+	access tableAccess // authz, or nil: what joins ask of tables
+	limits Limits
+	// open counts the websockets from before their upgrade until their
+	// socket is closed, against Limits.MaxConnections.
+	open atomic.Int64
 
 	sessions sessionChannels
 }
@@ -198,6 +218,10 @@ type realtimeMetrics struct {
 	// changes counts changes dispatched; deliveries the frames they made.
 	changes    prometheus.Counter
 	deliveries prometheus.Counter
+	// refused counts upgrades past MaxConnections; limited the messages
+	// refused by a per-client limit, by limit.
+	refused prometheus.Counter
+	limited *prometheus.CounterVec
 }
 
 // New builds the realtime endpoint and its fan-out hub.
@@ -214,7 +238,8 @@ func New(cfg Config) *Endpoint {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	rt := &Endpoint{cfg: cfg, log: cfg.Log.Named("realtime"), sessions: sessionChannels{m: map[string]map[*rtChannel]*rtConn{}}}
+	rt := &Endpoint{cfg: cfg, log: cfg.Log.Named("realtime"), limits: cfg.Limits.withDefaults(),
+		sessions: sessionChannels{m: map[string]map[*rtChannel]*rtConn{}}}
 	if cfg.Revocations != nil {
 		// Shutting a channel down only queues frames: it never blocks
 		// the revocations' watcher.
@@ -238,6 +263,14 @@ func New(cfg Config) *Endpoint {
 			Name: "fluxbase_realtime_change_deliveries_total",
 			Help: "postgres_changes messages queued to realtime clients.",
 		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fluxbase_realtime_connections_refused_total",
+			Help: "Websocket upgrades refused because the node holds its limit of connections.",
+		}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fluxbase_realtime_limited_total",
+			Help: "Client messages refused by a per-client limit, by limit (channels, bindings, presence, joins, events, resume).",
+		}, []string{"limit"}),
 	}
 	hc := cfg.Hub
 	onSlow, onChange := hc.OnSlowConsumer, hc.OnChange
@@ -257,6 +290,7 @@ func New(cfg Config) *Endpoint {
 	var authz fanout.Authorizer
 	if cfg.Pool != nil {
 		rt.authz = &pgAuthorizer{pool: cfg.Pool}
+		rt.access = rt.authz
 		authz = rt.authz
 	}
 	bus := cfg.Bus
@@ -267,6 +301,15 @@ func New(cfg Config) *Endpoint {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(
 			rt.metrics.sent, rt.metrics.slow, rt.metrics.changes, rt.metrics.deliveries,
+			rt.metrics.refused, rt.metrics.limited,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "fluxbase_realtime_websockets",
+				Help: "Websocket connections held, from their upgrade until their socket is closed.",
+			}, func() float64 { return float64(rt.open.Load()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "fluxbase_realtime_max_connections",
+				Help: "The node's limit of websocket connections; 0 for none.",
+			}, func() float64 { return float64(rt.limits.MaxConnections) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 				Name: "fluxbase_realtime_connections",
 				Help: "Open realtime websocket connections.",
@@ -318,9 +361,24 @@ func (rt *Endpoint) Run(ctx context.Context) error {
 func (rt *Endpoint) Close() error {
 	rt.cancel()
 	err := rt.hub.Close()
+	rt.connMu.Lock()
+	rt.closing = true
+	rt.connMu.Unlock()
 	rt.conns.Wait()
 	rt.closed.Do(rt.writers.close)
 	return err
+}
+
+// register counts a connection about to be upgraded in conns, unless the
+// endpoint is closing: a connection that arrives then is refused.
+func (rt *Endpoint) register() bool {
+	rt.connMu.Lock()
+	defer rt.connMu.Unlock()
+	if rt.closing {
+		return false
+	}
+	rt.conns.Add(1)
+	return true
 }
 
 // Errors of the realtime HTTP API (see docs/ERRORS.md).
@@ -340,12 +398,27 @@ func (rt *Endpoint) serveWebsocket(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.ErrNoAPIKey)
 		return
 	}
+	// Counted before the upgrade, so that no more than the limit are
+	// ever held, and refused before it: a refused connection never joins
+	// the hub, and its descriptor is freed at once.
+	if n := rt.open.Add(1); rt.limits.MaxConnections > 0 && n > int64(rt.limits.MaxConnections) {
+		rt.open.Add(-1)
+		rt.metrics.refused.Inc()
+		refuseConnection(w, rt.limits.MaxConnections)
+		return
+	}
+	if !rt.register() {
+		rt.open.Add(-1)
+		api.WriteError(w, api.ErrUnavailable)
+		return
+	}
 	ws, err := rt.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		rt.open.Add(-1)
+		rt.conns.Done()
 		return // the upgrader answered already
 	}
 	c := newRTConn(rt, ws, vsn, claims)
-	rt.conns.Add(1)
 	// The handler returns at once, releasing the request and the HTTP
 	// server's state for this connection; the reader lives on in a
 	// goroutine of its own, which starts with a small stack.

@@ -124,7 +124,18 @@ func (w *connWriter) write(c *rtConn) {
 	q := c.client.Queue
 	w.frames = q.Take(w.frames)
 	if q.Closed() {
-		go c.finish(q.Reason())
+		reason := q.Reason()
+		var last []byte
+		// A client closed for its own conduct (a rate limit) first gets
+		// the replies queued before the close, so it learns which of its
+		// messages were refused; one that could not keep up gets nothing
+		// more.
+		if reason != fanout.SlowConsumerReason && len(w.frames) > 0 {
+			for _, f := range w.frames {
+				last = appendWSFrame(last, f)
+			}
+		}
+		go c.finish(reason, last)
 		return
 	}
 	if len(w.frames) == 0 {
@@ -208,11 +219,20 @@ func (c *rtConn) writeSlow(rest []byte) {
 	c.rt.writers.schedule(c)
 }
 
-// finish ends a connection whose queue closed: a close frame with the
-// queue's reason, then the socket. Only the queue's owner calls it, once.
-func (c *rtConn) finish(reason string) {
+// finish ends a connection whose queue closed: the last frames, if any,
+// then a close frame with the queue's reason, then the socket, each write
+// bounded by a second. Only the queue's owner calls it, once.
+func (c *rtConn) finish(reason string, last []byte) {
 	defer c.rt.conns.Done()
+	defer c.rt.open.Add(-1)
 	defer c.ws.Close()
+	if len(last) > 0 {
+		nc := c.ws.NetConn()
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := nc.Write(last); err != nil {
+			return // the close frame could not follow a partial frame
+		}
+	}
 	c.writeClose(reason)
 }
 

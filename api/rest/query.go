@@ -97,6 +97,7 @@ type restQuery struct {
 	onConflict []string
 	columns    []string
 	embeds     map[string]*embedOpts // by path: "comments", "comments.author"
+	lim        grammarLimits
 }
 
 // embedOptsFor returns the options of the embedded resource at path.
@@ -136,11 +137,34 @@ func parseErr(msg string, args ...any) *parseError {
 	return &parseError{msg: fmt.Sprintf(msg, args...)}
 }
 
-// parseRestQuery parses a request's query string. Filters are kept in the
-// order they appear, so the SQL, and with it any error, is the same for
-// the same URL.
+// grammarLimits bound what a query string may ask for, so that parsing it
+// and compiling it cost time linear in its length: the length itself, the
+// depth of embedded resources in select= and the depth of or/and trees.
+// Each parameter is split at each level of its nesting, so parsing costs
+// at most (depth + 1) passes over the parameter.
+type grammarLimits struct {
+	queryBytes  int // the raw query string
+	embedDepth  int // levels of embedded resources: a(b(c)) is 3
+	filterDepth int // levels of logic trees: or=(and(a.eq.1)) is 2
+}
+
+// defaultGrammarLimits are the limits of a Config that sets none.
+var defaultGrammarLimits = grammarLimits{queryBytes: 32 << 10, embedDepth: 8, filterDepth: 16}
+
+// parseRestQuery parses a query string within the default limits.
 func parseRestQuery(raw string) (*restQuery, error) {
-	q := &restQuery{limit: -1}
+	return parseRestQueryLimited(raw, defaultGrammarLimits)
+}
+
+// parseRestQueryLimited parses a request's query string. Filters are kept
+// in the order they appear, so the SQL, and with it any error, is the same
+// for the same URL. Past a limit it fails before parsing the parameter
+// that breaks it.
+func parseRestQueryLimited(raw string, lim grammarLimits) (*restQuery, error) {
+	if len(raw) > lim.queryBytes {
+		return nil, parseErr("the query string has %d bytes; the limit is %d", len(raw), lim.queryBytes)
+	}
+	q := &restQuery{limit: -1, lim: lim}
 	for raw != "" {
 		var part string
 		part, raw, _ = strings.Cut(raw, "&")
@@ -156,6 +180,12 @@ func parseRestQuery(raw string) (*restQuery, error) {
 		if err != nil {
 			return nil, parseErr("malformed value of %q", key)
 		}
+		if strings.IndexByte(key, 0) >= 0 {
+			return nil, parseErr("the parameter %q has a NUL byte", key)
+		}
+		if key == "apikey" {
+			continue // the key, for clients that cannot send headers; the edge reads it
+		}
 		if err := q.add(key, val); err != nil {
 			return nil, err
 		}
@@ -165,10 +195,13 @@ func parseRestQuery(raw string) (*restQuery, error) {
 
 func (q *restQuery) add(key, val string) error {
 	if path, last := splitEmbedKey(key); path != "" {
-		return q.embedOptsFor(path).add(last, val)
+		return q.embedOptsFor(path).add(q, last, val)
 	}
 	switch key {
 	case "select":
+		if d := nesting(val); d > q.lim.embedDepth {
+			return parseErr("select= embeds resources %d levels deep; the limit is %d", d, q.lim.embedDepth)
+		}
 		items, err := parseSelect(val)
 		if err != nil {
 			return err
@@ -201,7 +234,7 @@ func (q *restQuery) add(key, val string) error {
 			q.columns = names
 		}
 	default:
-		f, err := parseFilterParam(key, val)
+		f, err := q.parseFilterParam(key, val)
 		if err != nil {
 			return err
 		}
@@ -210,7 +243,42 @@ func (q *restQuery) add(key, val string) error {
 	return nil
 }
 
-func (o *embedOpts) add(key, val string) error {
+// parseFilterParam is parseFilterParam within q's limit of logic depth: a
+// tree's parentheses nest once a level, and once more for an in.(...) list
+// or a text search configuration at its leaves.
+func (q *restQuery) parseFilterParam(key, val string) (filter, error) {
+	if d := nesting(val); d > q.lim.filterDepth+1 {
+		return filter{}, parseErr("%s nests %d levels deep; the limit is %d", key, d-1, q.lim.filterDepth)
+	}
+	return parseFilterParam(key, val, q.lim.filterDepth)
+}
+
+// nesting is the depth of the parentheses of s outside double quotes, in
+// one pass.
+func nesting(s string) int {
+	depth, max, quoted := 0, 0, false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case quoted:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				quoted = false
+			}
+		case c == '"':
+			quoted = true
+		case c == '(':
+			if depth++; depth > max {
+				max = depth
+			}
+		case c == ')':
+			depth--
+		}
+	}
+	return max
+}
+
+func (o *embedOpts) add(q *restQuery, key, val string) error {
 	var err error
 	switch key {
 	case "order":
@@ -229,7 +297,7 @@ func (o *embedOpts) add(key, val string) error {
 		return parseErr("%s does not apply to an embedded resource", key)
 	default:
 		var f filter
-		if f, err = parseFilterParam(key, val); err == nil {
+		if f, err = q.parseFilterParam(key, val); err == nil {
 			o.where = append(o.where, f)
 		}
 	}
@@ -318,12 +386,12 @@ func unquote(s string) (string, bool) {
 // parseName reads a column name, plain or double-quoted.
 func parseName(s string) (string, error) {
 	if n, ok := unquote(s); ok {
-		if n == "" {
-			return "", parseErr("empty column name")
+		if n == "" || strings.IndexByte(n, 0) >= 0 {
+			return "", parseErr("malformed column name %q", s)
 		}
 		return n, nil
 	}
-	if s == "" || strings.ContainsAny(s, `"(),:`) || strings.TrimSpace(s) != s {
+	if s == "" || strings.ContainsAny(s, "\"(),:\x00") || strings.TrimSpace(s) != s {
 		return "", parseErr("malformed column name %q", s)
 	}
 	return s, nil
@@ -520,15 +588,16 @@ func parseOrder(s string) ([]orderTerm, error) {
 }
 
 // parseFilterParam reads one filter parameter: column=[not.]op.value, or
-// or=(...), and=(...), not.or=(...), not.and=(...).
-func parseFilterParam(key, val string) (filter, error) {
+// or=(...), and=(...), not.or=(...), not.and=(...), of at most depth
+// levels.
+func parseFilterParam(key, val string, depth int) (filter, error) {
 	not := false
 	logic := key
 	if rest, ok := strings.CutPrefix(key, "not."); ok {
 		not, logic = true, rest
 	}
 	if logic == "or" || logic == "and" {
-		return parseTree(logic == "or", not, val)
+		return parseTree(logic == "or", not, val, depth)
 	}
 	f, err := parseField(key)
 	if err != nil {
@@ -542,8 +611,12 @@ func parseFilterParam(key, val string) (filter, error) {
 }
 
 // parseTree reads a logic tree's operand: (cond,cond,...), where each cond
-// is field.[not.]op.value or a nested [not.]or(...)/and(...).
-func parseTree(or, not bool, s string) (filter, error) {
+// is field.[not.]op.value or a nested [not.]or(...)/and(...), at most
+// depth levels deep.
+func parseTree(or, not bool, s string, depth int) (filter, error) {
+	if depth <= 0 {
+		return filter{}, parseErr("a logic tree nests deeper than the limit")
+	}
 	if len(s) < 2 || s[0] != '(' || s[len(s)-1] != ')' {
 		return filter{}, parseErr("a logic tree needs parentheses: %q", s)
 	}
@@ -560,7 +633,7 @@ func parseTree(or, not bool, s string) (filter, error) {
 			neg, inner = true, rest
 		}
 		if sub, ok := strings.CutPrefix(inner, "or("); ok {
-			child, err := parseTree(true, neg, "("+sub)
+			child, err := parseTree(true, neg, "("+sub, depth-1)
 			if err != nil {
 				return filter{}, err
 			}
@@ -568,7 +641,7 @@ func parseTree(or, not bool, s string) (filter, error) {
 			continue
 		}
 		if sub, ok := strings.CutPrefix(inner, "and("); ok {
-			child, err := parseTree(false, neg, "("+sub)
+			child, err := parseTree(false, neg, "("+sub, depth-1)
 			if err != nil {
 				return filter{}, err
 			}

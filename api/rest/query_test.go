@@ -65,6 +65,10 @@ func FuzzParseRestQuery(f *testing.F) {
 		"select=*&id=eq.1", "or=(a.eq.1,and(b.lt.2,c.in.(1,2)))&order=a.desc", "select=x:a->b->>c::int&a->>b=like.*x*",
 		"tags=cs.{a,b}&t=fts(english).cat", "not.and=(a.is.null,b.isdistinct.2)&limit=3&offset=1",
 		"columns=%22a%22,b&on_conflict=a", "a=in.(%22x,y%22,z)", "select=a,b(c)", "select=*,c:comments!fk(id,author(name))&comments.approved=eq.true&comments.order=id.desc&comments.limit=2&comments.author.or=(a.eq.1,b.eq.2)", "%22odd%20name%22=eq.1",
+		"apikey=eyJ.x.y&select=id", "ti%00tle=eq.1", "select=a%00b", "select=%22a%00%22",
+		"select=" + strings.Repeat("a(", 9) + "id" + strings.Repeat(")", 9),
+		"or=(" + strings.Repeat("or(", 16) + "a.eq.1" + strings.Repeat(")", 16) + ")",
+		"or=(a.in.(%22(%22,%22)%22),b.fts(english).x)", "c.or=(" + strings.Repeat("and(", 3) + "a.eq.1))))",
 	} {
 		f.Add(s)
 	}
@@ -73,6 +77,7 @@ func FuzzParseRestQuery(f *testing.F) {
 		if err != nil {
 			return
 		}
+		checkWithinLimits(t, raw, q)
 		fakeRelationships(q.selects)
 		rel := quoteIdent("public") + "." + quoteIdent("t")
 		checkStatement(t, readSQL(rel, q, q.limit, q.offset))
@@ -93,5 +98,89 @@ func fakeRelationships(items []selectItem) {
 			it.embed.rel = &relationship{target: quoteIdent("public") + "." + quoteIdent(it.embed.table), on: [][2]string{{"parent_id", "id"}}, many: len(it.embed.items)%2 == 0}
 			fakeRelationships(it.embed.items)
 		}
+	}
+}
+
+// checkWithinLimits holds for every query string that parses: it is
+// within the default limits, and no name it reads as a column has a NUL.
+func checkWithinLimits(t *testing.T, raw string, q *restQuery) {
+	if len(raw) > defaultGrammarLimits.queryBytes {
+		t.Fatalf("a query string of %d bytes parsed", len(raw))
+	}
+	var depth func(items []selectItem) int
+	depth = func(items []selectItem) int {
+		d := 0
+		for _, it := range items {
+			if it.embed != nil {
+				d = max(d, 1+depth(it.embed.items))
+			}
+		}
+		return d
+	}
+	if d := depth(q.selects); d > defaultGrammarLimits.embedDepth {
+		t.Fatalf("embedding %d deep parsed", d)
+	}
+	var logic func(fs []filter) int
+	logic = func(fs []filter) int {
+		d := 0
+		for _, f := range fs {
+			if f.cond == nil {
+				d = max(d, 1+logic(f.children))
+			}
+		}
+		return d
+	}
+	all := q.where
+	for _, o := range q.embeds {
+		all = append(all, o.where...)
+	}
+	if d := logic(all); d > defaultGrammarLimits.filterDepth {
+		t.Fatalf("logic %d deep parsed", d)
+	}
+	for table, cols := range q.namedColumns("t") {
+		for _, c := range append(cols, table) {
+			if strings.IndexByte(c, 0) >= 0 {
+				t.Fatalf("the name %q has a NUL", c)
+			}
+		}
+	}
+}
+
+// The grammar's limits refuse what is past them, and only that, before
+// any work proportional to the depth.
+func TestParseLimits(t *testing.T) {
+	t.Parallel()
+	lim := grammarLimits{queryBytes: 1 << 20, embedDepth: 3, filterDepth: 3}
+	nest := func(open, leaf, close string, n int) string {
+		return strings.Repeat(open, n) + leaf + strings.Repeat(close, n)
+	}
+	for _, c := range []struct {
+		raw string
+		ok  bool
+	}{
+		{"select=" + nest("a(", "id", ")", 3), true},
+		{"select=" + nest("a(", "id", ")", 4), false},
+		{"select=" + nest("a(", "id", ")", 100000), false},
+		{"select=%22((((%22", true}, // quoted: a name, not nesting
+		{"or=(" + nest("or(", "a.in.(1,2)", ")", 2) + ")", true},
+		{"or=(" + nest("or(", "a.eq.1", ")", 3) + ")", false},
+		{"or=(" + nest("or(", "a.eq.1", ")", 15000) + ")", false},
+		{"b.and=(" + nest("and(", "a.eq.1", ")", 2) + ")", true},
+		{"b.and=(" + nest("and(", "a.eq.1", ")", 3) + ")", false},
+		{"apikey=x", true},
+		{"ti%00tle=eq.1", false},
+		{"select=a%00", false},
+		{"order=a%00.desc", false},
+	} {
+		q, err := parseRestQueryLimited(c.raw, lim)
+		if (err == nil) != c.ok {
+			t.Errorf("%.80s: %v", c.raw, err)
+		}
+		if err == nil && c.raw == "apikey=x" && len(q.where) != 0 {
+			t.Errorf("apikey read as a filter: %+v", q.where)
+		}
+	}
+	if _, err := parseRestQueryLimited("id=in.("+strings.Repeat("1,", 600)+"1)", grammarLimits{queryBytes: 1024, embedDepth: 1, filterDepth: 1}); err == nil {
+		t.Error("a query string past queryBytes parsed")
 	}
 }

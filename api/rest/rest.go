@@ -19,8 +19,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,13 +57,30 @@ type Config struct {
 	Schemas []string
 	// MaxBodyBytes bounds a request body. Default 10 MiB.
 	MaxBodyBytes int64
-	Log          *zap.Logger
+	// MaxRows bounds the rows of an answer, as PostgREST's db-max-rows: a
+	// read (its top level, not its embedded resources) and a function's
+	// rows stop there, whatever limit or Range they ask, and
+	// Content-Range tells which rows came. Default 1000, Supabase's; -1
+	// for no bound.
+	MaxRows int
+	// MaxQueryBytes bounds a request's query string. Default 32 KiB.
+	MaxQueryBytes int
+	// MaxEmbedDepth bounds the nesting of embedded resources in select=.
+	// Default 8.
+	MaxEmbedDepth int
+	// MaxFilterDepth bounds the nesting of or/and logic trees. Default 16.
+	MaxFilterDepth int
+	// Roles are the roles' own settings (their statement_timeout, say),
+	// applied to every request's transaction; nil applies none.
+	Roles *pgrole.Roles
+	Log   *zap.Logger
 }
 
 // handler serves the surface's routes.
 type handler struct {
-	cfg  Config
-	next atomic.Uint64 // the replica of the next read
+	cfg     Config
+	next    atomic.Uint64 // the replica of the next read
+	columns columnCache
 }
 
 // New returns the surface. Every route needs a key (api.NeedKey): the
@@ -72,6 +91,18 @@ func New(cfg Config) api.Surface {
 	}
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = 10 << 20
+	}
+	if cfg.MaxRows == 0 {
+		cfg.MaxRows = 1000
+	}
+	if cfg.MaxQueryBytes == 0 {
+		cfg.MaxQueryBytes = defaultGrammarLimits.queryBytes
+	}
+	if cfg.MaxEmbedDepth == 0 {
+		cfg.MaxEmbedDepth = defaultGrammarLimits.embedDepth
+	}
+	if cfg.MaxFilterDepth == 0 {
+		cfg.MaxFilterDepth = defaultGrammarLimits.filterDepth
 	}
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
@@ -114,16 +145,19 @@ type request struct {
 	q      *restQuery
 	prefs  prefer
 	single bool
+	tables map[string]string // the table behind each alias of its statement but _t
+	sets   []string          // the columns an update sets from its body
 }
 
 // prefer holds the Prefer header's settings that change the answer.
 type prefer struct {
 	ret        string // "representation", "minimal" or "headers-only"
-	count      bool
+	count      string // "exact", "planned" or "estimated"; every count is exact
 	resolution string // "merge-duplicates" or "ignore-duplicates"
-	applied    []string
 }
 
+// parsePrefer reads the preferences; one given more than once takes its
+// last value.
 func parsePrefer(values []string) prefer {
 	var p prefer
 	for _, v := range values {
@@ -133,16 +167,25 @@ func parsePrefer(values []string) prefer {
 			case k == "return" && (val == "representation" || val == "minimal" || val == "headers-only"):
 				p.ret = val
 			case k == "count" && (val == "exact" || val == "planned" || val == "estimated"):
-				p.count = true // every count is exact
+				p.count = val
 			case k == "resolution" && (val == "merge-duplicates" || val == "ignore-duplicates"):
 				p.resolution = val
-			default:
-				continue
 			}
-			p.applied = append(p.applied, k+"="+val)
 		}
 	}
 	return p
+}
+
+// applied is the Preference-Applied header: each preference taken, once,
+// however often the request repeats it.
+func (p prefer) applied() string {
+	var out []string
+	for _, kv := range [][2]string{{"return", p.ret}, {"count", p.count}, {"resolution", p.resolution}} {
+		if kv[1] != "" {
+			out = append(out, kv[0]+"="+kv[1])
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // prepare parses what every method shares; profile is the header that
@@ -151,7 +194,7 @@ func (h *handler) prepare(w http.ResponseWriter, r *http.Request, profile string
 	schema, e := h.schemaOf(r, profile)
 	if e == nil {
 		var req *request
-		if req, e = newRequest(r, schema, chi.URLParam(r, "table"), r.URL.RawQuery); e == nil {
+		if req, e = h.newRequest(r, schema, chi.URLParam(r, "table"), r.URL.RawQuery); e == nil {
 			req.applyPreferences(w)
 			return req, true
 		}
@@ -174,8 +217,11 @@ func (h *handler) schemaOf(r *http.Request, profile string) (string, *api.Error)
 
 // newRequest is the request on schema.name with the filters and
 // modifiers of query.
-func newRequest(r *http.Request, schema, name, query string) (*request, *api.Error) {
-	q, err := parseRestQuery(query)
+func (h *handler) newRequest(r *http.Request, schema, name, query string) (*request, *api.Error) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return nil, errRESTParse.With(fmt.Sprintf("the name %q has a NUL byte", name))
+	}
+	q, err := parseRestQueryLimited(query, h.grammar())
 	if err != nil {
 		return nil, parseFailure(err)
 	}
@@ -190,6 +236,34 @@ func newRequest(r *http.Request, schema, name, query string) (*request, *api.Err
 	}, nil
 }
 
+// grammar is the limits of the URL grammar.
+func (h *handler) grammar() grammarLimits {
+	return grammarLimits{queryBytes: h.cfg.MaxQueryBytes, embedDepth: h.cfg.MaxEmbedDepth, filterDepth: h.cfg.MaxFilterDepth}
+}
+
+// capRows is limit within MaxRows; a negative limit is none.
+func (h *handler) capRows(limit int) int {
+	if h.cfg.MaxRows > 0 && (limit < 0 || limit > h.cfg.MaxRows) {
+		return h.cfg.MaxRows
+	}
+	return limit
+}
+
+// checkColumns refuses a request that reads as a column a name that is
+// not one (see columnCache).
+func (h *handler) checkColumns(ctx context.Context, db rowsQuerier, req *request) error {
+	need := req.q.namedColumns(req.name)
+	for _, c := range req.sets { // read from the body's record as _b."c"
+		if !slices.Contains(need[req.name], c) {
+			need[req.name] = append(need[req.name], c)
+		}
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	return h.columns.check(ctx, db, req.schema, need)
+}
+
 // resolveEmbeds finds the relationships of the select list's embedded
 // resources, when it has any.
 func (req *request) resolveEmbeds(ctx context.Context, db rowsQuerier) error {
@@ -201,8 +275,8 @@ func (req *request) resolveEmbeds(ctx context.Context, db rowsQuerier) error {
 
 // applyPreferences tells the client which of its preferences were taken.
 func (req *request) applyPreferences(w http.ResponseWriter) {
-	if len(req.prefs.applied) > 0 {
-		w.Header().Set("Preference-Applied", strings.Join(req.prefs.applied, ", "))
+	if a := req.prefs.applied(); a != "" {
+		w.Header().Set("Preference-Applied", a)
 	}
 }
 
@@ -228,63 +302,139 @@ func (h *handler) read(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, errRESTRange.With(err.Error()))
 		return
 	}
-	var rows []byte
-	var n, total int64 = 0, -1
+	limit = h.capRows(limit)
 	err = h.onReader(func(pool *pgxpool.Pool) error {
-		return h.readOnce(r.Context(), pool, req, limit, offset, &rows, &n, &total)
+		return h.readOnce(r.Context(), pool, w, r, req, limit, offset)
 	})
-	if err != nil {
+	var broken *streamError
+	switch {
+	case errors.As(err, &broken):
+		// The status and some rows are sent: the client must not take
+		// what it got for the whole answer, so the connection is cut.
+		if r.Context().Err() == nil { // else the client went away
+			h.cfg.Log.Warn("rest read failed while streaming", zap.Error(broken.err))
+		}
+		panic(http.ErrAbortHandler)
+	case err != nil:
 		h.fail(w, req, err)
-		return
 	}
-	status := http.StatusOK
-	if total >= 0 && n < total && (offset > 0 || n > 0) {
-		status = http.StatusPartialContent
-	}
-	if total >= 0 && offset > 0 && int64(offset) >= total && total > 0 {
-		api.WriteError(w, errRESTRange.With(fmt.Sprintf("offset %d is past the %d rows", offset, total)))
-		return
-	}
-	w.Header().Set("Content-Range", contentRange(offset, n, total))
-	h.answer(w, r, req, status, rows, n, true)
 }
 
-// readOnce runs a read in one round trip: the role and claims, the page
-// and its count are sent as one pipeline with one Sync, which PostgreSQL
-// runs as one implicit transaction, so the settings made local to it hold
-// for the statements after them and end with it. The answer's columns are
+// streamError is a read that failed after its answer began.
+type streamError struct{ err error }
+
+func (e *streamError) Error() string { return "streaming the answer: " + e.err.Error() }
+func (e *streamError) Unwrap() error { return e.err }
+
+// readOnce runs a read in one round trip and streams its answer: the role
+// with its settings and claims, the count and the page are sent as one
+// pipeline with one Sync, which PostgreSQL runs as one implicit
+// transaction, so the settings made local to it hold for the statements
+// after them and end with it. The page answers a row a JSON object, each
+// with the page's length, so the headers are written from the first row
+// and every row is copied to the client as it arrives: the server holds
+// one row at a time, whatever the answer's size. The page's columns are
 // always (text, bigint), so a statement the connection keeps prepared
 // stays valid when the table changes.
-func (h *handler) readOnce(ctx context.Context, pool *pgxpool.Pool, req *request, limit, offset int, rows *[]byte, n, total *int64) error {
+func (h *handler) readOnce(ctx context.Context, pool *pgxpool.Pool, w http.ResponseWriter, r *http.Request, req *request, limit, offset int) error {
 	if err := req.resolveEmbeds(ctx, pool); err != nil {
 		return err
 	}
+	if err := h.checkColumns(ctx, pool, req); err != nil {
+		return err
+	}
 	page := readSQL(req.rel, req.q, limit, offset)
+	req.tables = page.tables
 	b := &pgx.Batch{}
-	as := runAs(req.claims)
+	as := h.runAs(req.claims)
 	as.ReadOnly = true
 	as.Queue(b)
-	b.Queue(page.b.String(), page.args...)
-	if req.prefs.count {
+	if req.prefs.count != "" {
 		c := countSQL(req.rel, req.q)
 		b.Queue(c.b.String(), c.args...)
 	}
+	b.Queue(page.b.String(), page.args...)
 	br := pool.SendBatch(ctx, b)
 	defer br.Close()
 	if _, err := br.Exec(); err != nil {
 		return fmt.Errorf("switch to role %s: %w", req.claims.Role, err)
 	}
-	var text string
-	if err := br.QueryRow().Scan(&text, n); err != nil {
-		return err
-	}
-	*rows = []byte(text)
-	if req.prefs.count {
-		if err := br.QueryRow().Scan(total); err != nil {
+	total := int64(-1)
+	if req.prefs.count != "" {
+		if err := br.QueryRow().Scan(&total); err != nil {
 			return err
 		}
 	}
-	return br.Close()
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var n int64
+	more := rows.Next()
+	if more {
+		if err := rows.Scan(nil, &n); err != nil {
+			return err
+		}
+	} else if err := rows.Err(); err != nil {
+		return err
+	}
+	if req.single && n != 1 {
+		return errRESTSingle.With(fmt.Sprintf("The result contains %d rows", n))
+	}
+	if total >= 0 && offset > 0 && int64(offset) >= total && total > 0 {
+		return errRESTRange.With(fmt.Sprintf("offset %d is past the %d rows", offset, total))
+	}
+	status := http.StatusOK
+	if total >= 0 && n < total && (offset > 0 || n > 0) {
+		status = http.StatusPartialContent
+	}
+	w.Header().Set("Content-Range", contentRange(offset, n, total))
+	if req.single {
+		w.Header().Set("Content-Type", mediaSingleObject+"; charset=utf-8")
+	} else {
+		w.Header().Set("Content-Type", restContentTypeOut)
+	}
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if err := copyRows(w, rows, more, !req.single); err != nil {
+		return &streamError{err}
+	}
+	if err := br.Close(); err != nil {
+		return &streamError{err}
+	}
+	return nil
+}
+
+// copyRows writes the JSON objects of rows (the first already read when
+// more), as an array when array.
+func copyRows(w io.Writer, rows pgx.Rows, more, array bool) error {
+	if array {
+		if _, err := io.WriteString(w, "["); err != nil {
+			return err
+		}
+	}
+	for i := 0; more; i++ {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(rows.RawValues()[0]); err != nil {
+			return err
+		}
+		more = rows.Next()
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if array {
+		_, err := io.WriteString(w, "]")
+		return err
+	}
+	return nil
 }
 
 // onReader runs read on the next replica, or on the primary when there is
@@ -322,6 +472,9 @@ func pageOf(q *restQuery, rangeHeader string) (limit, offset int, err error) {
 	b, err := strconv.Atoi(last)
 	if err != nil || b < a {
 		return 0, 0, fmt.Errorf("malformed Range %q", rangeHeader)
+	}
+	if b-a == math.MaxInt { // every item there can be: b-a+1 would overflow
+		return -1, a, nil
 	}
 	return b - a + 1, a, nil
 }
@@ -396,6 +549,11 @@ func (h *handler) update(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, errRESTBody.With("nothing to update: the object has no keys"))
 		return
 	}
+	if k := nulKey(cols); k != "" {
+		api.WriteError(w, errRESTBody.With(fmt.Sprintf("the key %q has a NUL byte", k)))
+		return
+	}
+	req.sets = cols
 	h.mutate(w, r, req, http.StatusOK, func(context.Context, pgx.Tx) (*sqlText, error) {
 		return updateSQL(req.rel, cols, body, req.q, req.representation()), nil
 	})
@@ -424,10 +582,14 @@ func (h *handler) mutate(w http.ResponseWriter, r *http.Request, req *request, s
 		if err := req.resolveEmbeds(r.Context(), tx); err != nil {
 			return err
 		}
+		if err := h.checkColumns(r.Context(), tx, req); err != nil {
+			return err
+		}
 		s, err := build(r.Context(), tx)
 		if err != nil {
 			return err
 		}
+		req.tables = s.tables
 		if err := queryPair(r.Context(), tx, s, &rows, &n); err != nil {
 			return err
 		}
@@ -494,12 +656,13 @@ func queryPair(ctx context.Context, tx pgx.Tx, s *sqlText, rows *[]byte, n *int6
 // round trip each, so connections keep nothing for the many shapes
 // writes take.
 func (h *handler) write(ctx context.Context, claims *auth.Claims, fn func(pgx.Tx) error) error {
-	return pgrole.Tx(ctx, h.cfg.Pool, runAs(claims), fn)
+	return pgrole.Tx(ctx, h.cfg.Pool, h.runAs(claims), fn)
 }
 
-// runAs is who a request with claims runs as.
-func runAs(c *auth.Claims) pgrole.As {
-	return pgrole.As{Role: c.Role, Claims: c.Raw}
+// runAs is who a request with claims runs as: its role, with the role's
+// own settings (its statement_timeout, say), and its claims.
+func (h *handler) runAs(c *auth.Claims) pgrole.As {
+	return h.cfg.Roles.As(c.Role, c.Raw)
 }
 
 // body reads a JSON request body within MaxBodyBytes; an empty one is
@@ -515,9 +678,13 @@ func (h *handler) body(w http.ResponseWriter, r *http.Request, empty string) ([]
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
+		var edge *api.Error
+		switch {
+		case errors.As(err, &tooLarge):
 			api.WriteError(w, errRESTTooLarge.With(fmt.Sprintf("the limit is %d bytes", h.cfg.MaxBodyBytes)))
-		} else {
+		case errors.As(err, &edge): // the body did not arrive in time
+			api.WriteError(w, edge)
+		default:
 			api.WriteError(w, errRESTBody.With("could not read the body"))
 		}
 		return nil, false
@@ -560,6 +727,9 @@ func rowsOf(body []byte, columns []string) ([]byte, []string, error) {
 		return body, nil, nil
 	}
 	cols := sortedKeys(objs[0])
+	if k := nulKey(cols); k != "" {
+		return nil, nil, fmt.Errorf("the key %q has a NUL byte", k)
+	}
 	for _, o := range objs[1:] {
 		if !slices.Equal(sortedKeys(o), cols) {
 			return nil, nil, errors.New("all object keys must match")
@@ -569,6 +739,17 @@ func rowsOf(body []byte, columns []string) ([]byte, []string, error) {
 		return nil, nil, errors.New("objects without keys can only be inserted one at a time")
 	}
 	return body, cols, nil
+}
+
+// nulKey is the first of keys with a NUL byte, which a quoted identifier
+// would drop (ti\x00tle would name title), or "".
+func nulKey(keys []string) string {
+	for _, k := range keys {
+		if strings.IndexByte(k, 0) >= 0 {
+			return k
+		}
+	}
+	return ""
 }
 
 func sortedKeys(m map[string]json.RawMessage) []string {
@@ -603,8 +784,8 @@ func (h *handler) fail(w http.ResponseWriter, req *request, err error) {
 	}
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) {
-		api.WriteError(w, &api.Error{Status: pgStatus(pg, req.claims), Code: pg.Code, Message: pg.Message,
-			Details: nullIfEmpty(pg.Detail), Hint: nullIfEmpty(pg.Hint)})
+		api.WriteError(w, &api.Error{Status: pgStatus(pg, req.claims), Code: pg.Code, Message: req.unalias(pg.Message),
+			Details: nullIfEmpty(req.unalias(pg.Detail)), Hint: nullIfEmpty(req.unalias(pg.Hint))})
 		return
 	}
 	if errors.Is(err, context.Canceled) {
@@ -612,6 +793,28 @@ func (h *handler) fail(w http.ResponseWriter, req *request, err error) {
 	}
 	h.cfg.Log.Error("rest request failed", zap.Error(err))
 	api.WriteError(w, api.ErrInternal)
+}
+
+// aliasPattern is a reference to a column through one of the aliases the
+// statements give their relations (_t, _t1, ...).
+var aliasPattern = regexp.MustCompile(`\b_t[0-9]*\.`)
+
+// unalias writes a database message's aliases as the tables they stand
+// for, which is what the client named: column todos.titl, not _t.titl.
+func (req *request) unalias(msg string) string {
+	if req == nil || req.name == "" || !strings.Contains(msg, "_t") {
+		return msg
+	}
+	return aliasPattern.ReplaceAllStringFunc(msg, func(ref string) string {
+		alias := strings.TrimSuffix(ref, ".")
+		if alias == "_t" {
+			return req.name + "."
+		}
+		if t, ok := req.tables[alias]; ok {
+			return t + "."
+		}
+		return ref
+	})
 }
 
 func nullIfEmpty(s string) any {
@@ -635,12 +838,14 @@ func pgStatus(pg *pgconn.PgError, claims *auth.Claims) int {
 		return http.StatusConflict
 	case "25006": // read-only transaction
 		return http.StatusMethodNotAllowed
-	case "57014": // statement timeout
-		return http.StatusGatewayTimeout
+	case "57P01": // terminated by an administrator
+		return http.StatusServiceUnavailable
 	}
 	switch pg.Code[:2] {
-	case "08", "53", "57": // connection, resources, operator intervention
+	case "08", "53": // connection, resources
 		return http.StatusServiceUnavailable
+	case "57": // operator intervention: a statement timeout (57014), say
+		return http.StatusInternalServerError
 	case "XX": // internal
 		return http.StatusInternalServerError
 	}

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -20,6 +21,7 @@ type sqlText struct {
 	alias  string                // the relation fields refer to; "" means _t
 	depth  int                   // of embedded resources, for their aliases
 	embeds map[string]*embedOpts // the request's options of embedded resources
+	tables map[string]string     // the table behind each alias but _t, for error messages
 }
 
 // newSQL starts a statement for q.
@@ -129,6 +131,10 @@ func (s *sqlText) embedded(it selectItem, parent string) {
 	}
 	s.depth++
 	inner, r := "_t"+strconv.Itoa(s.depth), "_r"+strconv.Itoa(s.depth)
+	if s.tables == nil {
+		s.tables = map[string]string{}
+	}
+	s.tables[inner] = e.table
 	if e.rel.many {
 		s.w("(select coalesce(json_agg(", r, "), '[]') from (select ")
 	} else {
@@ -256,14 +262,20 @@ func (s *sqlText) aggregate(items []selectItem, from string, tail func()) {
 	s.w(") _r")
 }
 
-// readSQL is a GET: the page of rows as JSON and how many it holds.
+// readSQL is a GET: the page's rows, one JSON object a row, each with the
+// number of rows of the page, so the answer's headers can be written from
+// the first row and the rows copied to the client as they arrive (the
+// window makes PostgreSQL, not the server, hold the page until it is
+// counted).
 func readSQL(rel string, q *restQuery, limit, offset int) *sqlText {
 	s := newSQL(q)
-	s.aggregate(q.selects, rel, func() {
-		s.where(q.where)
-		s.orderBy(q.order)
-		s.page(limit, offset)
-	})
+	s.w("select pg_catalog.row_to_json(_r)::text, pg_catalog.count(*) over () from (select ")
+	s.selectList(q.selects, "")
+	s.w(" from ", rel, " _t")
+	s.where(q.where)
+	s.orderBy(q.order)
+	s.page(limit, offset)
+	s.w(") _r")
 	return s
 }
 
@@ -285,11 +297,48 @@ func (s *sqlText) mutation(items []selectItem, representation bool) {
 	}
 }
 
-func returning(representation bool) string {
-	if representation {
+// returning is a mutation's RETURNING clause: as PostgREST, only the
+// columns the select list reads (and those its embedded resources join
+// on), so a role with SELECT on some columns gets them back; * returns
+// every column, which needs SELECT on each.
+func returning(items []selectItem, representation bool) string {
+	if !representation {
+		return " returning 1" // no SELECT privilege or policy needed
+	}
+	cols := returnedColumns(items)
+	if cols == nil {
 		return " returning _t.*"
 	}
-	return " returning 1" // no SELECT privilege or policy needed
+	for i, c := range cols {
+		cols[i] = "_t." + quoteIdent(c)
+	}
+	return " returning " + strings.Join(cols, ", ")
+}
+
+// returnedColumns are the columns items read, or nil for every column.
+func returnedColumns(items []selectItem) []string {
+	if len(items) == 0 {
+		return nil
+	}
+	var cols []string
+	add := func(c string) {
+		if !slices.Contains(cols, c) {
+			cols = append(cols, c)
+		}
+	}
+	for _, it := range items {
+		switch {
+		case it.star:
+			return nil
+		case it.embed != nil:
+			for _, pair := range it.embed.rel.on {
+				add(pair[1])
+			}
+		default:
+			add(it.f.column)
+		}
+	}
+	return cols
 }
 
 // conflict is an insert's ON CONFLICT clause.
@@ -322,7 +371,7 @@ func insertSQL(rel string, cols []string, rows []byte, c *conflict, q *restQuery
 			}
 		}
 	}
-	s.w(returning(representation), ") ")
+	s.w(returning(q.selects, representation), ") ")
 	s.mutation(q.selects, representation)
 	return s
 }
@@ -339,7 +388,7 @@ func updateSQL(rel string, cols []string, obj []byte, q *restQuery, representati
 	}
 	s.w(" from pg_catalog.json_populate_record(null::", rel, ", ", s.param(string(obj), "json"), ") _b")
 	s.where(q.where)
-	s.w(returning(representation), ") ")
+	s.w(returning(q.selects, representation), ") ")
 	s.mutation(q.selects, representation)
 	return s
 }
@@ -349,7 +398,7 @@ func deleteSQL(rel string, q *restQuery, representation bool) *sqlText {
 	s := newSQL(q)
 	s.w("with _m as (delete from ", rel, " as _t")
 	s.where(q.where)
-	s.w(returning(representation), ") ")
+	s.w(returning(q.selects, representation), ") ")
 	s.mutation(q.selects, representation)
 	return s
 }

@@ -148,6 +148,9 @@ func (e *Env) Fluxbase(ctx context.Context, dbURL string, n int) (*Cluster, erro
 			"FLUXBASE_NODE_NAME="+name,
 			"FLUXBASE_NATS_PORT=-1",
 			"FLUXBASE_CLUSTER_PORT="+strconv.Itoa(routePorts[i]),
+			// fanout's broadcast mode publishes from one websocket client
+			// at the rate measured, far past a client's default rate.
+			"FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND=1000000",
 		)
 		if n > 1 {
 			env = append(env, "FLUXBASE_CLUSTER_ROUTES="+strings.Join(routes, ","))

@@ -62,6 +62,14 @@ type Config struct {
 	PresenceInterval time.Duration
 	// SubjectPrefix starts the bus subjects; default "fluxbase.realtime.".
 	SubjectPrefix string
+	// MaxResumeChanges bounds how far back a resume may start: a position
+	// more changes than this behind the end of the log is refused (the
+	// client reads afresh instead), and a replay reads at most twice as
+	// many changes before it gives up. Default 10,000.
+	MaxResumeChanges int
+	// ResumeParallel bounds the replays running at once on the node;
+	// the others wait, not yet live. Default 2.
+	ResumeParallel int
 	// OnSlowConsumer runs when a client is disconnected for overflowing.
 	OnSlowConsumer func()
 	// OnChange runs for every change dispatched, with the number of
@@ -126,6 +134,9 @@ type Hub struct {
 	reap   []*Client
 	reapCh chan struct{} // capacity 1: wakes the reaper
 
+	// replaySlots holds a token for each replay running (ResumeParallel).
+	replaySlots chan struct{}
+
 	nextID    atomic.Uint64
 	closeOnce sync.Once
 }
@@ -160,6 +171,12 @@ func New(cfg Config, source Source, bus Bus, authz Authorizer, log *zap.Logger) 
 	if cfg.SubjectPrefix == "" {
 		cfg.SubjectPrefix = "fluxbase.realtime."
 	}
+	if cfg.MaxResumeChanges <= 0 {
+		cfg.MaxResumeChanges = 10000
+	}
+	if cfg.ResumeParallel <= 0 {
+		cfg.ResumeParallel = 2
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -173,6 +190,8 @@ func New(cfg Config, source Source, bus Bus, authz Authorizer, log *zap.Logger) 
 		access:  map[accessKey]accessEntry{},
 		subs:    map[topicKey]*topicSub{},
 		reapCh:  make(chan struct{}, 1),
+
+		replaySlots: make(chan struct{}, cfg.ResumeParallel),
 	}
 	h.wg.Add(1)
 	go func() {

@@ -28,6 +28,12 @@ type Config struct {
 	// (FLUXBASE_SMTP_*); nil sends none, and the flows that need mail
 	// answer email_provider_disabled.
 	Mailer Mailer
+	// MailLimiter, when set, bounds mail through the shared counters:
+	// one mail per address per MailInterval (60 s) and MailPerHour (30)
+	// in all. 0 turns a bound off.
+	MailLimiter  *RateLimiter
+	MailInterval time.Duration
+	MailPerHour  int
 	// ExternalURL is the API's public base URL, for the links in mail.
 	// Default http://localhost:8080.
 	ExternalURL string

@@ -3,6 +3,7 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrorCode is one of GoTrue's error codes; the HTTP surface maps each to
@@ -36,6 +37,7 @@ const (
 	CodeProviderDisabled     ErrorCode = "email_provider_disabled"
 	CodePhoneProviderMissing ErrorCode = "phone_provider_disabled"
 	CodeOverRequestRateLimit ErrorCode = "over_request_rate_limit"
+	CodeOverEmailRateLimit   ErrorCode = "over_email_send_rate_limit"
 )
 
 // Error is a refusal the caller may see: a GoTrue code, a message, and
@@ -45,6 +47,8 @@ type Error struct {
 	Message string
 	// Reasons say why a password is weak ("length", "characters", ...).
 	Reasons []string
+	// RetryAfter, for a rate limit, is when to try again.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Message }

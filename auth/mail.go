@@ -93,6 +93,9 @@ func (s *Service) sendToken(ctx context.Context, tx pgx.Tx, u *User, tokenType, 
 	if s.cfg.Mailer == nil {
 		return fail(CodeProviderDisabled, "Email sending is not configured")
 	}
+	if err := s.mailAllowed(ctx, u.Email); err != nil {
+		return err
+	}
 	lt, err := s.makeToken(ctx, tx, u, tokenType, otpType, meta)
 	if err != nil {
 		return err
@@ -446,4 +449,28 @@ func (s *Service) mailable(email string) (string, error) {
 		return "", fail(CodeProviderDisabled, "Email sending is not configured")
 	}
 	return norm, nil
+}
+
+// mailAllowed counts one mail to addr against the shared limits: one per
+// address per MailInterval, MailPerHour in all. The counters failing
+// lets the mail go.
+func (s *Service) mailAllowed(ctx context.Context, addr string) error {
+	l := s.cfg.MailLimiter
+	if l == nil {
+		return nil
+	}
+	refuse := func(retry time.Duration) error {
+		return &Error{Code: CodeOverEmailRateLimit, Message: "email rate limit exceeded", RetryAfter: retry}
+	}
+	if s.cfg.MailInterval > 0 {
+		if ok, retry, err := l.Allow(ctx, "mail_address", addr, 1, s.cfg.MailInterval); err == nil && !ok {
+			return refuse(retry)
+		}
+	}
+	if s.cfg.MailPerHour > 0 {
+		if ok, retry, err := l.Allow(ctx, "mail_hour", "all", s.cfg.MailPerHour, time.Hour); err == nil && !ok {
+			return refuse(retry)
+		}
+	}
+	return nil
 }

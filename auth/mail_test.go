@@ -6,8 +6,10 @@ import (
 	"net/url"
 	"regexp"
 	"testing"
+	"time"
 
 	"github.com/fluxbase/fluxbase/auth"
+	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/internal/mailpit"
 )
 
@@ -141,4 +143,46 @@ func TestMailFlows(t *testing.T) {
 	}
 	_, err = s.GenerateLink(ctx, auth.OTPSignup, email, "secret-pass", nil, auth.RequestMeta{})
 	wantCode(t, err, auth.CodeEmailExists)
+}
+
+// Mail is bounded through the shared counters: one per address per
+// interval, answered with over_email_send_rate_limit and when to retry.
+func TestMailRateLimit(t *testing.T) {
+	t.Parallel()
+	mp := mailpit.Start(t)
+	b, err := broker.Start(ctx, broker.Config{DataDir: t.TempDir(), NodeName: "mail-limits"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	kv, err := b.Bucket(ctx, broker.RateLimitBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := service(t, func(c *auth.Config) {
+		c.Mailer = &auth.SMTPMailer{Host: "127.0.0.1", Port: mp.SMTPPort, From: "auth@example.com"}
+		c.MailLimiter, c.MailInterval, c.MailPerHour = auth.NewRateLimiter(kv), time.Hour, 2
+	})
+	for _, addr := range []string{"r1@example.com", "r2@example.com", "r3@example.com"} {
+		if _, _, err := s.SignUp(ctx, addr, "secret-pass", nil, auth.RequestMeta{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Recover(ctx, "r1@example.com", auth.RequestMeta{}); err != nil {
+		t.Fatal(err)
+	}
+	err = s.Recover(ctx, "r1@example.com", auth.RequestMeta{})
+	wantCode(t, err, auth.CodeOverEmailRateLimit)
+	if e, _ := auth.AsError(err); e.RetryAfter <= 0 {
+		t.Fatal("no retry time")
+	}
+	if err := s.Recover(ctx, "r2@example.com", auth.RequestMeta{}); err != nil {
+		t.Fatal(err)
+	}
+	// The third mail of the hour, to another address, passes the hourly
+	// bound of two no more.
+	wantCode(t, s.Recover(ctx, "r3@example.com", auth.RequestMeta{}), auth.CodeOverEmailRateLimit)
+	if mp.Count(t, "r1@example.com") != 1 || mp.Count(t, "r3@example.com") != 0 {
+		t.Fatal("a refused mail was sent")
+	}
 }

@@ -293,6 +293,8 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 	}
 	c.RateLimitToken = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_TOKEN", 150, 0, 1<<30, "a whole number, 0 for no limit"))
 	c.RateLimitSignup = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", 30, 0, 1<<30, "a whole number, 0 for no limit"))
+	c.MailInterval = e.duration("FLUXBASE_AUTH_RATE_LIMIT_EMAIL_INTERVAL", time.Minute)
+	c.MailPerHour = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_EMAIL_SENT", 30, 0, 1<<30, "mails per hour in all, 0 for no limit"))
 	c.RateLimitOTP = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_OTP", 30, 0, 1<<30, "a whole number, 0 for no limit"))
 	c.RateLimitHeader = e.str("FLUXBASE_AUTH_RATE_LIMIT_HEADER", "")
 	if c.RateLimitHeader != "" && strings.ContainsAny(c.RateLimitHeader, " :\t\r\n") {

@@ -170,6 +170,8 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_AUTH_JWT_KEYS", "not json", false},
 		{"FLUXBASE_AUTH_EXTERNAL_URL", "api.example.com", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_OTP", "x", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_EMAIL_INTERVAL", "soon", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_EMAIL_SENT", "-2", false},
 		{"FLUXBASE_AUTH_OIDC_ISSUER", "accounts.example.com", false},
 		{"FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", "public.hook(); drop table x", false},
 		{"FLUXBASE_AUTH_RATE_LIMIT_TOKEN", "-1", false},

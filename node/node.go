@@ -212,13 +212,15 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		return nil, err
 	}
 	n.revs = auth.NewRevocations(revKV)
-	users, err := auth.NewService(cfg.Auth, n.pool, n.revs)
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
 	rateKV, err := n.bus.Bucket(ctx, broker.RateLimitBucket)
 	if err != nil {
 		return nil, err
+	}
+	authCfg := cfg.Auth
+	authCfg.MailLimiter = auth.NewRateLimiter(rateKV)
+	users, err := auth.NewService(authCfg, n.pool, n.revs)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
 	}
 
 	changeLog, err := replication.NewJetStreamLog(n.bus.Conn(), replication.JetStreamLogOptions{
@@ -267,7 +269,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Surfaces: []api.Surface{
 			rest.New(restCfg),
 			n.rt.Surface(),
-			apiauth.New(apiauth.Config{Service: users, Limiter: auth.NewRateLimiter(rateKV), Version: cfg.Version, Log: log.Named("auth")}),
+			apiauth.New(apiauth.Config{Service: users, Limiter: authCfg.MailLimiter, Version: cfg.Version, Log: log.Named("auth")}),
 		},
 		Revocations: n.revs,
 	}, verifier, log, reg)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
+	"strconv"
 	"net/http"
 	"strings"
 
@@ -52,6 +54,7 @@ var status = map[domain.ErrorCode]int{
 	domain.CodeMFAVerificationFailed: http.StatusUnprocessableEntity,
 	domain.CodeMFAFactorNameConflict: http.StatusUnprocessableEntity,
 	domain.CodeInsufficientAAL:       http.StatusForbidden,
+	domain.CodeOverEmailRateLimit:    http.StatusTooManyRequests,
 	domain.CodeOverRequestRateLimit:  http.StatusTooManyRequests,
 	domain.CodeNoAuthorization:       http.StatusUnauthorized,
 	domain.CodeBadJWT:                http.StatusForbidden,
@@ -120,6 +123,9 @@ func (h *handlers) domainError(w http.ResponseWriter, r *http.Request, err error
 		st, known := status[e.Code]
 		if !known {
 			st = http.StatusBadRequest
+		}
+		if e.RetryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 		}
 		writeError(w, r, &httpError{status: st, code: e.Code, msg: e.Message, reasons: e.Reasons})
 		return

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"io"
 	"math"
-	"strconv"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/fluxbase/fluxbase/api"

@@ -8,6 +8,8 @@ LDFLAGS   := -X main.version=$(VERSION)
 
 # Pinned tools, installed into $(GOBIN_DIR) on first use.
 STATICCHECK_VERSION := v0.8.2
+# The S3 server the storage tests run (internal/s3test); keep in step with s3test.Version.
+VERSITYGW_VERSION := v1.8.0
 
 # How much each fuzz target runs in `make test`: a count of inputs, not a
 # duration, so a busy machine fuzzes as much (a -fuzztime duration can end
@@ -27,6 +29,7 @@ build:
 test: test-go fuzz
 
 test-go:
+	@test -x $(GOBIN_DIR)/versitygw || GOBIN=$(GOBIN_DIR) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
 	$(GO) vet ./...
 	$(GO) test -race -timeout 12m ./...
 

@@ -37,9 +37,9 @@ const (
 // also come in the query as apikey. An access the guard does not know
 // is refused like NeedService, the strictest. A token whose session has
 // ended (Config.Revocations) is refused like an invalid one, at once on
-// every node, though its exp is still ahead. writeErr renders refusals
-// in the surface's error shape.
-func (s *Server) guard(access Access, writeErr func(http.ResponseWriter, *http.Request, *Error)) func(http.Handler) http.Handler {
+// every node, though its exp is still ahead. Refusals are rendered by
+// writeErr.
+func (s *Server) guard(access Access, writeErr func(http.ResponseWriter, *Error)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			claims, apiErr := s.authenticate(r)
@@ -52,19 +52,19 @@ func (s *Server) guard(access Access, writeErr func(http.ResponseWriter, *http.R
 			}
 			if apiErr != nil {
 				w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-				writeErr(w, r, apiErr)
+				writeErr(w, apiErr)
 				return
 			}
 			switch access {
 			case NeedKey:
 			case NeedUser:
 				if claims.Subject == "" {
-					writeErr(w, r, ErrNeedUser)
+					writeErr(w, ErrNeedUser)
 					return
 				}
 			default:
 				if !claims.IsServiceRole() {
-					writeErr(w, r, ErrForbidden)
+					writeErr(w, ErrForbidden)
 					return
 				}
 			}

@@ -51,10 +51,10 @@ type Route struct {
 type Surface struct {
 	Prefix string
 	Routes []Route
-	// WriteError, when set, renders the guard's refusals and the
-	// prefix's 404 and 405 in the surface's own error shape (auth-js
-	// reads GoTrue's, not the edge's); nil renders the edge's.
-	WriteError func(http.ResponseWriter, *http.Request, *Error)
+	// WriteError, when set, renders the edge's own errors on this prefix
+	// (the guard's refusals, 404 and 405) in the surface's error shape,
+	// for a client that decodes only its own; nil keeps the edge's.
+	WriteError func(w http.ResponseWriter, e *Error)
 }
 
 // RevocationChecker says whether a session's tokens are revoked. It
@@ -170,12 +170,12 @@ func (s *Server) routes() chi.Router {
 func (s *Server) mount(r chi.Router, sf Surface, wrap func(http.Handler) http.Handler) {
 	writeErr := sf.WriteError
 	if writeErr == nil {
-		writeErr = func(w http.ResponseWriter, _ *http.Request, e *Error) { WriteError(w, e) }
+		writeErr = WriteError
 	}
 	r.Route(sf.Prefix, func(sr chi.Router) {
 		keyed := s.guard(NeedKey, writeErr)
-		sr.NotFound(keyed(wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeErr(w, r, ErrNotFound) }))).ServeHTTP)
-		sr.MethodNotAllowed(keyed(wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { writeErr(w, r, ErrMethodNotAllow) }))).ServeHTTP)
+		sr.NotFound(keyed(wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeErr(w, ErrNotFound) }))).ServeHTTP)
+		sr.MethodNotAllowed(keyed(wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { writeErr(w, ErrMethodNotAllow) }))).ServeHTTP)
 		for _, rt := range sf.Routes {
 			h := s.guard(rt.Access, writeErr)(wrap(rt.Handler))
 			if rt.Method == "" {

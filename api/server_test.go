@@ -367,7 +367,7 @@ func (r revokedSet) Revoked(id string) bool { return r[id] }
 func TestGuardRefusesRevokedSessions(t *testing.T) {
 	t.Parallel()
 	own := Surface{Prefix: "/auth/v1", Routes: []Route{{Method: http.MethodGet, Pattern: "/user", Access: NeedUser, Handler: http.HandlerFunc(standIn)}},
-		WriteError: func(w http.ResponseWriter, _ *http.Request, e *Error) {
+		WriteError: func(w http.ResponseWriter, e *Error) {
 			WriteJSON(w, e.Status, map[string]string{"error_code": "own-" + e.Code, "msg": e.Message})
 		}}
 	srv := newTestServer(t, Config{Revocations: revokedSet{"s-ended": true}, Surfaces: []Surface{own}})

@@ -143,7 +143,7 @@ func mustAnon(t *testing.T) string {
 func TestAuthRateLimitSharedByNodes(t *testing.T) {
 	t.Parallel()
 	const limit, requests = 5, 24
-	c := startClusterWith(t, "", func(cfg *node.Config) {
+	c := startClusterWith(t, "", func(_ int, cfg *node.Config) {
 		cfg.Auth.RateLimitSignup = limit
 		cfg.Auth.RateLimitWindow = time.Hour
 	})
@@ -216,7 +216,7 @@ func TestAuthES256Keys(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := startClusterWith(t, `create table public.es_items (id int primary key);
-		grant select on public.es_items to authenticated;`, func(cfg *node.Config) { cfg.Auth.JWTKeys = ks })
+		grant select on public.es_items to authenticated;`, func(_ int, cfg *node.Config) { cfg.Auth.JWTKeys = ks })
 	status, sess := authCall(t, "POST", c.a+"/auth/v1/signup", "", map[string]any{"email": "es@example.com", "password": "secret-pass"})
 	if status != 200 {
 		t.Fatalf("signup: %d %v", status, sess)
@@ -244,7 +244,7 @@ func TestAuthES256Keys(t *testing.T) {
 func TestAuthMailLinks(t *testing.T) {
 	t.Parallel()
 	mp := mailpit.Start(t)
-	c := startClusterWith(t, "", func(cfg *node.Config) {
+	c := startClusterWith(t, "", func(_ int, cfg *node.Config) {
 		cfg.Auth.Autoconfirm = false
 		cfg.Auth.SiteURL = "https://app.example.com"
 		cfg.Auth.Mailer = &auth.SMTPMailer{Host: "127.0.0.1", Port: mp.SMTPPort, From: "auth@example.com"}
@@ -376,7 +376,7 @@ func TestAuthOIDCSignIn(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = m.Shutdown() })
 	const api = "http://fluxbase.test"
-	c := startClusterWith(t, "", func(cfg *node.Config) {
+	c := startClusterWith(t, "", func(_ int, cfg *node.Config) {
 		cfg.Auth.SiteURL = "https://app.example.com"
 		cfg.Auth.ExternalURL = api
 		cfg.Auth.OIDC = &auth.OIDCConfig{Issuer: m.Issuer(), ClientID: m.ClientID, ClientSecret: m.ClientSecret}

@@ -33,9 +33,9 @@ func startCluster(t *testing.T, setupSQL string) *cluster {
 	return startClusterWith(t, setupSQL, nil)
 }
 
-// startClusterWith is startCluster with edit applied to both nodes'
-// configurations.
-func startClusterWith(t *testing.T, setupSQL string, edit func(*node.Config)) *cluster {
+// startClusterWith starts a cluster whose node configurations configure
+// changes first (when not nil), with a's index 0 and b's 1.
+func startClusterWith(t *testing.T, setupSQL string, configure func(i int, cfg *node.Config)) *cluster {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDB(t)
@@ -53,9 +53,9 @@ func startClusterWith(t *testing.T, setupSQL string, edit func(*node.Config)) *c
 	slot := slotName()
 	c := &cluster{db: pool, url: dbURL}
 	a, b := nodeConfig(t, "node-a", dbURL, slot), nodeConfig(t, "node-b", dbURL, slot)
-	if edit != nil {
-		edit(&a)
-		edit(&b)
+	if configure != nil {
+		configure(0, &a)
+		configure(1, &b)
 	}
 	routes := clusterRoutes(t, &a.Broker, &b.Broker)
 	a.Broker.Routes, b.Broker.Routes = routes, routes
@@ -86,7 +86,15 @@ func TestSupabaseJS(t *testing.T) {
 func ensureNodeModules(t *testing.T, dir string) {
 	t.Helper()
 	nodeModulesOnce.Do(func() {
-		if _, err := os.Stat(filepath.Join(dir, "node_modules", "@supabase", "supabase-js")); err == nil {
+		// Installed when every locked package is there (npm ci again
+		// when the lock file gained one).
+		installed := true
+		for _, pkg := range []string{"@supabase/supabase-js", "tus-js-client"} {
+			if _, err := os.Stat(filepath.Join(dir, "node_modules", filepath.FromSlash(pkg))); err != nil {
+				installed = false
+			}
+		}
+		if installed {
 			return
 		}
 		npm := exec.Command("npm", "ci", "--no-audit", "--no-fund")
@@ -145,12 +153,19 @@ create policy read_aal2 on public.auth_js_secrets for select to authenticated
 // adds variables (the user tokens of the row-level security test).
 func runNodeTests(t *testing.T, nodeBin, dir, a, b, anon, dbURL string, env ...string) {
 	t.Helper()
-	cmd := exec.Command(nodeBin, "--test", "--test-reporter=spec", "realtime.test.mjs", "rest.test.mjs", "auth.test.mjs")
-	cmd.Dir = dir
 	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
-	cmd.Env = append(os.Environ(), "FLUXBASE_A="+a, "FLUXBASE_B="+b, "ANON_KEY="+anon, "SERVICE_KEY="+service, "DATABASE_URL="+dbURL,
-		"REST_A_ID="+userA, "REST_A_TOKEN="+userToken(t, userA), "REST_B_TOKEN="+userToken(t, userB))
-	cmd.Env = append(cmd.Env, env...)
+	runNodeScripts(t, nodeBin, dir, []string{"realtime.test.mjs", "rest.test.mjs", "auth.test.mjs"}, append([]string{
+		"FLUXBASE_A=" + a, "FLUXBASE_B=" + b, "ANON_KEY=" + anon, "SERVICE_KEY=" + service, "DATABASE_URL=" + dbURL,
+		"REST_A_ID=" + userA, "REST_A_TOKEN=" + userToken(t, userA), "REST_B_TOKEN=" + userToken(t, userB)}, env...)...)
+}
+
+// runNodeScripts runs the Node test files in dir with env added to the
+// environment, and fails the test when one fails.
+func runNodeScripts(t *testing.T, nodeBin, dir string, files []string, env ...string) {
+	t.Helper()
+	cmd := exec.Command(nodeBin, append([]string{"--test", "--test-reporter=spec"}, files...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)

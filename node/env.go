@@ -94,23 +94,12 @@ func (e *env) bytes(name string, def int64) int64 {
 	if v == "" {
 		return def
 	}
-	upper := strings.ToUpper(v)
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(upper, u.suffix) {
-			upper, mult = strings.TrimSpace(strings.TrimSuffix(upper, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(upper, 10, 64)
-	if err != nil || n < 0 || n > (1<<62)/mult {
+	n, err := storage.ParseSize(v)
+	if err != nil {
 		e.fail(name, v, "a size in bytes, optionally with KB, MB, GB or TB (for example 10GB), or -1 for no limit")
 		return def
 	}
-	return n * mult
+	return n
 }
 
 func (e *env) list(name string) []string {
@@ -420,6 +409,10 @@ func storageFromEnv(e *env, dataDir string) storage.Config {
 		e.fail("FLUXBASE_STORAGE_PROVIDER", c.Provider, "local or s3")
 	}
 	c.LocalPath = e.str("FLUXBASE_STORAGE_LOCAL_PATH", dataDir+"/storage")
+	c.LocalShared = e.boolean("FLUXBASE_STORAGE_LOCAL_SHARED", false)
+	if v := e.str("FLUXBASE_STORAGE_MAX_FILE_SIZE", ""); v != "-1" {
+		c.MaxFileSize = e.bytes("FLUXBASE_STORAGE_MAX_FILE_SIZE", 5<<30)
+	}
 	s3 := &c.S3
 	s3.Endpoint = e.str("FLUXBASE_STORAGE_S3_ENDPOINT", "")
 	s3.AccessKey = e.str("FLUXBASE_STORAGE_S3_ACCESS_KEY", "")

@@ -60,6 +60,8 @@ func TestConfigValues(t *testing.T) {
 		"FLUXBASE_STORAGE_S3_BUCKET":        "files",
 		"FLUXBASE_STORAGE_S3_USE_SSL":       "false",
 		"FLUXBASE_DATABASE_MAX_CONNECTIONS": "50",
+		"FLUXBASE_STORAGE_LOCAL_SHARED":     "true",
+		"FLUXBASE_STORAGE_MAX_FILE_SIZE":    "20MB",
 		"FLUXBASE_REST_MAX_ROWS":            "0",
 		"FLUXBASE_REST_MAX_QUERY_BYTES":     "8KB",
 		"FLUXBASE_REST_MAX_EMBED_DEPTH":     "3",
@@ -82,7 +84,8 @@ func TestConfigValues(t *testing.T) {
 	// FLUXBASE_NATS_PORT=-1 opens no client port: the broker's zero.
 	if c.Broker.ClientPort != 0 || c.Broker.ChangesMaxBytes != 512<<20 || c.Broker.SyncInterval != 100*time.Millisecond ||
 		len(c.Broker.Routes) != 2 || len(c.Database.ReadReplicas) != 2 || len(c.Replication.Tables) != 2 ||
-		c.Storage.S3.UseSSL || c.Database.MaxConns != 50 || c.Auth.BcryptCost != 12 || !c.Auth.AnonymousUsers ||
+		c.Storage.S3.UseSSL || !c.Storage.LocalShared || c.Storage.MaxFileSize != 20<<20 || c.Database.MaxConns != 50 ||
+		c.Auth.BcryptCost != 12 || !c.Auth.AnonymousUsers ||
 		c.Auth.AccessTokenTTL != 15*time.Minute || c.Auth.HashWorkers != 3 || c.Auth.SiteURL != "https://app.example.com" {
 		t.Fatalf("parsed: %+v", c)
 	}
@@ -129,6 +132,8 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_DATABASE_READ_REPLICAS", "replica-without-port", false},
 		{"FLUXBASE_STORAGE_PROVIDER", "ftp", false},
 		{"FLUXBASE_STORAGE_S3_USE_SSL", "maybe", false},
+		{"FLUXBASE_STORAGE_LOCAL_SHARED", "perhaps", false},
+		{"FLUXBASE_STORAGE_MAX_FILE_SIZE", "huge", false},
 		{"FLUXBASE_NODE_NAME", "node 1", false},
 		{"FLUXBASE_REPLICATION_TABLES", "a.b.c", false},
 		{"FLUXBASE_REPLICATION_TABLES", "todos;drop table x", false},

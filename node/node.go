@@ -31,6 +31,7 @@ import (
 	apiauth "github.com/fluxbase/fluxbase/api/auth"
 	"github.com/fluxbase/fluxbase/api/realtime"
 	"github.com/fluxbase/fluxbase/api/rest"
+	apistorage "github.com/fluxbase/fluxbase/api/storage"
 	"github.com/fluxbase/fluxbase/auth"
 	"github.com/fluxbase/fluxbase/broker"
 	"github.com/fluxbase/fluxbase/broker/fanout"
@@ -121,6 +122,7 @@ type Node struct {
 	bus      *broker.Broker
 	repl     *replication.Replicator
 	rt       *realtime.Endpoint
+	files    *storage.Store
 	srv      *api.Server
 	revs     *auth.Revocations
 
@@ -254,6 +256,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Revocations: n.revs,
 	})
 
+	backend, err := openStorage(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	n.files = storage.NewStore(n.pool, backend, log.Named("storage")).WithMaxFileSize(cfg.Storage.MaxFileSize)
+
 	restCfg := cfg.REST
 	restCfg.Pool, restCfg.Replicas, restCfg.Roles, restCfg.Log = n.pool, n.replicas, n.roles, log.Named("rest")
 	n.srv = api.New(api.Config{
@@ -270,6 +278,12 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			rest.New(restCfg),
 			n.rt.Surface(),
 			apiauth.New(apiauth.Config{Service: users, Limiter: authCfg.MailLimiter, Version: cfg.Version, Log: log.Named("auth")}),
+			apistorage.New(apistorage.Config{
+				Store:    n.files,
+				Signer:   storage.NewSigner(cfg.Auth.JWTSecret),
+				BodyIdle: cfg.HTTP.BodyTimeout,
+				Log:      log.Named("storage"),
+			}),
 		},
 		Revocations: n.revs,
 	}, verifier, log, reg)
@@ -301,6 +315,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.rt.Run(ctx) })
 	g.Go(func() error { return n.revs.Run(ctx) })
 	g.Go(func() error { return n.srv.Serve(ctx, n.ln) })
+	g.Go(func() error { return n.files.RunCollector(ctx, collectInterval, storage.DefaultUploadAge) })
 	g.Go(func() error {
 		every := n.cfg.Database.RoleSettingsRefresh
 		if every <= 0 {
@@ -343,6 +358,33 @@ func (n *Node) Close() {
 			_ = n.ln.Close()
 		}
 	})
+}
+
+// collectInterval is how often a node deletes the object bytes no row
+// names (see storage.Store.Collect).
+const collectInterval = 10 * time.Minute
+
+// openStorage opens the storage backend: local files under LocalPath
+// (default <DataDir>/storage), or the S3 bucket, created when missing.
+func openStorage(ctx context.Context, cfg Config, log *zap.Logger) (storage.Backend, error) {
+	sc := cfg.Storage
+	if sc.Provider == "" {
+		sc.Provider = storage.ProviderLocal
+	}
+	if sc.Provider == storage.ProviderLocal {
+		if sc.LocalPath == "" {
+			sc.LocalPath = filepath.Join(cfg.DataDir, "storage")
+		}
+		if len(cfg.Broker.Routes) > 0 && !sc.LocalShared {
+			log.Warn("FLUXBASE_STORAGE_PROVIDER=local in a cluster: each node keeps its own files, so an object uploaded through one node is missing on the others unless FLUXBASE_STORAGE_LOCAL_PATH is a shared folder (then set FLUXBASE_STORAGE_LOCAL_SHARED=true); use s3",
+				zap.String("path", sc.LocalPath))
+		}
+	}
+	b, err := storage.Open(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	return b, nil
 }
 
 // startBroker starts the node's embedded NATS (or connects to

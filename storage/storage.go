@@ -1,9 +1,12 @@
-// Package storage will hold Fluxbase's file storage: a small Backend
-// interface with a local-disk and an S3 implementation, and bucket and
-// object metadata. It has no HTTP in it; the storage API's handlers live
-// in api/storage. Today it holds only the configuration a node reads from
-// its environment (FLUXBASE_STORAGE_*), so that the setting is validated
-// at start-up.
+// Package storage is Fluxbase's file storage without HTTP: the Backend
+// that keeps objects' bytes (Local on disk, S3 through minio-go), key and
+// name validation that keeps every key inside its backend's root, and the
+// Store that keeps buckets' and objects' metadata in storage.buckets and
+// storage.objects, as the caller's database role so row-level security
+// decides. It guarantees that an object is never half-written: bytes go
+// to a new versioned key and the row is switched to it in one
+// transaction (docs/ARCHITECTURE.md, "Storage"). The HTTP surface is
+// api/storage.
 package storage
 
 // The providers FLUXBASE_STORAGE_PROVIDER accepts.
@@ -19,6 +22,13 @@ type Config struct {
 	Provider string
 	// LocalPath is the root folder of the local provider.
 	LocalPath string
+	// LocalShared declares LocalPath a folder every node of a cluster
+	// shares (a network file system), which silences the warning that
+	// local files are one node's.
+	LocalShared bool
+	// MaxFileSize bounds every upload, under each bucket's own limit; 0
+	// means none.
+	MaxFileSize int64
 	// S3 configures the S3 provider.
 	S3 S3Config
 }

@@ -110,6 +110,10 @@ func writeError(w http.ResponseWriter, r *http.Request, e *httpError) {
 	api.WriteJSON(w, e.status, body)
 }
 
+// modernRequest stands for a request naming the current API version,
+// for the errors rendered without the request at hand.
+var modernRequest = &http.Request{Header: http.Header{apiVersionHeader: {apiVersion}}}
+
 // modernClient reports whether the request names an API version of
 // 2024-01-01 or later (dates in ISO form compare as strings).
 func modernClient(r *http.Request) bool {
@@ -138,8 +142,10 @@ func (h *handlers) domainError(w http.ResponseWriter, r *http.Request, err error
 	writeError(w, r, errUnexpected)
 }
 
-// guardError renders the edge guard's refusals as GoTrue answers them.
-func guardError(w http.ResponseWriter, r *http.Request, e *api.Error) {
+// guardError renders the edge guard's refusals as GoTrue answers them,
+// in the current shape (auth-js sends the version with every request).
+func guardError(w http.ResponseWriter, e *api.Error) {
+	r := modernRequest
 	code := domain.CodeBadJWT
 	st := e.Status
 	switch e {

@@ -150,15 +150,7 @@ func TestMailFlows(t *testing.T) {
 func TestMailRateLimit(t *testing.T) {
 	t.Parallel()
 	mp := mailpit.Start(t)
-	b, err := broker.Start(ctx, broker.Config{DataDir: t.TempDir(), NodeName: "mail-limits"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	kv, err := b.Bucket(ctx, broker.RateLimitBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := auth.BucketForTest(t, broker.RateLimitBucket)
 	s, _, _ := service(t, func(c *auth.Config) {
 		c.Mailer = &auth.SMTPMailer{Host: "127.0.0.1", Port: mp.SMTPPort, From: "auth@example.com"}
 		c.MailLimiter, c.MailInterval, c.MailPerHour = auth.NewRateLimiter(kv), time.Hour, 2
@@ -171,7 +163,7 @@ func TestMailRateLimit(t *testing.T) {
 	if err := s.Recover(ctx, "r1@example.com", auth.RequestMeta{}); err != nil {
 		t.Fatal(err)
 	}
-	err = s.Recover(ctx, "r1@example.com", auth.RequestMeta{})
+	err := s.Recover(ctx, "r1@example.com", auth.RequestMeta{})
 	wantCode(t, err, auth.CodeOverEmailRateLimit)
 	if e, _ := auth.AsError(err); e.RetryAfter <= 0 {
 		t.Fatal("no retry time")

@@ -17,15 +17,7 @@ func TestRevocationsShared(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	b, err := broker.Start(ctx, broker.Config{DataDir: t.TempDir(), NodeName: "revocations"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	kv, err := b.Bucket(ctx, broker.RevocationsBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := BucketForTest(t, broker.RevocationsBucket)
 	a, other := NewRevocations(kv), NewRevocations(kv)
 	other.sweepEvery = 50 * time.Millisecond
 	seen := make(chan string, 10)
@@ -90,15 +82,7 @@ func TestRateLimiterWindows(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	b, err := broker.Start(ctx, broker.Config{DataDir: t.TempDir(), NodeName: "ratelimit"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	kv, err := b.Bucket(ctx, broker.RateLimitBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kv := BucketForTest(t, broker.RateLimitBucket)
 	l := NewRateLimiter(kv)
 	now := time.Unix(1_800_000_000, 0)
 	l.now = func() time.Time { return now }

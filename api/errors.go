@@ -37,6 +37,7 @@ var (
 	ErrExpiredToken   = &Error{Status: http.StatusUnauthorized, Code: "FB003", Message: "JWT expired"}
 	ErrForbidden      = &Error{Status: http.StatusForbidden, Code: "FB004", Message: "This operation needs the service key"}
 	ErrNeedUser       = &Error{Status: http.StatusForbidden, Code: "FB005", Message: "This operation needs a signed-in user's token", Hint: "send the user's access token as Authorization: Bearer"}
+	ErrRevokedToken   = &Error{Status: http.StatusUnauthorized, Code: "FB006", Message: "JWT has been revoked", Hint: "its session has ended: sign in again"}
 	ErrNotFound       = &Error{Status: http.StatusNotFound, Code: "FB010", Message: "Not found"}
 	ErrMethodNotAllow = &Error{Status: http.StatusMethodNotAllowed, Code: "FB011", Message: "Method not allowed"}
 	ErrBodyTimeout    = &Error{Status: http.StatusRequestTimeout, Code: "FB012", Message: "The request body did not arrive in time"}

@@ -35,7 +35,9 @@ const (
 // Bearer) decides the role when present; the API key must be valid too
 // when sent. Browsers cannot set headers on a websocket, so the key may
 // also come in the query as apikey. An access the guard does not know
-// is refused like NeedService, the strictest. Refusals are rendered by
+// is refused like NeedService, the strictest. A token whose session has
+// ended (Config.Revocations) is refused like an invalid one, at once on
+// every node, though its exp is still ahead. Refusals are rendered by
 // writeErr.
 func (s *Server) guard(access Access, writeErr func(http.ResponseWriter, *Error)) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
@@ -89,6 +91,9 @@ func (s *Server) authenticate(r *http.Request) (*auth.Claims, *Error) {
 		if err != nil {
 			return nil, tokenError(err)
 		}
+		if s.revoked(c) {
+			return nil, ErrRevokedToken
+		}
 		keyClaims = c
 	}
 	if !hasBearer {
@@ -101,7 +106,15 @@ func (s *Server) authenticate(r *http.Request) (*auth.Claims, *Error) {
 	if err != nil {
 		return nil, tokenError(err)
 	}
+	if s.revoked(c) {
+		return nil, ErrRevokedToken
+	}
 	return c, nil
+}
+
+// revoked reports whether the claims' session has ended.
+func (s *Server) revoked(c *auth.Claims) bool {
+	return c.SessionID != "" && s.cfg.Revocations != nil && s.cfg.Revocations.Revoked(c.SessionID)
 }
 
 func bearerToken(r *http.Request) (string, bool) {

@@ -154,7 +154,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 // Headers supabase-js and PostgREST clients send, allowed cross-origin.
 var corsAllowHeaders = strings.Join([]string{
 	"authorization", "apikey", "x-api-key", "content-type", "x-client-info", "prefer", "range",
-	"accept-profile", "content-profile", "x-upsert", "cache-control", "x-request-id",
+	"accept-profile", "content-profile", "x-upsert", "cache-control", "x-request-id", "x-supabase-api-version",
 }, ", ")
 
 // cors allows browser apps on any origin, as Supabase does: access is
@@ -163,7 +163,7 @@ func cors(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Access-Control-Expose-Headers", "Content-Range, Content-Location, X-Request-Id, Range")
+		h.Set("Access-Control-Expose-Headers", "Content-Range, Content-Location, X-Request-Id, Range, X-Total-Count, Link, X-Supabase-Api-Version")
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			h.Set("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 			h.Set("Access-Control-Allow-Headers", corsAllowHeaders)

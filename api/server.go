@@ -57,6 +57,13 @@ type Surface struct {
 	WriteError func(w http.ResponseWriter, e *Error)
 }
 
+// RevocationChecker says whether a session's tokens are revoked. It
+// answers from memory: the guard asks it for every token with a
+// session_id.
+type RevocationChecker interface {
+	Revoked(sessionID string) bool
+}
+
 // Check reports whether a dependency answers; nil means healthy.
 type Check func(ctx context.Context) error
 
@@ -86,6 +93,9 @@ type Config struct {
 	// Surfaces are served under their prefixes, one surface a prefix. An
 	// API prefix without one answers 404 after the guard.
 	Surfaces []Surface
+	// Revocations, when set, refuses the tokens of ended sessions on
+	// every route that verifies credentials.
+	Revocations RevocationChecker
 }
 
 // Server is the HTTP edge of one node.

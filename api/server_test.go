@@ -381,3 +381,42 @@ func TestNodeHeader(t *testing.T) {
 		t.Error("a server without a node name sent X-Fluxbase-Node")
 	}
 }
+
+// revokedSet is a RevocationChecker over a fixed set.
+type revokedSet map[string]bool
+
+func (r revokedSet) Revoked(id string) bool { return r[id] }
+
+// A token of an ended session is refused though its exp is ahead, as a
+// bearer or as the key; other sessions' tokens and keys pass. A surface's
+// WriteError renders the refusal in its own shape.
+func TestGuardRefusesRevokedSessions(t *testing.T) {
+	t.Parallel()
+	own := Surface{Prefix: "/auth/v1", Routes: []Route{{Method: http.MethodGet, Pattern: "/user", Access: NeedUser, Handler: http.HandlerFunc(standIn)}},
+		WriteError: func(w http.ResponseWriter, e *Error) {
+			WriteJSON(w, e.Status, map[string]string{"error_code": "own-" + e.Code, "msg": e.Message})
+		}}
+	srv := newTestServer(t, Config{Revocations: revokedSet{"s-ended": true}, Surfaces: []Surface{own}})
+	anon, _ := auth.APIKey(secret, auth.RoleAnon)
+	exp := time.Now().Add(time.Hour).Unix()
+	ended := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u-1", "session_id": "s-ended", "exp": exp})
+	live := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u-1", "session_id": "s-live", "exp": exp})
+	checkAccess(t, srv.URL, []accessCase{
+		{"ended session", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + ended}, 401, "", "FB006"},
+		{"ended session as the key", "/rest/v1/t", map[string]string{"apikey": ended}, 401, "", "FB006"},
+		{"live session", "/rest/v1/t", map[string]string{"apikey": anon, "Authorization": "Bearer " + live}, 200, "authenticated", ""},
+		{"anon key", "/rest/v1/t", map[string]string{"apikey": anon}, 200, "anon", ""},
+	})
+	resp, body := get(t, srv.URL+"/auth/v1/user", map[string]string{"apikey": anon, "Authorization": "Bearer " + ended})
+	if resp.StatusCode != 401 || body["error_code"] != "own-FB006" {
+		t.Fatalf("surface error: %d %v", resp.StatusCode, body)
+	}
+	resp, body = get(t, srv.URL+"/auth/v1/nothing", map[string]string{"apikey": anon})
+	if resp.StatusCode != 404 || body["error_code"] != "own-FB010" {
+		t.Fatalf("surface 404: %d %v", resp.StatusCode, body)
+	}
+	resp, body = get(t, srv.URL+"/auth/v1/user", map[string]string{"apikey": anon})
+	if resp.StatusCode != 403 || body["error_code"] != "own-FB005" {
+		t.Fatalf("surface refusal: %d %v", resp.StatusCode, body)
+	}
+}

@@ -4,8 +4,13 @@
 // Tokens are HS256-signed with the node's JWT secret, as Supabase's are: the
 // anon and service-role API keys are long-lived tokens whose `role` claim
 // names a database role, and user tokens carry `role: authenticated` and the
-// user's id in `sub`. Users, passwords and sessions live elsewhere in this
-// package as they arrive; HTTP handling lives in api and its surfaces.
+// user's id in `sub`. Users, passwords, sessions and refresh-token
+// rotation are the Service's, over Supabase's auth schema (rows dumped from
+// Supabase sign in with their bcrypt hashes); Revocations is the set of
+// ended sessions every node holds in memory, shared through the broker, so
+// an ended session's access tokens are refused everywhere at once (see
+// docs/ARCHITECTURE.md, "Auth"). HTTP handling lives in api and its surfaces
+// (api/auth serves /auth/v1).
 package auth
 
 import (
@@ -41,7 +46,10 @@ var (
 type Claims struct {
 	Role    string
 	Subject string
-	Expires time.Time
+	// SessionID is the session_id claim of a user's token: the session
+	// it belongs to, whose end revokes it.
+	SessionID string
+	Expires   time.Time
 	// Raw is the claim set exactly as signed, for auth.jwt() in SQL.
 	Raw json.RawMessage
 }
@@ -52,6 +60,7 @@ func (c *Claims) IsServiceRole() bool { return c.Role == RoleServiceRole }
 // Verifier checks tokens signed with one secret.
 type Verifier struct {
 	secret []byte
+	keys   *KeySet
 	roles  map[string]bool
 	parser *jwt.Parser
 }
@@ -69,13 +78,46 @@ func NewVerifier(secret string, extraRoles ...string) (*Verifier, error) {
 	return &Verifier{
 		secret: []byte(secret),
 		roles:  roles,
-		// Only HS256: "none" and every other algorithm are refused before the
-		// signature is looked at, which closes the algorithm-confusion holes.
+		// Only HS256 (and ES256 with a key set): "none" and every other
+		// algorithm are refused before the signature is looked at, and
+		// each algorithm gets only its own kind of key, which closes the
+		// algorithm-confusion holes.
 		parser: jwt.NewParser(
 			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 			jwt.WithLeeway(30*time.Second),
 		),
 	}, nil
+}
+
+// NewVerifierWithKeys is NewVerifier that also accepts ES256 tokens
+// signed by a key of ks, chosen by the token's kid. A nil ks is HS256
+// alone.
+func NewVerifierWithKeys(secret string, ks *KeySet, extraRoles ...string) (*Verifier, error) {
+	v, err := NewVerifier(secret, extraRoles...)
+	if err != nil || ks == nil {
+		return v, err
+	}
+	v.keys = ks
+	v.parser = jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg(), jwt.SigningMethodES256.Alg()}),
+		jwt.WithLeeway(30*time.Second),
+	)
+	return v, nil
+}
+
+func (v *Verifier) key(t *jwt.Token) (any, error) {
+	switch t.Method.Alg() {
+	case jwt.SigningMethodHS256.Alg():
+		return v.secret, nil
+	case jwt.SigningMethodES256.Alg():
+		kid, _ := t.Header["kid"].(string)
+		if v.keys != nil {
+			if pub := v.keys.verify[kid]; pub != nil {
+				return pub, nil
+			}
+		}
+	}
+	return nil, ErrInvalidToken
 }
 
 // Verify checks the token's signature, algorithm, expiry and role.
@@ -84,7 +126,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, ErrMissingToken
 	}
 	var mc jwt.MapClaims
-	_, err := v.parser.ParseWithClaims(token, &mc, func(*jwt.Token) (any, error) { return v.secret, nil })
+	_, err := v.parser.ParseWithClaims(token, &mc, v.key)
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return nil, ErrExpiredToken
@@ -100,6 +142,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	c := &Claims{Role: role}
 	c.Subject, _ = mc["sub"].(string)
+	c.SessionID, _ = mc["session_id"].(string)
 	if exp, err := mc.GetExpirationTime(); err == nil && exp != nil {
 		c.Expires = exp.Time
 	}
@@ -115,6 +158,17 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 func Sign(secret string, claims map[string]any) (string, error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims(claims))
 	return t.SignedString([]byte(secret))
+}
+
+// signToken signs claims with the key set's signing key (ES256, with its
+// kid) when there is one, else HS256 with secret.
+func signToken(secret string, ks *KeySet, claims map[string]any) (string, error) {
+	if !ks.CanSign() {
+		return Sign(secret, claims)
+	}
+	t := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims(claims))
+	t.Header["kid"] = ks.signKID
+	return t.SignedString(ks.sign)
 }
 
 // APIKey issues a Supabase-style API key: a token for role that expires in

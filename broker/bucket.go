@@ -98,8 +98,11 @@ func (k *KV) Create(ctx context.Context, key string, value []byte) (uint64, erro
 // several nodes change it.
 func (k *KV) Update(ctx context.Context, key string, value []byte, revision uint64) (uint64, error) {
 	rev, err := k.kv.Update(ctx, key, value, revision)
+	// A replicated bucket reports the conflict with another code than a
+	// single server's; the client maps both to ErrKeyRevisionMismatch.
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
 		return 0, fmt.Errorf("%s update %s: %w", k.name, key, ErrWrongRevision)
 	}
 	if err != nil {

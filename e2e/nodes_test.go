@@ -24,7 +24,7 @@ func nodeConfig(t *testing.T, name, dbURL, slot string) node.Config {
 	cfg.Name = name
 	cfg.DataDir = t.TempDir()
 	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.Auth = auth.Config{JWTSecret: jwtSecret}
+	cfg.Auth = auth.Config{JWTSecret: jwtSecret, Autoconfirm: true, AnonymousUsers: true, RefreshReuseInterval: 10 * time.Second}
 	cfg.Database.URL = dbURL
 	cfg.Database.SkipMigrations = true
 	cfg.Replication.SlotName = slot

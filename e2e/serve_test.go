@@ -31,7 +31,7 @@ func TestSupabaseJSServe(t *testing.T) {
 	// Migrated here, one database at a time (see migrate); the nodes then
 	// find nothing to apply.
 	dbURL, pool := migratedDB(t, "")
-	nodes := startServeCluster(t, buildFluxbase(t), dbURL, []string{"a", "b"}, "FLUXBASE_REPLICA_IDENTITY_FULL=true")
+	nodes := startServeCluster(t, buildFluxbase(t), dbURL, []string{"a", "b"}, "FLUXBASE_REPLICA_IDENTITY_FULL=true", "FLUXBASE_AUTH_ANONYMOUS_USERS=true")
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
 	for _, n := range nodes {
 		waitHTTP(t, n.url+"/health", 90*time.Second)
@@ -48,7 +48,7 @@ func TestSupabaseJSServe(t *testing.T) {
 	// reconcile pass; the table is made with it here so the UPDATE below
 	// carries its old row whatever the timing.
 	if _, err := pool.Exec(context.Background(), `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);
-		alter table public.todos replica identity full;`+restItemsSQL); err != nil {
+		alter table public.todos replica identity full;`+restItemsSQL+authNotesSQL); err != nil {
 		t.Fatal(err)
 	}
 	runNodeTests(t, nodeBin, dir, nodes[0].url, nodes[1].url, anon, dbURL)

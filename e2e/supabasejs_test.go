@@ -63,7 +63,7 @@ func TestSupabaseJS(t *testing.T) {
 	}
 	dir, _ := filepath.Abs("node")
 	ensureNodeModules(t, dir)
-	c := startCluster(t, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);`+notesSQL+restItemsSQL)
+	c := startCluster(t, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);`+notesSQL+restItemsSQL+authNotesSQL)
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
 	runNodeTests(t, nodeBin, dir, c.a, c.b, anon, c.url,
 		"USER_A_ID="+userA, "USER_A_TOKEN="+userToken(t, userA), "USER_B_ID="+userB, "USER_B_TOKEN="+userToken(t, userB))
@@ -122,13 +122,27 @@ create function public.rest_items_over(min int) returns setof public.rest_items 
   as $$ select * from public.rest_items where n > min $$;
 `
 
+// authNotesSQL is the tables of node/auth.test.mjs: each user's own notes,
+// and secrets a user reads only at aal2.
+const authNotesSQL = `
+create table public.auth_js_notes (id bigserial primary key, owner uuid not null default auth.uid(), body text);
+alter table public.auth_js_notes enable row level security;
+create policy own on public.auth_js_notes to authenticated using (owner = auth.uid()) with check (owner = auth.uid());
+create table public.auth_js_secrets (id bigserial primary key, owner uuid not null default auth.uid(), body text);
+alter table public.auth_js_secrets enable row level security;
+create policy write_own on public.auth_js_secrets for insert to authenticated with check (owner = auth.uid());
+create policy read_aal2 on public.auth_js_secrets for select to authenticated
+  using (owner = auth.uid() and auth.jwt() ->> 'aal' = 'aal2');
+`
+
 // runNodeTests runs node/*.test.mjs against nodes a and b (the REST
-// tests need restItemsSQL in the database); env
+// tests need restItemsSQL in the database, the auth tests authNotesSQL); env
 // adds variables (the user tokens of the row-level security test).
 func runNodeTests(t *testing.T, nodeBin, dir, a, b, anon, dbURL string, env ...string) {
 	t.Helper()
-	runNodeScripts(t, nodeBin, dir, []string{"realtime.test.mjs", "rest.test.mjs"}, append([]string{
-		"FLUXBASE_A=" + a, "FLUXBASE_B=" + b, "ANON_KEY=" + anon, "DATABASE_URL=" + dbURL,
+	service, _ := auth.APIKey(jwtSecret, auth.RoleServiceRole)
+	runNodeScripts(t, nodeBin, dir, []string{"realtime.test.mjs", "rest.test.mjs", "auth.test.mjs"}, append([]string{
+		"FLUXBASE_A=" + a, "FLUXBASE_B=" + b, "ANON_KEY=" + anon, "SERVICE_KEY=" + service, "DATABASE_URL=" + dbURL,
 		"REST_A_ID=" + userA, "REST_A_TOKEN=" + userToken(t, userA), "REST_B_TOKEN=" + userToken(t, userB)}, env...)...)
 }
 

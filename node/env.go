@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"net"
+	"net/mail"
 	"net/url"
 	"os"
 	"strconv"
@@ -217,6 +218,77 @@ func authFromEnv(e *env, mode Mode) auth.Config {
 		e.fail("FLUXBASE_JWT_SECRET", "", fmt.Sprintf("a secret of at least %d characters", auth.MinSecretLength))
 	} else if c.JWTSecret != "" && len(c.JWTSecret) < auth.MinSecretLength {
 		e.fail("FLUXBASE_JWT_SECRET", "(hidden)", fmt.Sprintf("at least %d characters", auth.MinSecretLength))
+	}
+	if raw := e.str("FLUXBASE_AUTH_JWT_KEYS", ""); raw != "" {
+		ks, err := auth.ParseKeySet(raw)
+		if err != nil {
+			e.fail("FLUXBASE_AUTH_JWT_KEYS", "(hidden)", "a JSON array of EC P-256 JWKs with kids, at most one with key_ops [\"sign\"] and d ("+err.Error()+")")
+		}
+		c.JWTKeys = ks
+	}
+	c.ExternalURL = e.str("FLUXBASE_AUTH_EXTERNAL_URL", "http://localhost:8080")
+	if u, err := url.Parse(c.ExternalURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		e.fail("FLUXBASE_AUTH_EXTERNAL_URL", c.ExternalURL, "the API's public http or https URL, such as https://api.example.com")
+	}
+	if host := e.str("FLUXBASE_SMTP_HOST", ""); host != "" {
+		m := &auth.SMTPMailer{Host: host}
+		m.Port = int(e.integer("FLUXBASE_SMTP_PORT", 587, 1, 65535, "a port from 1 to 65535"))
+		m.User = e.str("FLUXBASE_SMTP_USER", "")
+		m.Pass = e.str("FLUXBASE_SMTP_PASS", "")
+		m.From = e.str("FLUXBASE_SMTP_SENDER", "")
+		if _, err := mail.ParseAddress(m.From); err != nil {
+			e.fail("FLUXBASE_SMTP_SENDER", m.From, "the address mail is sent from, such as auth@example.com, when FLUXBASE_SMTP_HOST is set")
+		}
+		c.Mailer = m
+	}
+	if issuer := e.str("FLUXBASE_AUTH_OIDC_ISSUER", ""); issuer != "" {
+		o := &auth.OIDCConfig{Issuer: issuer, Name: e.str("FLUXBASE_AUTH_OIDC_NAME", "oidc"),
+			ClientID: e.str("FLUXBASE_AUTH_OIDC_CLIENT_ID", ""), ClientSecret: e.str("FLUXBASE_AUTH_OIDC_SECRET", "")}
+		if u, err := url.Parse(issuer); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			e.fail("FLUXBASE_AUTH_OIDC_ISSUER", issuer, "the provider's issuer URL, such as https://accounts.example.com")
+		}
+		if o.ClientID == "" {
+			e.fail("FLUXBASE_AUTH_OIDC_CLIENT_ID", "", "the client id registered at the provider, with FLUXBASE_AUTH_OIDC_ISSUER")
+		}
+		if !validNodeName(o.Name) {
+			e.fail("FLUXBASE_AUTH_OIDC_NAME", o.Name, "letters, digits, '-' and '_' only")
+		}
+		c.OIDC = o
+	}
+	c.AccessTokenHook = e.str("FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", "")
+	if c.AccessTokenHook != "" && !auth.ValidHookName(c.AccessTokenHook) {
+		e.fail("FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", c.AccessTokenHook, "a function name such as public.custom_access_token_hook (lower-case letters, digits, _)")
+	}
+	c.SiteURL = e.str("FLUXBASE_AUTH_SITE_URL", "")
+	if c.SiteURL != "" {
+		if u, err := url.Parse(c.SiteURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			e.fail("FLUXBASE_AUTH_SITE_URL", c.SiteURL, "an http or https URL such as https://app.example.com")
+		}
+	}
+	c.AccessTokenTTL = e.duration("FLUXBASE_AUTH_JWT_EXPIRY", time.Hour)
+	if c.AccessTokenTTL < 30*time.Second || c.AccessTokenTTL > 7*24*time.Hour {
+		e.fail("FLUXBASE_AUTH_JWT_EXPIRY", c.AccessTokenTTL.String(), "a duration from 30s to 168h")
+	}
+	c.RefreshReuseInterval = e.duration("FLUXBASE_AUTH_REFRESH_REUSE_INTERVAL", 10*time.Second)
+	c.SessionTimebox = e.duration("FLUXBASE_AUTH_SESSION_TIMEBOX", 0)
+	c.BcryptCost = int(e.integer("FLUXBASE_AUTH_BCRYPT_COST", 10, 4, 31, "a whole number from 4 to 31"))
+	c.HashWorkers = int(e.integer("FLUXBASE_AUTH_HASH_WORKERS", 0, 1, 1024, "a whole number from 1 to 1024"))
+	c.MinPasswordLength = int(e.integer("FLUXBASE_AUTH_PASSWORD_MIN_LENGTH", 6, 1, 72, "a whole number from 1 to 72"))
+	c.DisableSignup = e.boolean("FLUXBASE_AUTH_DISABLE_SIGNUP", false)
+	c.Autoconfirm = e.boolean("FLUXBASE_AUTH_AUTOCONFIRM", true)
+	c.AnonymousUsers = e.boolean("FLUXBASE_AUTH_ANONYMOUS_USERS", false)
+	c.RateLimitWindow = e.duration("FLUXBASE_AUTH_RATE_LIMIT_WINDOW", 5*time.Minute)
+	if c.RateLimitWindow < time.Second || c.RateLimitWindow > time.Hour {
+		e.fail("FLUXBASE_AUTH_RATE_LIMIT_WINDOW", c.RateLimitWindow.String(), "a duration from 1s to 1h")
+	}
+	c.RateLimitToken = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_TOKEN", 150, 0, 1<<30, "a whole number, 0 for no limit"))
+	c.RateLimitSignup = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", 30, 0, 1<<30, "a whole number, 0 for no limit"))
+	c.MailInterval = e.duration("FLUXBASE_AUTH_RATE_LIMIT_EMAIL_INTERVAL", time.Minute)
+	c.MailPerHour = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_EMAIL_SENT", 30, 0, 1<<30, "mails per hour in all, 0 for no limit"))
+	c.RateLimitOTP = int(e.integer("FLUXBASE_AUTH_RATE_LIMIT_OTP", 30, 0, 1<<30, "a whole number, 0 for no limit"))
+	c.RateLimitHeader = e.str("FLUXBASE_AUTH_RATE_LIMIT_HEADER", "")
+	if c.RateLimitHeader != "" && strings.ContainsAny(c.RateLimitHeader, " :\t\r\n") {
+		e.fail("FLUXBASE_AUTH_RATE_LIMIT_HEADER", c.RateLimitHeader, "a header name such as X-Forwarded-For")
 	}
 	return c
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fluxbase/fluxbase/auth"
 )
 
 func envOf(m map[string]string) func(string) string {
@@ -21,6 +23,11 @@ func TestConfigDefaults(t *testing.T) {
 	c, err := FromEnv(envOf(validServeEnv), Serve)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if a := c.Auth; a.AccessTokenTTL != time.Hour || a.RefreshReuseInterval != 10*time.Second || a.BcryptCost != 10 ||
+		a.MinPasswordLength != 6 || !a.Autoconfirm || a.AnonymousUsers || a.DisableSignup || a.HashWorkers != 0 || a.SessionTimebox != 0 ||
+		a.RateLimitWindow != 5*time.Minute || a.RateLimitToken != 150 || a.RateLimitSignup != 30 || a.RateLimitHeader != "" {
+		t.Fatalf("auth defaults: %+v", a)
 	}
 	if c.HTTP.Addr != ":8080" || c.Broker.ClientPort != 4222 || c.Storage.Provider != "local" || c.DataDir != ".fluxbase" ||
 		c.Broker.SyncInterval != 100*time.Millisecond || c.Broker.ChangesMaxBytes != 10<<30 || c.Broker.ChangesMaxAge != 7*24*time.Hour {
@@ -62,6 +69,11 @@ func TestConfigValues(t *testing.T) {
 		"FLUXBASE_REST_MAX_FILTER_DEPTH":    "4",
 		"FLUXBASE_HTTP_BODY_TIMEOUT":        "0",
 		"FLUXBASE_ROLE_SETTINGS_REFRESH":    "5s",
+		"FLUXBASE_AUTH_BCRYPT_COST":         "12",
+		"FLUXBASE_AUTH_ANONYMOUS_USERS":     "true",
+		"FLUXBASE_AUTH_JWT_EXPIRY":          "15m",
+		"FLUXBASE_AUTH_HASH_WORKERS":        "3",
+		"FLUXBASE_AUTH_SITE_URL":            "https://app.example.com",
 	}
 	for k, v := range validServeEnv {
 		env[k] = v
@@ -74,7 +86,9 @@ func TestConfigValues(t *testing.T) {
 	if c.Broker.ClientPort != 0 || c.Broker.ChangesMaxBytes != 512<<20 || c.Broker.SyncInterval != 100*time.Millisecond ||
 		len(c.Broker.Routes) != 2 || len(c.Database.ReadReplicas) != 2 || len(c.Replication.Tables) != 2 ||
 		c.Storage.S3.UseSSL || !c.Storage.LocalShared || c.Storage.MaxFileSize != 20<<20 || c.Database.MaxConns != 50 ||
-		c.HTTP.DrainDelay != 5*time.Second {
+		c.HTTP.DrainDelay != 5*time.Second ||
+		c.Auth.BcryptCost != 12 || !c.Auth.AnonymousUsers ||
+		c.Auth.AccessTokenTTL != 15*time.Minute || c.Auth.HashWorkers != 3 || c.Auth.SiteURL != "https://app.example.com" {
 		t.Fatalf("parsed: %+v", c)
 	}
 	// 0 rows and a 0 s body timeout are no limit: the configs' -1.
@@ -148,6 +162,30 @@ func TestConfigRejects(t *testing.T) {
 		{"FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND", "1.5", false},
 		{"FLUXBASE_REALTIME_MAX_RESUME_CHANGES", "all", false},
 		{"FLUXBASE_REALTIME_RESUME_PARALLEL", "0", false},
+		{"FLUXBASE_AUTH_SITE_URL", "app.example.com", false},
+		{"FLUXBASE_AUTH_JWT_EXPIRY", "5s", false},
+		{"FLUXBASE_AUTH_JWT_EXPIRY", "an hour", false},
+		{"FLUXBASE_AUTH_REFRESH_REUSE_INTERVAL", "-1s", false},
+		{"FLUXBASE_AUTH_SESSION_TIMEBOX", "a day", false},
+		{"FLUXBASE_AUTH_BCRYPT_COST", "3", false},
+		{"FLUXBASE_AUTH_BCRYPT_COST", "32", false},
+		{"FLUXBASE_AUTH_HASH_WORKERS", "0", false},
+		{"FLUXBASE_AUTH_PASSWORD_MIN_LENGTH", "100", false},
+		{"FLUXBASE_AUTH_DISABLE_SIGNUP", "sometimes", false},
+		{"FLUXBASE_AUTH_AUTOCONFIRM", "yes please", false},
+		{"FLUXBASE_AUTH_ANONYMOUS_USERS", "2", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_WINDOW", "2h", false},
+		{"FLUXBASE_AUTH_JWT_KEYS", `[{"kty":"RSA","kid":"a"}]`, false},
+		{"FLUXBASE_AUTH_JWT_KEYS", "not json", false},
+		{"FLUXBASE_AUTH_EXTERNAL_URL", "api.example.com", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_OTP", "x", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_EMAIL_INTERVAL", "soon", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_EMAIL_SENT", "-2", false},
+		{"FLUXBASE_AUTH_OIDC_ISSUER", "accounts.example.com", false},
+		{"FLUXBASE_AUTH_ACCESS_TOKEN_HOOK", "public.hook(); drop table x", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_TOKEN", "-1", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_SIGNUP", "lots", false},
+		{"FLUXBASE_AUTH_RATE_LIMIT_HEADER", "X Forwarded", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {
@@ -182,6 +220,22 @@ func TestConfigRejects(t *testing.T) {
 		}
 		if _, err := FromEnv(envOf(env), Serve); err == nil || !strings.HasPrefix(err.Error(), "FLUXBASE_STORAGE_S3_ENDPOINT") {
 			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("SMTP needs a sender", func(t *testing.T) {
+		t.Parallel()
+		env := map[string]string{"FLUXBASE_SMTP_HOST": "mail.internal"}
+		for k, v := range validServeEnv {
+			env[k] = v
+		}
+		if _, err := FromEnv(envOf(env), Serve); err == nil || !strings.HasPrefix(err.Error(), "FLUXBASE_SMTP_SENDER") {
+			t.Fatalf("err %v", err)
+		}
+		env["FLUXBASE_SMTP_SENDER"] = "auth@example.com"
+		env["FLUXBASE_SMTP_PORT"] = "2525"
+		c, err := FromEnv(envOf(env), Serve)
+		if err != nil || c.Auth.Mailer.(*auth.SMTPMailer).Port != 2525 {
+			t.Fatalf("smtp: %+v %v", c.Auth.Mailer, err)
 		}
 	})
 	t.Run("passwords never echoed", func(t *testing.T) {

@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/fluxbase/fluxbase/api"
+	apiauth "github.com/fluxbase/fluxbase/api/auth"
 	"github.com/fluxbase/fluxbase/api/realtime"
 	"github.com/fluxbase/fluxbase/api/rest"
 	apistorage "github.com/fluxbase/fluxbase/api/storage"
@@ -130,6 +131,7 @@ type Node struct {
 	rt       *realtime.Endpoint
 	files    *storage.Store
 	srv      *api.Server
+	revs     *auth.Revocations
 
 	reg       *prometheus.Registry
 	started   time.Time
@@ -155,7 +157,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 			n.Close()
 		}
 	}()
-	verifier, err := auth.NewVerifier(cfg.Auth.JWTSecret)
+	verifier, err := auth.NewVerifierWithKeys(cfg.Auth.JWTSecret, cfg.Auth.JWTKeys)
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +225,24 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	}
 	reg.MustRegister(broker.NewCollector(n.bus))
 
+	// Ended sessions, shared by every node through the broker and held in
+	// memory here: the guard and realtime refuse their tokens at once.
+	revKV, err := n.bus.Bucket(ctx, broker.RevocationsBucket)
+	if err != nil {
+		return nil, err
+	}
+	n.revs = auth.NewRevocations(revKV)
+	rateKV, err := n.bus.Bucket(ctx, broker.RateLimitBucket)
+	if err != nil {
+		return nil, err
+	}
+	authCfg := cfg.Auth
+	authCfg.MailLimiter = auth.NewRateLimiter(rateKV)
+	users, err := auth.NewService(authCfg, n.pool, n.revs)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+
 	changeLog, err := replication.NewJetStreamLog(n.bus.Conn(), replication.JetStreamLogOptions{
 		Stream:       change.Stream,
 		SyncInterval: n.bus.SyncInterval(),
@@ -243,14 +263,15 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 	limits := cfg.RealtimeLimits
 	limits.MaxConnections = n.budget.Websockets
 	n.rt = realtime.New(realtime.Config{
-		Limits:     limits,
-		Verifier:   verifier,
-		Pool:       n.pool,
-		Source:     fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),
-		Bus:        fanout.NewNATSBus(n.bus.Conn()),
-		Hub:        hub,
-		Log:        log,
-		Registerer: reg,
+		Limits:      limits,
+		Verifier:    verifier,
+		Pool:        n.pool,
+		Source:      fanout.NewJetStreamSource(n.bus.JetStream(), change.Stream),
+		Bus:         fanout.NewNATSBus(n.bus.Conn()),
+		Hub:         hub,
+		Log:         log,
+		Registerer:  reg,
+		Revocations: n.revs,
 	})
 
 	backend, err := openStorage(ctx, cfg, log)
@@ -281,6 +302,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 		Surfaces: []api.Surface{
 			rest.New(restCfg),
 			n.rt.Surface(),
+			apiauth.New(apiauth.Config{Service: users, Limiter: authCfg.MailLimiter, Version: cfg.Version, Log: log.Named("auth")}),
 			apistorage.New(apistorage.Config{
 				Store:    n.files,
 				Signer:   storage.NewSigner(cfg.Auth.JWTSecret),
@@ -291,6 +313,7 @@ func New(ctx context.Context, cfg Config, log *zap.Logger) (n *Node, err error) 
 				{Method: http.MethodGet, Pattern: "/", Access: api.NeedService, Handler: http.HandlerFunc(n.serveCluster)},
 			}},
 		},
+		Revocations: n.revs,
 	}, verifier, log, reg)
 	return n, nil
 }
@@ -339,6 +362,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stopHTTP()
 	g.Go(func() error { return n.repl.Run(gctx) })
 	g.Go(func() error { return n.rt.Run(gctx) })
+	g.Go(func() error { return n.revs.Run(gctx) })
 	g.Go(func() error { return n.files.RunCollector(gctx, collectInterval, storage.DefaultUploadAge) })
 	g.Go(func() error {
 		err := n.srv.Serve(httpCtx, n.ln)

@@ -54,6 +54,9 @@ type rtChannel struct {
 	bindings []joinBinding
 	pol      channelPolicies
 	expiry   *time.Timer
+	// session is the session the channel is filed under in
+	// Endpoint.sessions, guarded by that registry's lock.
+	session string
 }
 
 func newRTConn(rt *Endpoint, ws *websocket.Conn, vsn fanout.Vsn, claims *auth.Claims) *rtConn {
@@ -129,13 +132,17 @@ func (c *rtConn) close(reason string) {
 		return
 	}
 	c.closed = true
-	for _, rc := range c.chans {
+	chans := c.chans
+	for _, rc := range chans {
 		if rc.expiry != nil {
 			rc.expiry.Stop()
 		}
 	}
 	c.chans = nil
 	c.mu.Unlock()
+	for _, rc := range chans {
+		c.rt.untrack(rc)
+	}
 	c.client.Close(reason)
 }
 
@@ -241,6 +248,7 @@ func (c *rtConn) leave(topic string, rc *rtChannel) {
 	}
 	ch := rc.ch
 	c.mu.Unlock()
+	c.rt.untrack(rc)
 	if ch != nil {
 		c.client.LeaveChannel(ch)
 	} else {
@@ -409,6 +417,8 @@ func (c *rtConn) tokenClaims(token *string) (*auth.Claims, string, error) {
 		return nil, "", errors.New("InvalidJWTToken: Token has expired")
 	case err != nil:
 		return nil, "", fmt.Errorf("InvalidJWTToken: %v", err)
+	case c.rt.revoked(cl):
+		return nil, "", errors.New(revokedReason)
 	}
 	return cl, *token, nil
 }
@@ -553,6 +563,7 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 	old := c.chans[m.Topic]
 	c.chans[m.Topic] = rc
 	c.mu.Unlock()
+	c.rt.track(c, rc, claims.SessionID)
 	if old != nil {
 		// A second join of a topic replaces the first, as in Phoenix.
 		c.leave(m.Topic, old)
@@ -571,6 +582,11 @@ func (c *rtConn) join(ctx context.Context, m *inMsg) {
 	rc.ch = ch
 	c.armExpiry(rc)
 	c.mu.Unlock()
+	if c.rt.revoked(claims) {
+		// The session ended while the channel was joining, perhaps
+		// before it was filed under it.
+		c.shutdown(rc, revokedReason)
+	}
 }
 
 // armExpiry shuts the channel down when its token expires; c.mu is held.
@@ -676,6 +692,7 @@ func (c *rtConn) refreshToken(ctx context.Context, m *inMsg, rc *rtChannel) {
 	rc.ch.SetAuth(authOf(claims))
 	c.armExpiry(rc)
 	c.mu.Unlock()
+	c.rt.track(c, rc, claims.SessionID)
 }
 
 func (c *rtConn) broadcast(m *inMsg, rc *rtChannel) {

@@ -102,9 +102,83 @@ type Config struct {
 	Log             *zap.Logger
 	// Registerer receives the fluxbase_realtime_* metrics; nil skips them.
 	Registerer prometheus.Registerer
+	// Revocations refuses tokens of ended sessions in joins and refreshes,
+	// and tells of each session that ends so its open channels close;
+	// nil checks none.
+	Revocations Revocations
 
 	// Limits bound what one node and one client may ask (limits.go).
 	Limits Limits
+}
+
+// Revocations is the node's set of ended sessions (auth.Revocations).
+type Revocations interface {
+	Revoked(sessionID string) bool
+	OnRevoke(fn func(sessionID string))
+}
+
+// revokedReason closes a channel whose token's session has ended, in the
+// words Supabase Realtime uses for a token that lost its validity.
+const revokedReason = "InvalidJWTToken: Token has been revoked"
+
+// sessionChannels finds the open channels of a session, to close them
+// when it ends.
+type sessionChannels struct {
+	mu sync.Mutex
+	m  map[string]map[*rtChannel]*rtConn
+}
+
+// track files rc under its claims' session; c.mu is not held.
+func (rt *Endpoint) track(c *rtConn, rc *rtChannel, sessionID string) {
+	rt.sessions.mu.Lock()
+	defer rt.sessions.mu.Unlock()
+	if rc.session == sessionID {
+		return
+	}
+	rt.untrackLocked(rc)
+	if sessionID == "" {
+		return
+	}
+	set := rt.sessions.m[sessionID]
+	if set == nil {
+		set = map[*rtChannel]*rtConn{}
+		rt.sessions.m[sessionID] = set
+	}
+	set[rc] = c
+	rc.session = sessionID
+}
+
+func (rt *Endpoint) untrack(rc *rtChannel) {
+	rt.sessions.mu.Lock()
+	rt.untrackLocked(rc)
+	rt.sessions.mu.Unlock()
+}
+
+func (rt *Endpoint) untrackLocked(rc *rtChannel) {
+	if rc.session == "" {
+		return
+	}
+	if set := rt.sessions.m[rc.session]; set != nil {
+		delete(set, rc)
+		if len(set) == 0 {
+			delete(rt.sessions.m, rc.session)
+		}
+	}
+	rc.session = ""
+}
+
+// sessionRevoked closes every open channel of the session.
+func (rt *Endpoint) sessionRevoked(sessionID string) {
+	rt.sessions.mu.Lock()
+	set := rt.sessions.m[sessionID]
+	open := make(map[*rtChannel]*rtConn, len(set))
+	for rc, c := range set {
+		open[rc] = c
+	}
+	rt.sessions.mu.Unlock()
+	for rc, c := range open {
+		c.shutdown(rc, revokedReason)
+	}
 }
 
 // Endpoint serves /realtime/v1: the websocket endpoint speaking
@@ -135,6 +209,8 @@ type Endpoint struct {
 	// open counts the websockets from before their upgrade until their
 	// socket is closed, against Limits.MaxConnections.
 	open atomic.Int64
+
+	sessions sessionChannels
 }
 
 type realtimeMetrics struct {
@@ -163,7 +239,13 @@ func New(cfg Config) *Endpoint {
 	if cfg.Log == nil {
 		cfg.Log = zap.NewNop()
 	}
-	rt := &Endpoint{cfg: cfg, log: cfg.Log.Named("realtime"), limits: cfg.Limits.withDefaults()}
+	rt := &Endpoint{cfg: cfg, log: cfg.Log.Named("realtime"), limits: cfg.Limits.withDefaults(),
+		sessions: sessionChannels{m: map[string]map[*rtChannel]*rtConn{}}}
+	if cfg.Revocations != nil {
+		// Shutting a channel down only queues frames: it never blocks
+		// the revocations' watcher.
+		cfg.Revocations.OnRevoke(rt.sessionRevoked)
+	}
 	rt.ctx, rt.cancel = context.WithCancel(context.Background())
 	rt.metrics = &realtimeMetrics{
 		sent: prometheus.NewCounter(prometheus.CounterOpts{
@@ -449,4 +531,9 @@ func (rt *Endpoint) authorizeHTTPBroadcast(ctx context.Context, claims *auth.Cla
 		return api.ErrForbidden.With("You do not have permissions to write to this Channel topic: " + topic)
 	}
 	return nil
+}
+
+// revoked reports whether the claims' session has ended.
+func (rt *Endpoint) revoked(cl *auth.Claims) bool {
+	return cl != nil && cl.SessionID != "" && rt.cfg.Revocations != nil && rt.cfg.Revocations.Revoked(cl.SessionID)
 }

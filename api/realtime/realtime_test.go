@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -690,5 +691,78 @@ func TestRealtimePostgresChangesFromLog(t *testing.T) {
 	}
 	if _, ok := data["record"]; ok {
 		t.Fatalf("a delete carries a record: %s", m.Raw)
+	}
+}
+
+// memRevocations is a Revocations for one endpoint; the real, shared
+// set is auth.Revocations, exercised across nodes in e2e.
+type memRevocations struct {
+	mu      sync.Mutex
+	revoked map[string]bool
+	subs    []func(string)
+}
+
+func (m *memRevocations) Revoked(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.revoked[id]
+}
+
+func (m *memRevocations) OnRevoke(fn func(string)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.subs = append(m.subs, fn)
+}
+
+func (m *memRevocations) revoke(id string) {
+	m.mu.Lock()
+	m.revoked[id] = true
+	subs := m.subs
+	m.mu.Unlock()
+	for _, fn := range subs {
+		fn(id)
+	}
+}
+
+// A session that ends closes its open channels with the reason, and only
+// its own; its tokens are refused at join and refresh from then on.
+func TestRealtimeRevokedSessionCloses(t *testing.T) {
+	t.Parallel()
+	rv := &memRevocations{revoked: map[string]bool{}}
+	env := newRTEnv(t, Config{Revocations: rv})
+	c := env.dial(t, "2.0.0")
+	exp := time.Now().Add(time.Hour).Unix()
+	ended := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u1", "session_id": "s1", "exp": exp})
+	kept := sign(t, secret, map[string]any{"role": "authenticated", "sub": "u1", "session_id": "s2", "exp": exp})
+	refA := c.send("=", "realtime:a", "phx_join", map[string]any{"config": map[string]any{}, "access_token": ended})
+	if r := c.reply(refA); status(r) != "ok" {
+		t.Fatalf("join %s", r.Raw)
+	}
+	refB := c.send("=", "realtime:b", "phx_join", map[string]any{"config": map[string]any{}, "access_token": kept})
+	if r := c.reply(refB); status(r) != "ok" {
+		t.Fatalf("join %s", r.Raw)
+	}
+	rv.revoke("s1")
+	sys := c.expect("system error", func(m *rtMsg) bool { return m.Event == "system" })
+	if sys.Topic != "realtime:a" || sys.Payload["status"] != "error" || sys.Payload["message"] != revokedReason {
+		t.Fatalf("system %s", sys.Raw)
+	}
+	if cl := c.expect("phx_close", func(m *rtMsg) bool { return m.Event == "phx_close" }); cl.Topic != "realtime:a" {
+		t.Fatalf("closed %s", cl.Raw)
+	}
+	ref := c.send("=", "realtime:c", "phx_join", map[string]any{"config": map[string]any{}, "access_token": ended})
+	if r := c.reply(ref); status(r) != "error" || !strings.Contains(string(r.Raw), revokedReason) {
+		t.Fatalf("join with a revoked token: %s", r.Raw)
+	}
+	c.send(refB, "realtime:b", "access_token", map[string]any{"access_token": ended})
+	sys = c.expect("refresh refused", func(m *rtMsg) bool { return m.Event == "system" })
+	if sys.Topic != "realtime:b" || sys.Payload["message"] != revokedReason {
+		t.Fatalf("system %s", sys.Raw)
+	}
+	env.rt.sessions.mu.Lock()
+	left := len(env.rt.sessions.m)
+	env.rt.sessions.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d sessions still filed after their channels closed", left)
 	}
 }

@@ -10,6 +10,8 @@ LDFLAGS   := -X main.version=$(VERSION)
 STATICCHECK_VERSION := v0.8.2
 # The S3 server the storage tests run (internal/s3test); keep in step with s3test.Version.
 VERSITYGW_VERSION := v1.8.0
+# The SMTP server the auth tests run (internal/mailpit); keep in step with mailpit.Version.
+MAILPIT_VERSION   := v1.33.1
 
 # How much each fuzz target runs in `make test`: a count of inputs, not a
 # duration, so a busy machine fuzzes as much (a -fuzztime duration can end
@@ -30,6 +32,7 @@ test: test-go fuzz
 
 test-go:
 	@test -x $(GOBIN_DIR)/versitygw || GOBIN=$(GOBIN_DIR) $(GO) install github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+	@test -x $(GOBIN_DIR)/mailpit || GOBIN=$(GOBIN_DIR) $(GO) install github.com/axllent/mailpit@$(MAILPIT_VERSION)
 	$(GO) vet ./...
 	$(GO) test -race -timeout 12m ./...
 

@@ -55,10 +55,7 @@ var loadBalancers = []loadBalancer{
 // carries on. The drained node is started again before the next balancer.
 func TestLoadBalancers(t *testing.T) {
 	t.Parallel()
-	nodeBin, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
+	nodeBin, dir := nodeTests(t)
 	bins := map[string]string{}
 	for _, lb := range loadBalancers {
 		if bins[lb.name] = deploy.FindBinary(lb.name); bins[lb.name] == "" {
@@ -68,8 +65,6 @@ func TestLoadBalancers(t *testing.T) {
 			t.Skipf("%s is not installed (apt-get install %s, or run .ci/run)", lb.name, lb.name)
 		}
 	}
-	dir, _ := filepath.Abs("node")
-	ensureNodeModules(t, dir)
 	dbURL, _ := migratedDB(t, `create table public.lb_items (id serial primary key, title text not null)`)
 	nodes := startServeCluster(t, buildFluxbase(t), dbURL, []string{"a", "b", "c"},
 		"FLUXBASE_DRAIN_DELAY=2s", "FLUXBASE_SHUTDOWN_TIMEOUT=20s")

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -22,12 +21,7 @@ import (
 // serve /realtime/v1.
 func TestSupabaseJSServe(t *testing.T) {
 	t.Parallel()
-	nodeBin, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
-	dir, _ := filepath.Abs("node")
-	ensureNodeModules(t, dir)
+	nodeBin, dir := nodeTests(t)
 	// Migrated here, one database at a time (see migrate); the nodes then
 	// find nothing to apply.
 	dbURL, pool := migratedDB(t, "")

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"os/exec"
-	"path/filepath"
 	"testing"
 
 	"github.com/fluxbase/fluxbase/auth"
@@ -32,12 +30,7 @@ create policy e2e_see_buckets on storage.buckets for select to authenticated usi
 // starts). Uploads go through one node and downloads through the other.
 func TestSupabaseJSStorage(t *testing.T) {
 	t.Parallel()
-	nodeBin, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
-	dir, _ := filepath.Abs("node")
-	ensureNodeModules(t, dir)
+	nodeBin, dir := nodeTests(t)
 	providers := map[string]func(t *testing.T) storage.Config{
 		"local": func(t *testing.T) storage.Config {
 			return storage.Config{Provider: storage.ProviderLocal, LocalPath: t.TempDir(), LocalShared: true}

@@ -57,16 +57,24 @@ func startClusterWith(t *testing.T, setupSQL string, configure func(i int, cfg *
 // nodes: subscribe on one node, write and broadcast through the other.
 func TestSupabaseJS(t *testing.T) {
 	t.Parallel()
-	nodeBin, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node is not installed")
-	}
-	dir, _ := filepath.Abs("node")
-	ensureNodeModules(t, dir)
+	nodeBin, dir := nodeTests(t)
 	c := startCluster(t, `create table public.todos (id serial primary key, owner text not null, title text, done boolean not null default false);`+notesSQL+restItemsSQL+authNotesSQL)
 	anon, _ := auth.APIKey(jwtSecret, auth.RoleAnon)
 	runNodeTests(t, nodeBin, dir, c.a, c.b, anon, c.url,
 		"USER_A_ID="+userA, "USER_A_TOKEN="+userToken(t, userA), "USER_B_ID="+userB, "USER_B_TOKEN="+userToken(t, userB))
+}
+
+// nodeTests returns Node.js and the folder of the Node tests, their locked
+// dependencies installed; it skips the test where Node.js is missing.
+func nodeTests(t *testing.T) (nodeBin, dir string) {
+	t.Helper()
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed")
+	}
+	dir, _ = filepath.Abs("node")
+	ensureNodeModules(t, dir)
+	return nodeBin, dir
 }
 
 // ensureNodeModules installs the Node tests' locked dependencies once.

@@ -27,11 +27,8 @@ func (h *handler) listBuckets(w http.ResponseWriter, r *http.Request) {
 	}
 	o.Search = q.Get("search")
 	o.SortColumn = q.Get("sortColumn")
-	switch strings.ToLower(q.Get("sortOrder")) {
-	case "", "asc":
-	case "desc":
-		o.Desc = true
-	default:
+	var ok bool
+	if o.Desc, ok = descending(q.Get("sortOrder")); !ok {
 		errInvalidRequest.write(w)
 		return
 	}
@@ -142,4 +139,16 @@ func (h *handler) deleteBucket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"message": "Successfully deleted"})
+}
+
+// descending reads a sort order as storage-js sends it: "asc" (or none)
+// or "desc", in any case; ok is false for anything else.
+func descending(order string) (desc, ok bool) {
+	switch strings.ToLower(order) {
+	case "", "asc":
+		return false, true
+	case "desc":
+		return true, true
+	}
+	return false, false
 }

@@ -327,11 +327,8 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	}
 	if b.SortBy != nil {
 		o.SortColumn = b.SortBy.Column
-		switch strings.ToLower(b.SortBy.Order) {
-		case "", "asc":
-		case "desc":
-			o.Desc = true
-		default:
+		var ok bool
+		if o.Desc, ok = descending(b.SortBy.Order); !ok {
 			errInvalidRequest.write(w)
 			return
 		}

@@ -192,9 +192,15 @@ func (c *client) recvUntil(timeout time.Duration, ok func(*msg) bool) (*msg, err
 	}
 }
 
+// expectWait is how long expect waits for a message. It is generous: on a
+// loaded machine running many clusters under the race detector, the first
+// message of a resume waits for an ordered consumer to be created on a
+// clustered stream, which has taken more than 10 s.
+const expectWait = 45 * time.Second
+
 func (c *client) expect(what string, ok func(*msg) bool) *msg {
 	c.t.Helper()
-	m, err := c.recvUntil(10*time.Second, ok)
+	m, err := c.recvUntil(expectWait, ok)
 	if err != nil {
 		c.t.Fatalf("waiting for %s: %v", what, err)
 	}
